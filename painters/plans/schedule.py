@@ -1,0 +1,145 @@
+"""The plan object: an execution schedule over a model's decoder blocks, shared by every backend.
+
+A plan is a sequence of steps. A step runs one block, or a parallel group of blocks that all read the same
+residual stream and whose outputs are averaged, optionally looped (the average is fed back through the
+group). ``Plan.stages()`` unrolls loops into the flat list that executors walk; it also assigns KV-cache
+slots, so the reference executor, the ONNX rewrite and the engines agree on slot numbering by construction.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Literal
+
+from painters.errors import PlanError
+
+__all__ = ["Step", "Stage", "Plan", "KVMode"]
+
+KVMode = Literal["exact", "mean"]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One entry of a schedule: a block, or a parallel group of blocks (``parallel=True``)."""
+
+    blocks: tuple[int, ...]
+    parallel: bool = False
+    loops: int = 1
+    attn: bool = True
+    mlp: bool = True
+
+    def to_json(self) -> dict:
+        return {"blocks": list(self.blocks), "parallel": self.parallel, "loops": self.loops,
+                "attn": self.attn, "mlp": self.mlp}
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One unrolled step: members read the same input; with several members their outputs are averaged.
+
+    ``slots[k]`` is the KV slot of member k (``None`` when its attention is dropped). Members of one stage
+    share a slot exactly when the plan uses ``kv=mean``: they attend over a shared, averaged cache.
+    """
+
+    blocks: tuple[int, ...]
+    attn: bool
+    mlp: bool
+    slots: tuple[int | None, ...]
+
+    @property
+    def shared_kv(self) -> bool:
+        return len(self.blocks) > 1 and self.attn and len(set(self.slots)) == 1
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated schedule for a model with ``num_layers`` decoder blocks."""
+
+    name: str
+    steps: tuple[Step, ...]
+    num_layers: int
+    kv: KVMode = "exact"
+    meta: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def __str__(self) -> str:
+        return self.name
+
+    def stages(self) -> list[Stage]:
+        """Unroll loops and number KV slots 0..n-1 in execution order."""
+        stages: list[Stage] = []
+        next_slot = 0
+        for step in self.steps:
+            for _ in range(step.loops):
+                if not step.attn:
+                    slots: tuple[int | None, ...] = (None,) * len(step.blocks)
+                elif self.kv == "mean" and step.parallel:
+                    slots = (next_slot,) * len(step.blocks)
+                    next_slot += 1
+                else:
+                    slots = tuple(range(next_slot, next_slot + len(step.blocks)))
+                    next_slot += len(step.blocks)
+                stages.append(Stage(step.blocks, step.attn, step.mlp, slots))
+        return stages
+
+    @property
+    def kv_slots(self) -> int:
+        return len({s for st in self.stages() for s in st.slots if s is not None})
+
+    @property
+    def block_evals(self) -> int:
+        return sum(len(s.blocks) for s in self.stages())
+
+    @property
+    def attn_evals(self) -> int:
+        return sum(len(s.blocks) for s in self.stages() if s.attn)
+
+    @property
+    def mlp_evals(self) -> int:
+        return sum(len(s.blocks) for s in self.stages() if s.mlp)
+
+    @property
+    def depth(self) -> int:
+        """Stages on the critical path: what a fused parallel group costs in launch-bound decoding."""
+        return len(self.stages())
+
+    def slot_blocks(self) -> list[int]:
+        """The block whose attention fills each KV slot (the first member for a shared ``kv=mean`` slot)."""
+        owners: dict[int, int] = {}
+        for stage in self.stages():
+            for block, slot in zip(stage.blocks, stage.slots):
+                if slot is not None:
+                    owners.setdefault(slot, block)
+        return [owners[s] for s in range(len(owners))]
+
+    def ideal_cost_ratio(self) -> float:
+        """Sublayer evaluations relative to the baseline's 2·L (attention and MLP counted alike)."""
+        return (self.attn_evals + self.mlp_evals) / (2 * self.num_layers)
+
+    def to_json(self) -> dict:
+        return {"plan": self.name, "num_layers": self.num_layers, "kv": self.kv,
+                "steps": [s.to_json() for s in self.steps], "kv_slots": self.kv_slots,
+                "block_evals": self.block_evals}
+
+    def to_json_text(self) -> str:
+        return json.dumps(self.to_json(), separators=(",", ":"))
+
+    def validate(self) -> Plan:
+        """Check indices, loops and that something runs; return self for chaining."""
+        L = self.num_layers
+        if not self.steps:
+            raise PlanError(f"plan {self.name!r} leaves zero blocks; keep at least one block of 0..{L - 1}")
+        for step in self.steps:
+            for b in step.blocks:
+                if not 0 <= b < L:
+                    raise PlanError(f"plan {self.name!r} uses block {b}; model has {L} (valid 0–{L - 1})")
+            if not step.blocks:
+                raise PlanError(f"plan {self.name!r}: a step with no blocks; list at least one block index")
+            if step.loops < 1:
+                raise PlanError(f"plan {self.name!r}: loops must be ≥ 1, got {step.loops}")
+            if not step.attn and not step.mlp:
+                raise PlanError(f"plan {self.name!r}: step {step.blocks} drops both attention and MLP; "
+                                "drop the block instead (leave it out of the schedule)")
+            if len(step.blocks) > 1 and not step.parallel:
+                raise PlanError(f"plan {self.name!r}: a sequential step has one block; got {step.blocks}")
+        return self

@@ -1,0 +1,117 @@
+"""One interface over every backend: a forward pass with an explicit KV cache, and generation on top.
+
+The IO convention is the exported graph's (Hugging Face Optimum / ONNX Runtime GenAI): ``input_ids``
+[batch, seq], ``attention_mask`` [batch, past+seq] (1 = real token, left padding), ``position_ids``
+[batch, seq], and one (key, value) pair per KV slot of shape [batch, kv_heads, past, head_dim]. A plan's
+slot count is what the cache holds, so attention-drop plans really allocate less.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Runner", "KV", "ModelInfo", "positions_from_mask", "left_pad"]
+
+# Per slot (key, value); arrays are backend-native (numpy on CPU backends, device tensors on GPU ones).
+KV = list[tuple[Any, Any]]
+
+
+@dataclass
+class ModelInfo:
+    """What a runner serves: enough to build inputs and label results."""
+
+    num_slots: int
+    kv_heads: int
+    head_dim: int
+    vocab_size: int
+    dtype: str  # numpy name of the KV / activation dtype, e.g. "float32", "float16"
+    plan: str = "baseline"
+    model_hash: str = ""
+    eos_token_id: int | None = None
+
+
+def positions_from_mask(attention_mask: np.ndarray, seq: int) -> np.ndarray:
+    """Position ids of the last ``seq`` tokens: the count of real tokens before each (left padding → 0s)."""
+    pos = np.cumsum(attention_mask, axis=1) - 1
+    pos = np.maximum(pos, 0)
+    return pos[:, -seq:].astype(np.int64)
+
+
+def left_pad(sequences: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Left-pad token lists into (input_ids, attention_mask)."""
+    width = max(len(s) for s in sequences)
+    ids = np.full((len(sequences), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(sequences), width), dtype=np.int64)
+    for row, seq in enumerate(sequences):
+        if len(seq):
+            ids[row, width - len(seq):] = seq
+            mask[row, width - len(seq):] = 1
+    return ids, mask
+
+
+class Runner(ABC):
+    """A backend serving one (compiled) model. Use as a context manager to release device resources."""
+
+    name: str = "base"
+    info: ModelInfo
+    tokenizer: Any = None
+
+    def __enter__(self) -> Runner:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release sessions and device buffers."""
+
+    @abstractmethod
+    def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray, position_ids: np.ndarray,
+                past: KV | None = None) -> tuple[np.ndarray, KV]:
+        """One step: logits [batch, seq, vocab] as float32 numpy, and the grown cache (past+seq)."""
+
+    @abstractmethod
+    def empty_kv(self, batch: int) -> KV:
+        """A cache with past length 0 for ``batch`` sequences."""
+
+    @abstractmethod
+    def repeat_kv(self, kv: KV, n: int) -> KV:
+        """Repeat a batch-1 cache ``n`` times along the batch axis (shared contexts in bench)."""
+
+    def prefill(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, KV]:
+        """Run a left-padded prompt from an empty cache."""
+        input_ids = np.asarray(input_ids, dtype=np.int64)
+        attention_mask = np.asarray(attention_mask, dtype=np.int64)
+        positions = positions_from_mask(attention_mask, input_ids.shape[1])
+        return self.forward(input_ids, attention_mask, positions, self.empty_kv(input_ids.shape[0]))
+
+    def decode(self, token_ids: np.ndarray, attention_mask: np.ndarray, past: KV) -> tuple[np.ndarray, KV]:
+        """One cached step for one new token per sequence; ``attention_mask`` already includes it."""
+        token_ids = np.asarray(token_ids, dtype=np.int64).reshape(-1, 1)
+        positions = positions_from_mask(attention_mask, 1)
+        return self.forward(token_ids, attention_mask, positions, past)
+
+    def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int,
+                 stop_ids: Sequence[int] = (), pad_id: int = 0) -> list[list[int]]:
+        """Greedy generation with the KV cache; each sequence stops at a token of ``stop_ids``."""
+        ids, mask = left_pad(prompts, pad_id)
+        logits, kv = self.prefill(ids, mask)
+        out: list[list[int]] = [[] for _ in prompts]
+        done = np.zeros(len(prompts), dtype=bool)
+        stops = set(stop_ids)
+        for step in range(max_new_tokens):
+            next_ids = logits[:, -1].argmax(-1)
+            for row, tok in enumerate(next_ids):
+                if not done[row]:
+                    out[row].append(int(tok))
+                    done[row] = int(tok) in stops
+            if done.all() or step == max_new_tokens - 1:
+                break
+            mask = np.concatenate([mask, np.ones((len(prompts), 1), dtype=np.int64)], axis=1)
+            logits, kv = self.decode(next_ids, mask, kv)
+        return out
