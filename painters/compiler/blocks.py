@@ -1,0 +1,208 @@
+"""Block discovery: the one place that finds decoder blocks in an ONNX graph.
+
+A Llama-family decoder graph is a residual chain ``x_0 → [h_i = x_i + Attn_i(x_i); x_{i+1} = h_i + MLP_i(h_i)]
+→ norm → lm_head``. Discovery follows that chain semantically, so it needs no node names: it works on graphs
+from ``painters export`` and on graphs from other exporters (Optimum / TorchScript ``/model/layers.{i}/…``
+names) that share the IO convention (``past_key_values.{i}.key/value`` → ``present.{i}.key/value``).
+
+1. ``x_0`` is the output of the embedding ``Gather(weight, input_ids)``.
+2. The *residual set* R is every value computed from ``x_0`` or a past-KV input (plain dataflow; a
+   ``Shape`` of ``x_0`` carries no data and stays context). Shape reads of past-KV inputs outside their
+   block are first re-anchored on ``input_ids`` / ``attention_mask`` (:mod:`painters.compiler.passes.anchor_shapes`).
+3. From stream value ``x``, the residual ``Add`` is the one Add that reads ``x`` itself and a value in R;
+   two of them make a block (attention, then MLP). The chain ends where no such Add exists.
+4. Block i's nodes are the R-nodes reached backwards from ``x_{i+1}`` and ``present.i.*`` without
+   passing ``x_i`` or the past inputs; its attention nodes are those reached from ``h_i`` and ``present.i.*``.
+   Everything outside R (rotary tables, the mask, shape arithmetic) is shared *context*.
+
+Each failed expectation raises :class:`CompileError` naming the block and what was missing. The result is
+recorded by ``painters export`` in the model metadata ``painters.blocks`` (residual tensor names per block)
+and on every node as ``painters.block`` / ``painters.sublayer``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import onnx_ir as ir
+
+from painters.errors import CompileError
+
+__all__ = ["Block", "BlockStructure", "discover_blocks", "past_name", "present_name"]
+
+_KV_RE = re.compile(r"past_key_values\.(\d+)\.(key|value)\Z")
+
+
+def past_name(slot: int, kind: str) -> str:
+    return f"past_key_values.{slot}.{kind}"
+
+
+def present_name(slot: int, kind: str) -> str:
+    return f"present.{slot}.{kind}"
+
+
+@dataclass
+class Block:
+    """One decoder block: its residual values, KV IO and nodes (attention and MLP sublayers)."""
+
+    index: int
+    x_in: ir.Value
+    h: ir.Value  # after the attention residual Add
+    x_out: ir.Value
+    past: tuple[ir.Value, ir.Value]
+    present: tuple[ir.Value, ir.Value]
+    attn_nodes: list[ir.Node]  # in graph order, including the attention residual Add
+    mlp_nodes: list[ir.Node]  # in graph order, including the MLP residual Add
+
+
+@dataclass
+class BlockStructure:
+    """Prologue (context), the blocks, and the epilogue's input (``x_L``, read by the final norm)."""
+
+    blocks: list[Block]
+    x0: ir.Value
+    final: ir.Value
+    logits: ir.Value
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.blocks)
+
+    def block_nodes(self) -> set[ir.Node]:
+        return {n for b in self.blocks for n in (*b.attn_nodes, *b.mlp_nodes)}
+
+    def to_json(self) -> list[dict]:
+        return [{"index": b.index, "input": b.x_in.name, "attention_residual": b.h.name, "output": b.x_out.name,
+                 "attn_nodes": len(b.attn_nodes), "mlp_nodes": len(b.mlp_nodes)} for b in self.blocks]
+
+
+def _fail(msg: str) -> CompileError:
+    return CompileError(f"block discovery: {msg} (is this a Llama-family decoder exported with the "
+                        "past_key_values.{i}.key/value → present.{i}.key/value convention?)")
+
+
+def _find_embedding(graph: ir.Graph) -> ir.Value:
+    ids = next((v for v in graph.inputs if v.name == "input_ids"), None)
+    if ids is None:
+        raise _fail("no graph input named 'input_ids'")
+    gathers = [u.node for u in ids.uses() if u.node.op_type == "Gather" and u.idx == 1]
+    if len(gathers) != 1:
+        raise _fail(f"expected one embedding Gather reading input_ids, found {len(gathers)}")
+    return gathers[0].outputs[0]
+
+
+def _kv_io(graph: ir.Graph) -> tuple[dict[int, tuple[ir.Value, ir.Value]], dict[int, tuple[ir.Value, ir.Value]]]:
+    past: dict[int, dict[str, ir.Value]] = {}
+    for v in graph.inputs:
+        m = _KV_RE.match(v.name or "")
+        if m:
+            past.setdefault(int(m[1]), {})[m[2]] = v
+    outputs = {v.name: v for v in graph.outputs}
+    pasts, presents = {}, {}
+    for i, kv in sorted(past.items()):
+        if set(kv) != {"key", "value"}:
+            raise _fail(f"layer {i}: past key and value inputs must come in pairs")
+        pk, pv = outputs.get(present_name(i, "key")), outputs.get(present_name(i, "value"))
+        if pk is None or pv is None:
+            raise _fail(f"layer {i}: input {past_name(i, 'key')} has no matching output {present_name(i, 'key')}")
+        pasts[i], presents[i] = (kv["key"], kv["value"]), (pk, pv)
+    return pasts, presents
+
+
+def _residual_set(graph: ir.Graph, x0: ir.Value, pasts: list[ir.Value]) -> set[ir.Value]:
+    """Values computed (transitively) from ``x0`` or a past input: the residual stream and what it feeds.
+
+    ``Shape(x0)`` is data-free (every stream value has x0's shape), so context such as the mask may read it.
+    """
+    seen: set[ir.Value] = {x0, *pasts}
+    for node in graph:  # graph order is topological
+        if node.op_type == "Shape" and node.inputs[0] is x0:
+            continue
+        if any(v in seen for v in node.inputs if v is not None):
+            seen.update(node.outputs)
+    return seen
+
+
+def _residual_add(x: ir.Value, R: set[ir.Value]) -> ir.Node | None:
+    adds = [u.node for u in x.uses() if u.node.op_type == "Add"
+            and all(v in R for v in u.node.inputs) and len(u.node.inputs) == 2]
+    return adds[0] if len(adds) == 1 else None
+
+
+def _collect(targets: list[ir.Value], stops: set[ir.Value], R: set[ir.Value], order: dict[ir.Node, int]) -> list[ir.Node]:
+    """R-nodes reached backwards from ``targets`` without crossing ``stops``, in graph order."""
+    found: set[ir.Node] = set()
+    stack = [v for v in targets]
+    visited: set[ir.Value] = set()
+    while stack:
+        v = stack.pop()
+        if v in visited or v in stops or v not in R:
+            continue
+        visited.add(v)
+        node = v.producer()
+        if node is None or node in found:
+            continue
+        found.add(node)
+        stack.extend(i for i in node.inputs if i is not None)
+    return sorted(found, key=order.__getitem__)
+
+
+def discover_blocks(model: ir.Model) -> BlockStructure:
+    """Find the decoder blocks of ``model`` (see the module docstring for the rules)."""
+    graph = model.graph
+    x0 = _find_embedding(graph)
+    pasts, presents = _kv_io(graph)
+    R = _residual_set(graph, x0, [v for kv in pasts.values() for v in kv])
+    order = {node: k for k, node in enumerate(graph)}
+    logits = next((v for v in graph.outputs if v.name == "logits"), None)
+    if logits is None:
+        raise _fail("no graph output named 'logits'")
+
+    stream = [x0]
+    adds: list[tuple[ir.Node, ir.Node]] = []
+    while True:
+        x = stream[-1]
+        add_attn = _residual_add(x, R)
+        if add_attn is None:
+            break
+        i = len(adds)
+        h = add_attn.outputs[0]
+        add_mlp = _residual_add(h, R)
+        if add_mlp is None:
+            raise CompileError(f"block discovery: block {i}: no residual Add found after the MLP "
+                               f"(value {h.name!r} after the attention residual has no Add consumer)")
+        adds.append((add_attn, add_mlp))
+        stream.append(add_mlp.outputs[0])
+    L = len(adds)
+    if L == 0:
+        raise _fail("no residual Add reads the embedding output")
+    if sorted(pasts) != list(range(L)):
+        raise _fail(f"found {L} residual blocks but KV inputs for layers {sorted(pasts)}")
+
+    blocks: list[Block] = []
+    owner: dict[ir.Node, int] = {}
+    for i, (add_attn, add_mlp) in enumerate(adds):
+        x_in, h, x_out = stream[i], add_attn.outputs[0], add_mlp.outputs[0]
+        stops = {x_in, *pasts[i]}
+        attn = _collect([h, *presents[i]], stops, R, order)
+        attn_set = set(attn)
+        mlp = [n for n in _collect([x_out], stops | {h}, R, order) if n not in attn_set]
+        for node in (*attn, *mlp):
+            if node in owner:
+                raise CompileError(f"block discovery: block {i}: node {node.name!r} is shared with block "
+                                   f"{owner[node]}; blocks must not share computed values")
+            owner[node] = i
+            for v in node.inputs:
+                if v is not None and v in R and v not in stops and v.producer() not in attn_set | set(mlp) and v != h:
+                    raise CompileError(f"block discovery: block {i}: node {node.name!r} reads {v.name!r}, which "
+                                       "is computed outside the block from the residual stream")
+        if add_attn not in attn_set:
+            raise CompileError(f"block discovery: block {i}: the attention residual Add does not depend on "
+                               "the attention output")
+        for kind, value in zip(("key", "value"), presents[i]):
+            if value.producer() not in attn_set:
+                raise CompileError(f"block discovery: block {i}: {value.name!r} is not computed by the block's "
+                                   "attention")
+        blocks.append(Block(i, x_in, h, x_out, pasts[i], presents[i], attn, mlp))
+    return BlockStructure(blocks, x0, stream[-1], logits)

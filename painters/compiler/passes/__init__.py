@@ -1,0 +1,1 @@
+"""Graph passes (onnx-ir InPlacePass subclasses), one job each."""

@@ -1,0 +1,113 @@
+"""Checkpoint → ONNX: one decoder graph for prefill and cached decoding, weights as external data.
+
+The graph is traced from the reference executor running the ``baseline`` plan, so export, compiler and
+oracle share one definition of a decoder block. The block structure is then discovered once
+(:mod:`painters.compiler.blocks`) and recorded in the model's metadata; export fails if it cannot be found.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from painters import __version__
+from painters.errors import ExportError
+from painters.export.sources import LoadedModel, load_source
+from painters.fileio import atomic_dir_outputs, check_output_path
+
+__all__ = ["export_onnx", "export_model"]
+
+log = logging.getLogger(__name__)
+
+
+def _wrapper(loaded: LoadedModel):
+    import torch
+
+    from painters.plans import parse_plan
+    from painters.runtime.torch_ref import plan_forward
+
+    plan = parse_plan("baseline", loaded.num_layers)
+
+    class Decoder(torch.nn.Module):
+        """Flat IO (Optimum convention) around the reference executor's baseline forward."""
+
+        def __init__(self, model):
+            super().__init__()
+            self.m = model
+
+        def forward(self, input_ids, attention_mask, position_ids, *past_flat):
+            past = [(past_flat[2 * i], past_flat[2 * i + 1]) for i in range(len(past_flat) // 2)]
+            out = plan_forward(self.m, plan, input_ids, attention_mask, position_ids, past)
+            return (out.logits, *[t for kv in out.present for t in kv])
+
+    return Decoder(loaded.model).eval()
+
+
+def export_model(loaded: LoadedModel, out: str | Path, *, opset: int | None = None) -> Path:
+    """Export a loaded model to ``out`` (+ ``out.data`` and tokenizer files beside it), atomically."""
+    import torch
+
+    out = Path(out)
+    check_output_path(out)
+    cfg = loaded.config
+    L = loaded.num_layers
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    dtype = next(loaded.model.parameters()).dtype
+    batch, seq, past = 2, 3, 4
+    past_kv = [torch.zeros(batch, cfg.num_key_value_heads, past, head_dim, dtype=dtype) for _ in range(2 * L)]
+    args = (torch.ones(batch, seq, dtype=torch.long), torch.ones(batch, past + seq, dtype=torch.long),
+            torch.arange(past, past + seq).repeat(batch, 1), *past_kv)
+    B, S, P = torch.export.Dim("batch"), torch.export.Dim("seq"), torch.export.Dim("past")
+    dynamic = ({0: B, 1: S}, {0: B, 1: torch.export.Dim.DYNAMIC}, {0: B, 1: S}, tuple({0: B, 2: P} for _ in past_kv))
+    names = [f"past_key_values.{i}.{kind}" for i in range(L) for kind in ("key", "value")]
+    outputs = ["logits", *[f"present.{i}.{kind}" for i in range(L) for kind in ("key", "value")]]
+    with atomic_dir_outputs(out) as tmp:
+        start = time.perf_counter()
+        program = torch.onnx.export(
+            _wrapper(loaded), args, dynamic_shapes=dynamic, dynamo=True, optimize=True, opset_version=opset,
+            input_names=["input_ids", "attention_mask", "position_ids", *names], output_names=outputs,
+            external_data=True, verbose=False,
+        )
+        log.info("traced in %.1f s", time.perf_counter() - start)
+        _annotate_and_save(program.model, tmp / out.name, loaded)
+        if loaded.tokenizer is not None:
+            loaded.tokenizer.save_pretrained(tmp)
+        gen = getattr(loaded.model, "generation_config", None)
+        if gen is not None:
+            gen.save_pretrained(tmp)
+    return out
+
+
+def _annotate_and_save(model, path: Path, loaded: LoadedModel) -> None:
+    """Record provenance and the discovered block structure, then write graph + external data."""
+    import onnx_ir as ir
+
+    from painters.compiler.blocks import discover_blocks
+
+    structure = discover_blocks(model)  # raises CompileError naming the failed expectation
+    cfg = loaded.config
+    model.metadata_props.update({
+        "painters.version": __version__,
+        "painters.source": loaded.name,
+        "painters.source_hash": loaded.hash,
+        "painters.plan": "baseline",
+        "painters.blocks": json.dumps(structure.to_json()),
+        "painters.config": json.dumps({"num_layers": loaded.num_layers, "hidden_size": cfg.hidden_size,
+                                       "num_attention_heads": cfg.num_attention_heads,
+                                       "num_key_value_heads": cfg.num_key_value_heads,
+                                       "vocab_size": cfg.vocab_size, "model_type": cfg.model_type}),
+    })
+    ir.save(model, path, external_data=path.name + ".data")
+
+
+def export_onnx(src: str | Path, out: str | Path, *, dtype: str = "fp32", opset: int | None = None) -> Path:
+    """Load SRC and export it: the importable twin of ``painters export``."""
+    loaded = load_source(src, dtype=dtype)
+    if dtype != "fp32" and loaded.model.device.type == "cpu":
+        log.info("exporting %s on the CPU", dtype)
+    try:
+        return export_model(loaded, out, opset=opset)
+    except ExportError:
+        raise

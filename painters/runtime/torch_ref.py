@@ -1,0 +1,141 @@
+"""The PyTorch reference executor: runs any plan on a Hugging Face Llama-family model.
+
+It is the oracle the compiled graphs are checked against, and the `torch` backend of bench. It reuses the
+model's own modules (norms, attention, MLP, rotary embedding) and only re-implements the layer loop, so a
+plan means the same thing here as in the papers' PyTorch code: blocks called in the plan's order, parallel
+members fed the same residual stream and averaged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from painters.plans import Plan, Stage
+from painters.runtime.base import KV, ModelInfo, Runner
+
+__all__ = ["plan_forward", "attention_delta", "mlp_delta", "additive_mask", "TorchRunner", "PlanOutput"]
+
+
+class _SlotCache:
+    """Stands in for a transformers Cache for one attention call: the layer sees past + its own new keys."""
+
+    def __init__(self, past: tuple[torch.Tensor, torch.Tensor] | None):
+        self.past = past
+        self.new: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def update(self, key: torch.Tensor, value: torch.Tensor, *args, **kwargs):
+        self.new = (key, value)
+        if self.past is None:  # no shape test on `past`: exported graphs must serve past = 0 and > 0 alike
+            return key, value
+        return torch.cat([self.past[0], key], dim=-2), torch.cat([self.past[1], value], dim=-2)
+
+
+def additive_mask(attention_mask: torch.Tensor, seq: int, dtype: torch.dtype) -> torch.Tensor:
+    """[batch, 1, seq, past+seq] additive mask: causal within the new tokens, padding from ``attention_mask``."""
+    total = attention_mask.shape[1]
+    past = total - seq
+    q = torch.arange(seq, device=attention_mask.device)[:, None] + past
+    k = torch.arange(total, device=attention_mask.device)[None, :]
+    allowed = (k <= q)[None, None] & attention_mask[:, None, None, :].bool()
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=attention_mask.device)
+    return mask.masked_fill(~allowed, torch.finfo(dtype).min)
+
+
+def attention_delta(layer: Any, x: torch.Tensor, position_embeddings, mask: torch.Tensor,
+                    cache: _SlotCache | None = None) -> torch.Tensor:
+    """Attn(LN(x)): what the attention sublayer adds to the residual stream."""
+    out, _ = layer.self_attn(hidden_states=layer.input_layernorm(x), position_embeddings=position_embeddings,
+                             attention_mask=mask, past_key_values=cache or _SlotCache(None))
+    return out
+
+
+def mlp_delta(layer: Any, h: torch.Tensor) -> torch.Tensor:
+    """MLP(LN'(h)): what the MLP sublayer adds to the residual stream."""
+    return layer.mlp(layer.post_attention_layernorm(h))
+
+
+@dataclass
+class PlanOutput:
+    logits: torch.Tensor
+    present: list[tuple[torch.Tensor, torch.Tensor]]
+    hidden_states: list[torch.Tensor] = field(default_factory=list)  # stream after embedding and each stage
+
+
+def _run_stage(layers, stage: Stage, x, pe, mask, past, present) -> torch.Tensor:
+    outs = []
+    new_by_slot: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+    for block, slot in zip(stage.blocks, stage.slots):
+        layer = layers[block]
+        h = x
+        if stage.attn:
+            cache = _SlotCache(past[slot] if past is not None else None)
+            h = x + attention_delta(layer, x, pe, mask, cache)
+            new_by_slot.setdefault(slot, []).append(cache.new)
+        if stage.mlp:
+            h = h + mlp_delta(layer, h)
+        outs.append(h)
+    for slot, new in new_by_slot.items():
+        # kv=mean: members of a stage share a slot, which stores the mean of their new keys/values.
+        k = new[0][0] if len(new) == 1 else torch.stack([n[0] for n in new]).mean(0)
+        v = new[0][1] if len(new) == 1 else torch.stack([n[1] for n in new]).mean(0)
+        if past is not None:
+            k, v = torch.cat([past[slot][0], k], dim=-2), torch.cat([past[slot][1], v], dim=-2)
+        present[slot] = (k, v)
+    return outs[0] if len(outs) == 1 else torch.stack(outs).mean(0)
+
+
+@torch.no_grad()
+def plan_forward(model: Any, plan: Plan, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                 position_ids: torch.Tensor, past: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+                 *, keep_hidden: bool = False) -> PlanOutput:
+    """Run ``plan`` on a ``*ForCausalLM`` model; ``past`` has one (key, value) per KV slot of the plan."""
+    inner = model.model
+    x = inner.embed_tokens(input_ids)
+    pe = inner.rotary_emb(x, position_ids)
+    mask = additive_mask(attention_mask, input_ids.shape[1], x.dtype)
+    present: list = [None] * plan.kv_slots
+    hidden = [x] if keep_hidden else []
+    for stage in plan.stages():
+        x = _run_stage(inner.layers, stage, x, pe, mask, past, present)
+        if keep_hidden:
+            hidden.append(x)
+    logits = model.lm_head(inner.norm(x))
+    return PlanOutput(logits, present, hidden)
+
+
+class TorchRunner(Runner):
+    """The reference executor behind the runner interface (CPU or CUDA, the model's dtype)."""
+
+    name = "torch"
+
+    def __init__(self, model: Any, plan: Plan, *, tokenizer: Any = None, model_hash: str = "",
+                 device: str | None = None):
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = model.to(self.device).eval()
+        self.plan = plan
+        self.tokenizer = tokenizer
+        cfg = model.config
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        self.dtype = next(model.parameters()).dtype
+        self.info = ModelInfo(plan.kv_slots, cfg.num_key_value_heads, head_dim, cfg.vocab_size,
+                              str(self.dtype).removeprefix("torch."), str(plan), model_hash,
+                              getattr(cfg, "eos_token_id", None))
+
+    def _t(self, a: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(a), device=self.device)
+
+    def forward(self, input_ids, attention_mask, position_ids, past: KV | None = None):
+        out = plan_forward(self.model, self.plan, self._t(input_ids), self._t(attention_mask),
+                           self._t(position_ids), past)
+        return out.logits.float().cpu().numpy(), out.present
+
+    def empty_kv(self, batch: int) -> KV:
+        shape = (batch, self.info.kv_heads, 0, self.info.head_dim)
+        return [(torch.zeros(shape, dtype=self.dtype, device=self.device),) * 2 for _ in range(self.info.num_slots)]
+
+    def repeat_kv(self, kv: KV, n: int) -> KV:
+        return [(k.expand(n, -1, -1, -1).contiguous(), v.expand(n, -1, -1, -1).contiguous()) for k, v in kv]
