@@ -72,6 +72,13 @@ class BlockStructure:
     def block_nodes(self) -> set[ir.Node]:
         return {n for b in self.blocks for n in (*b.attn_nodes, *b.mlp_nodes)}
 
+    def tag_nodes(self) -> None:
+        """Record on every block node which block and sublayer it belongs to (node metadata)."""
+        for b in self.blocks:
+            for sub, nodes in (("attn", b.attn_nodes), ("mlp", b.mlp_nodes)):
+                for node in nodes:
+                    node.metadata_props.update({"painters.block": str(b.index), "painters.sublayer": sub})
+
     def to_json(self) -> list[dict]:
         return [{"index": b.index, "input": b.x_in.name, "attention_residual": b.h.name, "output": b.x_out.name,
                  "attn_nodes": len(b.attn_nodes), "mlp_nodes": len(b.mlp_nodes)} for b in self.blocks]
@@ -188,13 +195,14 @@ def discover_blocks(model: ir.Model) -> BlockStructure:
         attn = _collect([h, *presents[i]], stops, R, order)
         attn_set = set(attn)
         mlp = [n for n in _collect([x_out], stops | {h}, R, order) if n not in attn_set]
+        members = attn_set | set(mlp)
         for node in (*attn, *mlp):
             if node in owner:
                 raise CompileError(f"block discovery: block {i}: node {node.name!r} is shared with block "
                                    f"{owner[node]}; blocks must not share computed values")
             owner[node] = i
             for v in node.inputs:
-                if v is not None and v in R and v not in stops and v.producer() not in attn_set | set(mlp) and v != h:
+                if v is not None and v in R and v not in stops and v.producer() not in members and v is not h:
                     raise CompileError(f"block discovery: block {i}: node {node.name!r} reads {v.name!r}, which "
                                        "is computed outside the block from the residual stream")
         if add_attn not in attn_set:

@@ -81,12 +81,15 @@ def export_model(loaded: LoadedModel, out: str | Path, *, opset: int | None = No
 
 
 def _annotate_and_save(model, path: Path, loaded: LoadedModel) -> None:
-    """Record provenance and the discovered block structure, then write graph + external data."""
+    """Write graph + external data, then record provenance and the discovered block structure."""
     import onnx_ir as ir
 
-    from painters.compiler.blocks import discover_blocks
+    from painters.compiler.compile import prepare
 
-    structure = discover_blocks(model)  # raises CompileError naming the failed expectation
+    ir.save(model, path, external_data=path.name + ".data")
+    model = ir.load(path)  # plain onnx-ir values from here on; weights stay in the data file
+    structure = prepare(model)  # raises CompileError naming the failed expectation
+    structure.tag_nodes()
     cfg = loaded.config
     model.metadata_props.update({
         "painters.version": __version__,
@@ -99,7 +102,7 @@ def _annotate_and_save(model, path: Path, loaded: LoadedModel) -> None:
                                        "num_key_value_heads": cfg.num_key_value_heads,
                                        "vocab_size": cfg.vocab_size, "model_type": cfg.model_type}),
     })
-    ir.save(model, path, external_data=path.name + ".data")
+    ir.save(model, path)
 
 
 def export_onnx(src: str | Path, out: str | Path, *, dtype: str = "fp32", opset: int | None = None) -> Path:

@@ -1,0 +1,53 @@
+"""`painters compile` (= `painters-compile`) and `painters inspect`."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from painters.cli import handle_errors, main
+
+
+@main.command("compile")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--plan", required=True, help="Plan name (see `painters plans list`) or a .yaml/.json plan file.")
+@click.option("-o", "--out", type=click.Path(dir_okay=False), default=None, help="Output .onnx [MODEL.PLAN.onnx].")
+@click.option("--scores", type=click.Path(dir_okay=False), default=None, help="Importance scores for drop_*_kN plans.")
+@click.option("--fuse-parallel/--no-fuse-parallel", default=False, show_default=True,
+              help="Fuse each parallel group into one wide block.")
+@click.option("--engine", type=click.Path(dir_okay=False), default=None, help="Also build a TensorRT engine here.")
+@click.option("--backend", type=click.Choice(["tensorrt-rtx", "tensorrt"]), default="tensorrt-rtx", show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default=None, help="Checked against the graph.")
+@click.option("--profile", default=None, help="Shape ranges, e.g. batch=1:8:32,seq=1:128:2048,past=0:512:4096.")
+@handle_errors
+def compile_cmd(model, plan, out, scores, fuse_parallel, engine, backend, precision, profile) -> None:
+    """Rewrite MODEL (an exported .onnx) to PLAN: drop, duplicate, reorder or parallelize decoder blocks."""
+    from painters.compiler.compile import compile_model
+
+    result = compile_model(model, plan, out, scores=scores, fuse_parallel=fuse_parallel)
+    p = result.plan
+    click.echo(f"{result.output}: plan {p} — {p.block_evals} block evals, {p.kv_slots} KV slots, "
+               f"{result.nodes} nodes, weights {result.output_bytes / 2**20:.1f} MiB "
+               f"(source {result.source_bytes / 2**20:.1f} MiB), {result.seconds:.2f} s")
+    if engine:
+        from painters.compiler.engine import build_engine
+
+        path = build_engine(result.output, engine, backend=backend, precision=precision, profile=profile)
+        click.echo(f"{path}: {backend} engine")
+
+
+@main.command("inspect")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@handle_errors
+def inspect_cmd(model: str, as_json: bool) -> None:
+    """Print a graph's provenance (plan, schedule, source hash, painters version) and block/KV-slot counts."""
+    from painters.compiler.compile import describe
+
+    info = describe(model)
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    for key, value in info.items():
+        click.echo(f"{key:>18}: {json.dumps(value) if isinstance(value, (list, dict)) else value}")

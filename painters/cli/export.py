@@ -1,0 +1,25 @@
+"""`painters export`: checkpoint → ONNX."""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+from painters.cli import handle_errors, main
+
+
+@main.command("export")
+@click.argument("src")
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Output .onnx (weights go to OUT.data).")
+@click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True)
+@click.option("--opset", type=int, default=None, help="ONNX opset (default: the exporter's).")
+@handle_errors
+def export_cmd(src: str, out: str, dtype: str, opset: int | None) -> None:
+    """Export SRC (smollm2-135m, tiny-llama, a .gguf file or a checkpoint directory) to one ONNX decoder graph
+    that serves prefill and cached decoding."""
+    from painters.export.onnx_export import export_onnx
+
+    start = time.perf_counter()
+    path = export_onnx(src, out, dtype=dtype, opset=opset)
+    click.echo(f"exported {src} ({dtype}) → {path} in {time.perf_counter() - start:.1f} s")

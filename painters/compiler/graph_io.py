@@ -1,0 +1,99 @@
+"""Load an ONNX graph without its weights, and save a rewritten one beside its (shared) external data.
+
+Weights never pass through memory: onnx-ir keeps external tensors as references, and the output reuses
+the source's data file — the same file when the output sits beside the input, a hard link (or, across
+file systems, a copy) otherwise. The source is never modified.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import onnx_ir as ir
+
+from painters.errors import CompileError
+
+__all__ = ["load_graph", "external_files", "save_graph", "initializer_bytes", "SIDE_FILES"]
+
+log = logging.getLogger(__name__)
+
+# Files that travel with a model so bench can run from the .onnx alone.
+SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json",
+              "chat_template.jinja", "vocab.json", "merges.txt", "tokenizer.model", "added_tokens.json")
+
+
+def load_graph(path: str | Path) -> ir.Model:
+    """Load the graph structure; weights stay on disk. Refuses unsafe or missing external data."""
+    path = Path(path)
+    if not path.is_file():
+        raise CompileError(f"{path}: no such ONNX file")
+    try:
+        model = ir.load(path)
+    except Exception as exc:  # protobuf raises DecodeError and friends on corrupt/truncated files
+        raise CompileError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from exc
+    external_files(model, path.parent)
+    return model
+
+
+def external_files(model: ir.Model, base: Path) -> list[str]:
+    """Relative locations of the external data files the model references, after safety checks."""
+    base = base.resolve()
+    files: set[str] = set()
+    for value in model.graph.initializers.values():
+        tensor = value.const_value
+        if isinstance(tensor, ir.ExternalTensor):
+            location = tensor.location
+            target = (base / location).resolve()
+            if os.path.isabs(location) or not target.is_relative_to(base):
+                raise CompileError(f"initializer {value.name!r}: external data location {location!r} points "
+                                   f"outside the model's directory {base}; refusing it (path traversal)")
+            if not target.is_file():
+                raise CompileError(f"initializer {value.name!r}: external data file {target} is missing; "
+                                   "keep the .data file beside the .onnx it was saved with")
+            if tensor.offset is not None and tensor.length is not None and tensor.offset + tensor.length > target.stat().st_size:
+                raise CompileError(f"initializer {value.name!r}: external data file {target} is truncated")
+            files.add(location)
+    return sorted(files)
+
+
+def initializer_bytes(model: ir.Model) -> int:
+    """Bytes of weights the graph references (each initializer once, however many nodes share it)."""
+    return sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
+
+
+def _link(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        log.info("cannot hard-link %s (other file system?); copying", src)
+        shutil.copy2(src, dst)
+
+
+def link_side_files(src_dir: Path, out_dir: Path, tmp: Path, names: list[str]) -> None:
+    """Place ``names`` (relative to ``src_dir``) into ``tmp`` so they land in ``out_dir``, sharing bytes.
+
+    A file already in ``out_dir`` that is the same file is left alone; a *different* file of that name would
+    belong to another model, so it is refused rather than replaced.
+    """
+    for name in names:
+        src, final = src_dir / name, out_dir / name
+        if final.exists():
+            if final.samefile(src):
+                continue
+            if src.suffix != ".data" and final.read_bytes() == src.read_bytes():
+                continue
+            raise CompileError(f"{final} already exists and is not {src}; it may belong to another model — "
+                               "choose another output directory with -o")
+        (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+        _link(src, tmp / name)
+
+
+def save_graph(model: ir.Model, src: Path, out: Path, tmp: Path) -> None:
+    """Write ``model`` to ``tmp/out.name`` with its external data and side files placed for ``out``."""
+    data = external_files(model, src.parent)
+    side = [f.name for f in (src.parent / n for n in SIDE_FILES) if f.is_file()]
+    link_side_files(src.parent, out.parent, tmp, [*data, *side])
+    ir.save(model, tmp / out.name)
