@@ -42,11 +42,19 @@ def check_output_path(out: Path, *inputs: Path) -> None:
 
     out = Path(out).resolve()
     for src in inputs:
-        if src is not None and Path(src).exists() and out == Path(src).resolve():
-            raise PaintersError(f"output {out} is the input file; choose another path with -o")
-    parent = out.parent
-    if parent.exists() and not os.access(parent, os.W_OK):
-        raise PaintersError(f"output directory {parent} is not writable; choose another path with -o")
+        if src is None or not Path(src).exists():
+            continue
+        src = Path(src).resolve()
+        if out == src or (src.is_dir() and out.is_relative_to(src) and out.exists()):
+            raise PaintersError(f"output {out} would overwrite the input {src}; choose another path with -o")
+    if out.is_dir():
+        raise PaintersError(f"output {out} is a directory; give a file path such as {out / 'model.onnx'}")
+    ancestor = out.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK):
+        raise PaintersError(f"cannot create the output directory {out.parent}: {ancestor} is not a writable "
+                            "directory; choose another path with -o")
 
 
 @contextlib.contextmanager

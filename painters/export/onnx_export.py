@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 from painters import __version__
-from painters.errors import ExportError
 from painters.export.sources import LoadedModel, load_source
 from painters.fileio import atomic_dir_outputs, check_output_path
 
@@ -107,10 +106,6 @@ def _annotate_and_save(model, path: Path, loaded: LoadedModel) -> None:
 
 def export_onnx(src: str | Path, out: str | Path, *, dtype: str = "fp32", opset: int | None = None) -> Path:
     """Load SRC and export it: the importable twin of ``painters export``."""
+    check_output_path(Path(out), Path(src))
     loaded = load_source(src, dtype=dtype)
-    if dtype != "fp32" and loaded.model.device.type == "cpu":
-        log.info("exporting %s on the CPU", dtype)
-    try:
-        return export_model(loaded, out, opset=opset)
-    except ExportError:
-        raise
+    return export_model(loaded, out, opset=opset)
