@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import onnx_ir as ir
-from onnx_ir.passes.common import RemoveUnusedNodesPass, TopologicalSortPass
+from onnx_ir.passes.common import RemoveUnusedNodesPass
 
 from painters import __version__
 from painters.compiler.blocks import discover_blocks
@@ -69,7 +69,6 @@ def compile_model(model_path: str | Path, plan: str | Plan, out: str | Path | No
 
         FuseParallelPass(plan)(model)
     RemoveUnusedNodesPass()(model)
-    TopologicalSortPass()(model)
     output_bytes = initializer_bytes(model)
     if output_bytes > source_bytes:
         raise CompileError(f"internal error: plan {plan} grew the weights ({output_bytes} > {source_bytes} bytes)")

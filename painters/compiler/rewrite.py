@@ -20,8 +20,12 @@ __all__ = ["RewriteToPlanPass", "clone_nodes", "mean_of"]
 
 
 def clone_nodes(graph: ir.Graph, nodes: list[ir.Node], value_map: dict[ir.Value, ir.Value], suffix: str,
-                meta: dict[str, str]) -> None:
-    """Append copies of ``nodes`` (in order) reading through ``value_map``; record their outputs in it."""
+                meta: dict[str, str], before: ir.Node) -> None:
+    """Insert copies of ``nodes`` (in order) before ``before``, reading through ``value_map``.
+
+    The clones' outputs are recorded in ``value_map``. Inserting ahead of the epilogue keeps the graph
+    topologically sorted, so no sort pass is needed.
+    """
     for node in nodes:
         if any(attr.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS) for attr in node.attributes.values()):
             raise NotImplementedError(f"node {node.name}: subgraph attributes are not supported in blocks")
@@ -34,10 +38,10 @@ def clone_nodes(graph: ir.Graph, nodes: list[ir.Node], value_map: dict[ir.Value,
             new.name = f"{old.name}{suffix}"
             new.shape, new.type = old.shape, old.type
             value_map[old] = new
-        graph.append(clone)
+        graph.insert_before(before, clone)
 
 
-def mean_of(graph: ir.Graph, values: list[ir.Value], name: str) -> ir.Value:
+def mean_of(graph: ir.Graph, values: list[ir.Value], name: str, before: ir.Node | None = None) -> ir.Value:
     """``Sum(values) · (1/k)``: one Sum and one scale, a pattern TensorRT fuses into the consumers."""
     if len(values) == 1:
         return values[0]
@@ -47,7 +51,7 @@ def mean_of(graph: ir.Graph, values: list[ir.Value], name: str) -> ir.Value:
                     name=f"{name}/scale")
     mean = ir.node("Mul", [total.outputs[0], scale.outputs[0]], name=f"{name}/Mul")
     for node in (total, scale, mean):
-        graph.append(node)
+        graph.insert_before(before, node) if before is not None else graph.append(node)
     total.outputs[0].name, scale.outputs[0].name, mean.outputs[0].name = f"{name}/sum", f"{name}/k", name
     for v in (total.outputs[0], mean.outputs[0]):
         v.shape, v.type = values[0].shape, values[0].type
@@ -66,6 +70,7 @@ class RewriteToPlanPass(ir.passes.InPlacePass):
         graph, st, plan = model.graph, self.structure, self.plan
         slot_inputs = self._slot_inputs()
         presents: dict[int, list[tuple[ir.Value, ir.Value]]] = defaultdict(list)
+        self.before = next(n for n in graph if any(v is st.final for v in n.inputs))  # the epilogue's start
         x = st.x0
         for index, stage in enumerate(plan.stages()):
             x = self._stage(graph, index, stage, x, slot_inputs, presents)
@@ -105,13 +110,13 @@ class RewriteToPlanPass(ir.passes.InPlacePass):
             h = x
             if stage.attn:
                 value_map.update(zip(block.past, slot_inputs[slot]))
-                clone_nodes(graph, block.attn_nodes, value_map, suffix, {**meta, "painters.sublayer": "attn"})
+                clone_nodes(graph, block.attn_nodes, value_map, suffix, {**meta, "painters.sublayer": "attn"}, self.before)
                 h = value_map[block.h]
                 presents[slot].append((value_map[block.present[0]], value_map[block.present[1]]))
             out = h
             if stage.mlp:
                 value_map[block.h] = h
-                clone_nodes(graph, block.mlp_nodes, value_map, suffix, {**meta, "painters.sublayer": "mlp"})
+                clone_nodes(graph, block.mlp_nodes, value_map, suffix, {**meta, "painters.sublayer": "mlp"}, self.before)
                 out = value_map[block.x_out]
             outs.append(out)
-        return mean_of(graph, outs, f"stage{index}/mean")
+        return mean_of(graph, outs, f"stage{index}/mean", self.before)

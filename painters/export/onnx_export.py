@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from painters import __version__
+from painters.compiler.blocks import past_name, present_name
 from painters.export.sources import LoadedModel, load_source
 from painters.fileio import atomic_dir_outputs, check_output_path
 
@@ -44,12 +45,10 @@ def _wrapper(loaded: LoadedModel):
     return Decoder(loaded.model).eval()
 
 
-def export_model(loaded: LoadedModel, out: str | Path, *, opset: int | None = None) -> Path:
-    """Export a loaded model to ``out`` (+ ``out.data`` and tokenizer files beside it), atomically."""
+def trace_decoder(loaded: LoadedModel, *, opset: int | None = None):
+    """Trace the baseline decoder to an onnx-ir model (weights still torch tensors, nothing written)."""
     import torch
 
-    out = Path(out)
-    check_output_path(out)
     cfg = loaded.config
     L = loaded.num_layers
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
@@ -59,18 +58,27 @@ def export_model(loaded: LoadedModel, out: str | Path, *, opset: int | None = No
     args = (torch.ones(batch, seq, dtype=torch.long), torch.ones(batch, past + seq, dtype=torch.long),
             torch.arange(past, past + seq).repeat(batch, 1), *past_kv)
     B, S, P = torch.export.Dim("batch"), torch.export.Dim("seq"), torch.export.Dim("past")
+    # attention_mask's length is past + seq; torch.export only takes it as its own dynamic dim
     dynamic = ({0: B, 1: S}, {0: B, 1: torch.export.Dim.DYNAMIC}, {0: B, 1: S}, tuple({0: B, 2: P} for _ in past_kv))
-    names = [f"past_key_values.{i}.{kind}" for i in range(L) for kind in ("key", "value")]
-    outputs = ["logits", *[f"present.{i}.{kind}" for i in range(L) for kind in ("key", "value")]]
+    names = [past_name(i, kind) for i in range(L) for kind in ("key", "value")]
+    outputs = ["logits", *[present_name(i, kind) for i in range(L) for kind in ("key", "value")]]
+    start = time.perf_counter()
+    program = torch.onnx.export(
+        _wrapper(loaded), args, dynamic_shapes=dynamic, dynamo=True, optimize=True, opset_version=opset,
+        input_names=["input_ids", "attention_mask", "position_ids", *names], output_names=outputs,
+        external_data=True, verbose=False,
+    )
+    log.info("traced in %.1f s", time.perf_counter() - start)
+    return program.model
+
+
+def export_model(loaded: LoadedModel, out: str | Path, *, opset: int | None = None) -> Path:
+    """Export a loaded model to ``out`` (+ ``out.data`` and tokenizer files beside it), atomically."""
+    out = Path(out)
+    check_output_path(out)
+    model = trace_decoder(loaded, opset=opset)
     with atomic_dir_outputs(out) as tmp:
-        start = time.perf_counter()
-        program = torch.onnx.export(
-            _wrapper(loaded), args, dynamic_shapes=dynamic, dynamo=True, optimize=True, opset_version=opset,
-            input_names=["input_ids", "attention_mask", "position_ids", *names], output_names=outputs,
-            external_data=True, verbose=False,
-        )
-        log.info("traced in %.1f s", time.perf_counter() - start)
-        _annotate_and_save(program.model, tmp / out.name, loaded)
+        _annotate_and_save(model, tmp / out.name, loaded)
         if loaded.tokenizer is not None:
             loaded.tokenizer.save_pretrained(tmp)
         gen = getattr(loaded.model, "generation_config", None)
@@ -79,13 +87,13 @@ def export_model(loaded: LoadedModel, out: str | Path, *, opset: int | None = No
     return out
 
 
-def _annotate_and_save(model, path: Path, loaded: LoadedModel) -> None:
+def _annotate_and_save(model, path: Path, loaded: LoadedModel, *, weights_written: bool = False) -> None:
     """Write graph + external data, then record provenance and the discovered block structure."""
     import onnx_ir as ir
 
     from painters.compiler.compile import prepare
 
-    ir.save(model, path, external_data=path.name + ".data")
+    ir.save(model, path, **({} if weights_written else {"external_data": path.name + ".data"}))
     model = ir.load(path)  # plain onnx-ir values from here on; weights stay in the data file
     structure = prepare(model)  # raises CompileError naming the failed expectation
     structure.tag_nodes()

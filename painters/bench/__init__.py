@@ -1,0 +1,1 @@
+"""Benchmarks on the deployed artifact: accuracy, latency, sweeps, the CI latency gate, compile scale."""

@@ -1,0 +1,126 @@
+"""Compile at Llama-2-7B scale without loading 13 GB: ``python -m painters.bench.compile_scale``.
+
+Builds (once, cached under ``$PAINTERS_CACHE/scale``) a graph with Llama-2-7B's shapes — 32 layers,
+hidden 4096, 32 heads, intermediate 11008, vocab 32000, fp16 weights as external data — traced by the same
+exporter as every model, with the weights in a *sparse* file (its bytes are never read, so zeros are as
+good as random ones and cost no disk). Then it compiles a few plans, each in a fresh process, and prints
+wall time and peak RSS next to the cost of merely loading and saving the graph without its external data.
+Targets (issue): each compile ≤ 3× that load+save time and ≤ 1 GiB peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from painters.cache import cache_dir
+
+__all__ = ["build_scale_model", "measure", "main"]
+
+LLAMA2_7B = dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                 num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096, rms_norm_eps=1e-5)
+PLANS = ["skip_8_24", "parallel_4_28", "parallel_4_28_x3", "drop_attn_k8"]
+
+
+def build_scale_model(directory: Path) -> Path:
+    """Trace a fp16 Llama-2-7B-shaped decoder whose weights live in a sparse external data file."""
+    import numpy as np
+    import onnx_ir as ir
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+
+    from painters.export.onnx_export import _annotate_and_save, trace_decoder
+    from painters.export.sources import LoadedModel
+
+    path = directory / "llama2-7b-shape.onnx"
+    if path.exists():
+        return path
+    config = LlamaConfig(**LLAMA2_7B)
+    with torch.device("meta"):
+        model = LlamaForCausalLM(config)
+    for module in model.modules():  # zero-stride views: 7B "parameters" in a few bytes of memory
+        for name, p in [(n, q) for n, q in module._parameters.items() if q is not None]:
+            module._parameters[name] = torch.nn.Parameter(torch.zeros((), dtype=torch.float16).expand(p.shape),
+                                                          requires_grad=False)
+    model.model.rotary_emb = LlamaRotaryEmbedding(config)
+    loaded = LoadedModel(model, None, "llama2-7b-shape", "scale-benchmark")
+    graph = trace_decoder(loaded)
+    data = path.name + ".data"
+    offset = 0
+    for value in graph.graph.initializers.values():
+        tensor = value.const_value
+        if tensor is None or tensor.nbytes < 1024:
+            continue
+        value.const_value = ir.ExternalTensor(data, offset, tensor.nbytes, tensor.dtype, shape=tensor.shape,
+                                              name=value.name, base_dir=directory)
+        offset += tensor.nbytes
+    with open(directory / data, "wb") as f:
+        f.truncate(offset)  # sparse: the compiler never reads weight bytes
+    _annotate_and_save(graph, path, loaded, weights_written=True)
+    scores = {"format": "painters.scores/1", "model_hash": "", "num_layers": 32,
+              "attn": list(np.linspace(1, 0, 32)), "mlp": [1.0] * 32, "block": [1.0] * 32}
+    (directory / "scores.json").write_text(json.dumps(scores))
+    return path
+
+
+_LOAD_SAVE = ("import onnx, sys; m = onnx.load(sys.argv[1], load_external_data=False); "
+              "onnx.save(m, sys.argv[2])")
+_LOAD_SAVE_IR = "import onnx_ir as ir, sys; ir.save(ir.load(sys.argv[1]), sys.argv[2])"
+_COMPILE = ("import sys; from painters.compiler import compile_model; "
+            "compile_model(sys.argv[1], sys.argv[3], sys.argv[2], scores=sys.argv[4])")
+
+
+def measure(code: str, *args: str) -> tuple[float, float]:
+    """(wall seconds, peak RSS in MiB) of ``python -c code args`` in a fresh process.
+
+    Peak RSS comes from GNU time when present: a child forked from this (torch-sized) process would
+    report the parent's RSS as its own high-water mark.
+    """
+    gnu_time = Path("/usr/bin/time")
+    cmd = [sys.executable, "-c", code, *args]
+    start = time.perf_counter()
+    if gnu_time.exists():
+        proc = subprocess.run([str(gnu_time), "-f", "%M", *cmd], capture_output=True, text=True)
+        wall = time.perf_counter() - start
+        if proc.returncode != 0:
+            raise RuntimeError(f"{code!r} failed: {proc.stderr[-500:]}")
+        return wall, int(proc.stderr.strip().splitlines()[-1]) / 1024
+    proc = subprocess.Popen(cmd)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{code!r} failed")
+    return wall, usage.ru_maxrss / 1024
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--plans", default=",".join(PLANS))
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+    directory = cache_dir("scale")
+    start = time.perf_counter()
+    model = build_scale_model(directory)
+    print(f"model: {model} ({(directory / (model.name + '.data')).stat().st_size / 2**30:.1f} GiB external data, "
+          f"ready in {time.perf_counter() - start:.0f} s)")
+    out = directory / "out"
+    out.mkdir(exist_ok=True)
+    base = min(measure(_LOAD_SAVE, str(model), str(out / "copy.onnx")) for _ in range(args.repeats))
+    base_ir = min(measure(_LOAD_SAVE_IR, str(model), str(out / "copy_ir.onnx")) for _ in range(args.repeats))
+    print(f"{'step (fresh process)':<24}{'wall s':>8}{'× load+save':>13}{'peak RSS MiB':>14}")
+    print(f"{'onnx load+save':<24}{base[0]:>8.2f}{1:>13.2f}{base[1]:>14.0f}")
+    print(f"{'onnx-ir load+save':<24}{base_ir[0]:>8.2f}{base_ir[0] / base[0]:>13.2f}{base_ir[1]:>14.0f}")
+    for plan in args.plans.split(","):
+        wall, rss = min(measure(_COMPILE, str(model), str(out / f"{plan}.onnx"), plan, str(directory / "scores.json"))
+                        for _ in range(args.repeats))
+        print(f"{'compile ' + plan:<24}{wall:>8.2f}{wall / base[0]:>13.2f}{rss:>14.0f}")
+
+
+if __name__ == "__main__":
+    main()

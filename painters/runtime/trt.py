@@ -1,0 +1,134 @@
+"""TensorRT / TensorRT-RTX backend: a built engine run on torch CUDA tensors; the KV cache stays on the GPU."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+
+from painters.errors import BuildError
+from painters.runtime.base import KV, ModelInfo, Runner
+
+__all__ = ["TrtRunner"]
+
+log = logging.getLogger(__name__)
+
+_PAST = re.compile(r"past_key_values\.(\d+)\.key\Z")
+_INPUTS = re.compile(r"input_ids|attention_mask|position_ids|past_key_values\.\d+\.(key|value)\Z")
+
+
+class TrtRunner(Runner):
+    """An engine from ``painters engine build`` in one execution context.
+
+    The engine has a prefill profile (index 0) and a decode profile (index 1, seq = 1); each call picks
+    one by its seq length. Inputs and outputs are torch CUDA tensors whose addresses are handed to
+    TensorRT, so the returned cache never leaves the device.
+    """
+
+    name = "tensorrt"
+
+    def __init__(self, engine_path: str | Path, *, backend: str = "tensorrt-rtx", device: int = 0):
+        import torch
+
+        from painters.compiler.engine import gpu_name, import_trt, sidecar_path, trt_logger
+        from painters.runtime.ort import load_tokenizer
+
+        path = Path(engine_path)
+        if not torch.cuda.is_available():
+            raise BuildError(f"{path}: running a {backend} engine needs a CUDA GPU and torch sees none; "
+                             "use the onnxruntime backend on this machine")
+        if not path.is_file():
+            raise BuildError(f"{path}: no such engine; build one with `painters engine build MODEL.onnx -o {path}`")
+        trt = import_trt(backend)
+        self.name, self._torch, self.device = backend, torch, torch.device("cuda", device)
+        torch.cuda.set_device(self.device)  # TensorRT allocates on the current CUDA device
+        logger = trt_logger(trt)
+        self._runtime = trt.Runtime(logger)
+        self.engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
+        if self.engine is None:
+            raise BuildError(f"{path}: {backend} {trt.__version__} cannot load this engine on {gpu_name()}; it was "
+                             "built for another GPU, compute capability or TensorRT version, or it is corrupt. "
+                             "Rebuild it here with `painters engine build` (" + "; ".join(logger.errors[-2:]) + ")")
+        self.context = self.engine.create_execution_context()
+        if self.context is None:
+            raise BuildError(f"{path}: no execution context (device memory exhausted?): " + "; ".join(logger.errors))
+        self.stream = torch.cuda.Stream(self.device)  # TensorRT syncs the whole device on the default stream
+        self._scratch = torch.empty(256, dtype=torch.uint8, device=self.device)  # address for empty tensors
+
+        torch_dtypes = {"FLOAT": torch.float32, "HALF": torch.float16, "BF16": torch.bfloat16, "INT64": torch.int64,
+                        "INT32": torch.int32, "INT8": torch.int8, "UINT8": torch.uint8, "BOOL": torch.bool}
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        self._inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        self._outputs = [n for n in names if n not in self._inputs]
+        self._dtypes = {n: torch_dtypes[self.engine.get_tensor_dtype(n).name] for n in names}
+        unknown = [n for n in self._inputs if not _INPUTS.fullmatch(n)]
+        if unknown:
+            raise BuildError(f"{path}: inputs {unknown} are outside the decoder IO convention; TrtRunner "
+                             "feeds only input_ids, attention_mask, position_ids and past_key_values.N.key/value")
+        self._slots = sorted(int(m[1]) for n in self._inputs if (m := _PAST.match(n)))
+        self._decode_profile = 1 if self.engine.num_optimization_profiles > 1 else 0
+        self._profile = 0  # a new context starts on profile 0
+
+        kv = tuple(self.engine.get_tensor_shape("past_key_values.0.key")) if self._slots else (0, 0, 0, 0)
+        self._kv_dtype = self._dtypes.get("past_key_values.0.key", torch.float32)
+        sidecar = sidecar_path(path)
+        record = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+        meta = record.get("inputs", {}).get("metadata", {})
+        self.info = ModelInfo(len(self._slots), kv[1], kv[3], int(self.engine.get_tensor_shape("logits")[-1]),
+                              str(self._kv_dtype).removeprefix("torch."), meta.get("painters.plan", "baseline"),
+                              meta.get("painters.source_hash", ""))
+        self.tokenizer = load_tokenizer(Path(record["onnx"]).parent) if record.get("onnx") else None
+        if self.tokenizer is not None:
+            self.info.eos_token_id = self.tokenizer.eos_token_id
+        log.info("loaded %s (%d profiles, %d KV slots)", path, self.engine.num_optimization_profiles, len(self._slots))
+
+    def _address(self, tensor) -> int:
+        return tensor.data_ptr() if tensor.numel() else self._scratch.data_ptr()
+
+    def forward(self, input_ids, attention_mask, position_ids, past: KV | None = None):
+        torch = self._torch
+        seq = np.shape(input_ids)[1]
+        profile = self._decode_profile if seq == 1 else 0
+        with torch.cuda.stream(self.stream):
+            if profile != self._profile:
+                if not self.context.set_optimization_profile_async(profile, self.stream.cuda_stream):
+                    raise BuildError(f"{self.name}: cannot switch to optimization profile {profile}")
+                self._profile = profile
+            feed = {name: torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64)).to(self.device)
+                    for name, a in (("input_ids", input_ids), ("attention_mask", attention_mask),
+                                    ("position_ids", position_ids))}
+            for slot, (k, v) in zip(self._slots, past if past is not None else self.empty_kv(np.shape(input_ids)[0])):
+                feed[f"past_key_values.{slot}.key"], feed[f"past_key_values.{slot}.value"] = k, v
+            for name in self._inputs:
+                tensor = feed[name] = feed[name].to(self._dtypes[name]).contiguous()
+                if not self.context.set_input_shape(name, tuple(tensor.shape)):
+                    lo, _, hi = self.engine.get_tensor_profile_shape(name, profile)
+                    raise BuildError(f"{name} of shape {tuple(tensor.shape)} is outside the engine's profile {profile} "
+                                     f"({tuple(lo)} to {tuple(hi)}); rebuild the engine with a wider --profile")
+                self.context.set_tensor_address(name, self._address(tensor))
+            out = {}
+            for name in self._outputs:
+                out[name] = torch.empty(tuple(self.context.get_tensor_shape(name)), dtype=self._dtypes[name],
+                                        device=self.device)
+                self.context.set_tensor_address(name, self._address(out[name]))
+            if not self.context.execute_async_v3(self.stream.cuda_stream):
+                raise BuildError(f"{self.name}: execution failed; rerun with -v for TensorRT's messages")
+            logits = out["logits"].float().cpu().numpy()  # the copy waits for the stream, so `present` is ready too
+        return logits, [(out[f"present.{s}.key"], out[f"present.{s}.value"]) for s in self._slots]
+
+    def empty_kv(self, batch: int) -> KV:
+        empty = self._torch.zeros((batch, self.info.kv_heads, 0, self.info.head_dim), dtype=self._kv_dtype,
+                                  device=self.device)
+        return [(empty, empty) for _ in self._slots]
+
+    def repeat_kv(self, kv: KV, n: int) -> KV:
+        return [(k.repeat(n, 1, 1, 1), v.repeat(n, 1, 1, 1)) for k, v in kv]
+
+    def close(self) -> None:
+        # The context must go before its engine, and the engine before the runtime that made it.
+        for attr in ("context", "engine", "_runtime"):
+            if hasattr(self, attr):
+                setattr(self, attr, None)
