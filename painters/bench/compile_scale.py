@@ -35,7 +35,7 @@ def build_scale_model(directory: Path) -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM
     from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
-    from painters.export.onnx_export import _annotate_and_save, trace_decoder
+    from painters.export.onnx_export import _annotate_and_save, linears_as_matmul, trace_decoder
     from painters.export.sources import LoadedModel
 
     path = directory / "llama2-7b-shape.onnx"
@@ -50,7 +50,8 @@ def build_scale_model(directory: Path) -> Path:
                                                           requires_grad=False)
     model.model.rotary_emb = LlamaRotaryEmbedding(config)
     loaded = LoadedModel(model, None, "llama2-7b-shape", "scale-benchmark")
-    graph = trace_decoder(loaded)
+    with linears_as_matmul(model, transpose=lambda w: torch.zeros((), dtype=w.dtype).expand(w.shape[::-1])):
+        graph = trace_decoder(loaded)
     data = path.name + ".data"
     offset = 0
     for value in graph.graph.initializers.values():

@@ -252,10 +252,10 @@ def engine_key(onnx_path: str | Path, *, backend: str = "tensorrt-rtx", precisio
                profile: str | None = None, compute_capability: str | None = None) -> tuple[str, dict]:
     """sha256 naming everything that changes the engine bytes, and the inputs it hashes (for the sidecar)."""
     trt = import_trt(backend)
+    dims = parse_profile(profile)
     graph = graph_info(onnx_path)
-    dtype = _check_precision(graph, precision)
-    target = _target(trt, backend, compute_capability)[0]
-    inputs = _key_inputs(trt, graph, backend, dtype, parse_profile(profile), target)
+    inputs = _key_inputs(trt, graph, backend, _check_precision(graph, precision), dims,
+                         _target(trt, backend, compute_capability)[0])
     return _digest(inputs), inputs
 
 

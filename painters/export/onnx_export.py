@@ -7,8 +7,10 @@ oracle share one definition of a decoder block. The block structure is then disc
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import types
 import time
 from pathlib import Path
 
@@ -45,8 +47,49 @@ def _wrapper(loaded: LoadedModel):
     return Decoder(loaded.model).eval()
 
 
+def _matmul_forward(self, x):
+    out = x @ self.weight
+    return out if self.bias is None else out + self.bias
+
+
+def _transposed(weight):
+    return weight.detach().t().contiguous()
+
+
+@contextlib.contextmanager
+def linears_as_matmul(model, transpose=_transposed):
+    """During export, hold every ``nn.Linear`` weight transposed ([in, out]) and compute ``x @ W``.
+
+    The exporter turns ``F.linear`` into ``MatMul(x, Transpose(W))`` and constant-folds the transpose into a
+    *new* initializer: a second copy of every weight, which a 7B model cannot afford in 24 GiB. Swapping
+    one matrix at a time keeps at most one extra matrix alive, and the graph's MatMuls read initializers
+    named after their modules. The model is restored (tied weights re-tied) on exit.
+    """
+    import torch
+
+    owners: dict[int, int] = {}
+    for module in model.modules():
+        for p in module._parameters.values():
+            if p is not None:
+                owners[id(p)] = owners.get(id(p), 0) + 1
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    tied = {m: m.weight for m in linears if owners[id(m.weight)] > 1}
+    try:
+        for m in linears:
+            m.weight = torch.nn.Parameter(transpose(m.weight), requires_grad=False)
+            m.forward = types.MethodType(_matmul_forward, m)
+        yield
+    finally:
+        for m in linears:
+            m.weight = tied[m] if m in tied else torch.nn.Parameter(transpose(m.weight), requires_grad=False)
+            del m.forward
+
+
 def trace_decoder(loaded: LoadedModel, *, opset: int | None = None):
-    """Trace the baseline decoder to an onnx-ir model (weights still torch tensors, nothing written)."""
+    """Trace the baseline decoder to an onnx-ir model (weights still torch tensors, nothing written).
+
+    Call it inside :func:`linears_as_matmul` and save before leaving it, so the graph shares the weights.
+    """
     import torch
 
     cfg = loaded.config
@@ -76,9 +119,8 @@ def export_model(loaded: LoadedModel, out: str | Path, *, opset: int | None = No
     """Export a loaded model to ``out`` (+ ``out.data`` and tokenizer files beside it), atomically."""
     out = Path(out)
     check_output_path(out)
-    model = trace_decoder(loaded, opset=opset)
-    with atomic_dir_outputs(out) as tmp:
-        _annotate_and_save(model, tmp / out.name, loaded)
+    with atomic_dir_outputs(out) as tmp, linears_as_matmul(loaded.model):
+        _annotate_and_save(trace_decoder(loaded, opset=opset), tmp / out.name, loaded)
         if loaded.tokenizer is not None:
             loaded.tokenizer.save_pretrained(tmp)
         gen = getattr(loaded.model, "generation_config", None)

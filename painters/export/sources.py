@@ -70,7 +70,7 @@ def load_source(src: str | Path, *, dtype: str = "fp32") -> LoadedModel:
     if text == "tiny-llama":
         loaded = _tiny_llama()
     elif text == "smollm2-135m":
-        loaded = _gguf(smollm2_path(), name="smollm2-135m")
+        loaded = _gguf(smollm2_path(), name="smollm2-135m", dtype=torch_dtype)
     else:
         path = Path(text)
         if not path.exists():
@@ -78,7 +78,7 @@ def load_source(src: str | Path, *, dtype: str = "fp32") -> LoadedModel:
                 f"model source {text!r} not found: give a checkpoint directory, a .gguf file, "
                 f"or a built-in name ({', '.join(BUILTIN_SOURCES)})"
             )
-        loaded = _gguf(path, name=path.stem) if path.suffix == ".gguf" else _checkpoint(path)
+        loaded = _gguf(path, name=path.stem, dtype=torch_dtype) if path.suffix == ".gguf" else _checkpoint(path, torch_dtype)
     loaded.model.to(torch_dtype).eval()
     return loaded
 
@@ -132,7 +132,7 @@ def _check_architecture(config: Any, where: Path) -> None:
         )
 
 
-def _gguf(path: Path, *, name: str) -> LoadedModel:
+def _gguf(path: Path, *, name: str, dtype) -> LoadedModel:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     try:
@@ -143,14 +143,14 @@ def _gguf(path: Path, *, name: str) -> LoadedModel:
         config.architectures = [f"{type(config).__name__.removesuffix('Config')}ForCausalLM"]
     _check_architecture(config, path)
     try:
-        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype="float32")
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
     except Exception as exc:
         raise ExportError(f"{path}: GGUF could not be loaded ({type(exc).__name__}: {exc})") from exc
     return LoadedModel(model, tokenizer, name, file_hash(path))
 
 
-def _checkpoint(path: Path) -> LoadedModel:
+def _checkpoint(path: Path, dtype) -> LoadedModel:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     if not (path / "config.json").is_file():
@@ -161,7 +161,8 @@ def _checkpoint(path: Path) -> LoadedModel:
     config = AutoConfig.from_pretrained(path)
     _check_architecture(config, path)
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype="float32")
+        # load straight into the target dtype: a 7B checkpoint in fp32 alone would not fit in 24 GiB
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, low_cpu_mem_usage=True)
     except Exception as exc:
         raise ExportError(f"{path}: checkpoint could not be loaded ({type(exc).__name__}: {exc})") from exc
     try:

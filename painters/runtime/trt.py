@@ -72,8 +72,9 @@ class TrtRunner(Runner):
         self._decode_profile = 1 if self.engine.num_optimization_profiles > 1 else 0
         self._profile = 0  # a new context starts on profile 0
 
-        kv = tuple(self.engine.get_tensor_shape("past_key_values.0.key")) if self._slots else (0, 0, 0, 0)
-        self._kv_dtype = self._dtypes.get("past_key_values.0.key", torch.float32)
+        first = f"past_key_values.{self._slots[0]}.key" if self._slots else None
+        kv = tuple(self.engine.get_tensor_shape(first)) if first else (0, 0, 0, 0)
+        self._kv_dtype = self._dtypes[first] if first else torch.float32
         sidecar = sidecar_path(path)
         record = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
         meta = record.get("inputs", {}).get("metadata", {})
