@@ -1,0 +1,153 @@
+"""Latency on the deployed artifact: prefill, decode ms/token, KV-cache bytes; plans interleaved in one run.
+
+Several plans of one model are measured round-robin (A B C A B C …) and each is reported as a ratio to
+``baseline`` measured in the same rounds: on a noisy machine the ratio is the figure that survives.
+Timing uses ``perf_counter`` after the runner's ``synchronize()`` (CUDA backends block on the stream there).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from painters import __version__
+from painters.runtime.base import Runner
+
+__all__ = ["LatencyRow", "measure_once", "benchmark", "compiled_variants", "format_table"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LatencyRow:
+    """One (plan, batch, prompt) cell: medians and p90s over the timed rounds, ratios to baseline."""
+
+    plan: str
+    backend: str
+    batch: int
+    prompt: int
+    gen: int
+    prefill_ms: float
+    prefill_ms_p90: float
+    decode_ms: float  # per generated token (one decode step for the whole batch)
+    decode_ms_p90: float
+    tokens_per_s: float
+    kv_cache_bytes: int
+    ideal_ratio: float | None = None
+    prefill_ratio: float | None = None
+    decode_ratio: float | None = None
+    samples: dict = field(default_factory=dict, repr=False)
+
+
+def _nbytes(array) -> int:
+    return int(array.nbytes) if hasattr(array, "nbytes") else int(array.numel() * array.element_size())
+
+
+def _sync(runner: Runner) -> None:
+    sync = getattr(runner, "synchronize", None)
+    if sync is not None:
+        sync()
+
+
+def measure_once(runner: Runner, batch: int, prompt: int, gen: int, seed: int = 0) -> tuple[float, float, int]:
+    """(prefill ms, decode ms/token, KV bytes at the end) for one random prompt batch."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(3, runner.info.vocab_size, size=(batch, prompt), dtype=np.int64)
+    mask = np.ones((batch, prompt), dtype=np.int64)
+    _sync(runner)
+    start = time.perf_counter()
+    logits, kv = runner.prefill(ids, mask)
+    _sync(runner)
+    prefill = time.perf_counter() - start
+    token = logits[:, -1].argmax(-1)
+    start = time.perf_counter()
+    for _ in range(gen):
+        mask = np.concatenate([mask, np.ones((batch, 1), np.int64)], axis=1)
+        logits, kv = runner.decode(token, mask, kv)
+        token = logits[:, -1].argmax(-1)
+    _sync(runner)
+    decode = (time.perf_counter() - start) / max(gen, 1)
+    return prefill * 1e3, decode * 1e3, sum(_nbytes(k) + _nbytes(v) for k, v in kv)
+
+
+def _p90(values: Sequence[float]) -> float:
+    return float(np.percentile(values, 90))
+
+
+def benchmark(runners: dict[str, Runner], *, batches: Sequence[int] = (1,), prompts: Sequence[int] = (128,),
+              gen: int = 32, warmup: int = 1, iters: int = 5, ideal: dict[str, float] | None = None,
+              baseline: str | None = None, progress: Callable[[str], None] | None = None) -> list[LatencyRow]:
+    """Measure every runner on every (batch, prompt), interleaving runners round by round."""
+    names = list(runners)
+    baseline = baseline if baseline in runners else ("baseline" if "baseline" in runners else names[0])
+    rows: list[LatencyRow] = []
+    for batch in batches:
+        for prompt in prompts:
+            samples: dict[str, list[tuple[float, float, int]]] = {n: [] for n in names}
+            for round_ in range(warmup + iters):
+                for name in names:
+                    result = measure_once(runners[name], batch, prompt, gen, seed=round_)
+                    if round_ >= warmup:
+                        samples[name].append(result)
+                if progress:
+                    progress(f"batch {batch} prompt {prompt}: round {round_ + 1}/{warmup + iters}")
+            for name in names:
+                pre = [s[0] for s in samples[name]]
+                dec = [s[1] for s in samples[name]]
+                rows.append(LatencyRow(
+                    plan=name, backend=runners[name].name, batch=batch, prompt=prompt, gen=gen,
+                    prefill_ms=statistics.median(pre), prefill_ms_p90=_p90(pre),
+                    decode_ms=statistics.median(dec), decode_ms_p90=_p90(dec),
+                    tokens_per_s=batch * 1e3 / statistics.median(dec), kv_cache_bytes=samples[name][-1][2],
+                    ideal_ratio=(ideal or {}).get(name),
+                    samples={"prefill_ms": pre, "decode_ms": dec}))
+            base = {(r.batch, r.prompt): r for r in rows if r.plan == baseline}
+            for row in rows:
+                ref = base.get((row.batch, row.prompt))
+                if ref is not None and row.batch == batch and row.prompt == prompt:
+                    row.prefill_ratio = row.prefill_ms / ref.prefill_ms
+                    row.decode_ratio = row.decode_ms / ref.decode_ms
+    return rows
+
+
+def compiled_variants(model: Path, plans: Sequence[str], *, scores: str | None = None,
+                      fuse_parallel: bool = False, out_dir: Path | None = None) -> dict[str, Path]:
+    """Compile ``plans`` of an exported graph once into a cache keyed by the graph's hash (reused later)."""
+    from painters.cache import cache_dir
+    from painters.compiler.compile import compile_model, default_output
+    from painters.fileio import file_hash
+
+    key = hashlib.sha256(f"{file_hash(model)}:{__version__}:{fuse_parallel}".encode()).hexdigest()[:16]
+    out_dir = out_dir or cache_dir("compiled", key)
+    paths: dict[str, Path] = {}
+    for plan in plans:
+        out = default_output(out_dir / model.name, plan + (".fused" if fuse_parallel else ""))
+        if not out.exists():
+            compile_model(model, plan, out, scores=scores, fuse_parallel=fuse_parallel)
+        paths[plan] = out
+    return paths
+
+
+def format_table(rows: Sequence[LatencyRow]) -> str:
+    """Markdown table of the rows (ratios are to baseline in the same run)."""
+    head = ("| plan | backend | batch | prompt | prefill ms (p90) | decode ms/tok (p90) | tok/s | KV MiB "
+            "| prefill × | decode × | ideal × |")
+    lines = [head, "|" + "---|" * 11]
+    for r in rows:
+        fmt = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
+        lines.append(f"| {r.plan} | {r.backend} | {r.batch} | {r.prompt} | {r.prefill_ms:.2f} ({r.prefill_ms_p90:.2f}) "
+                     f"| {r.decode_ms:.3f} ({r.decode_ms_p90:.3f}) | {r.tokens_per_s:.1f} "
+                     f"| {r.kv_cache_bytes / 2**20:.2f} | {fmt(r.prefill_ratio)} | {fmt(r.decode_ratio)} "
+                     f"| {fmt(r.ideal_ratio)} |")
+    return "\n".join(lines)
+
+
+def rows_to_json(rows: Sequence[LatencyRow], **meta) -> dict:
+    return {"painters_version": __version__, **meta, "rows": [asdict(r) for r in rows]}

@@ -1,0 +1,67 @@
+"""Turn a latency/sweep request (MODEL, backend, plans) into named runners measured side by side."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from painters.errors import BenchError
+from painters.runtime.base import Runner
+
+__all__ = ["latency_runners"]
+
+
+def latency_runners(model: str, backend: str | None, plans: str, *, scores: str | None = None,
+                    fuse_parallel: bool = False, threads: int | None = None) -> tuple[dict[str, Runner], dict]:
+    """Runners keyed by plan name, plus each plan's ideal cost ratio (sublayer evaluations / baseline).
+
+    An ``.onnx`` MODEL is compiled once per plan (cached); a source MODEL runs the plans on the torch
+    reference executor (``--backend torch``) or as the papers' eager Hugging Face path (``--backend hf``).
+    """
+    from painters.bench.runners import open_runner
+
+    names = [p for p in plans.split(",") if p]
+    if Path(model).suffix == ".onnx":
+        from painters.bench.latency import compiled_variants
+
+        if backend in ("torch", "hf"):
+            raise BenchError(f"--backend {backend} runs a source model (e.g. smollm2-135m), not {model}")
+        paths = compiled_variants(Path(model), names, scores=scores, fuse_parallel=fuse_parallel)
+        runners = {name: open_runner(str(path), backend, None, threads=threads) for name, path in paths.items()}
+        ideal = {name: _ideal(r) for name, r in runners.items()}
+        return runners, ideal
+    if backend not in (None, "torch", "hf"):
+        raise BenchError(f"{model} is a source model; --backend {backend} needs an exported .onnx or an engine")
+    from painters.export.sources import load_source
+    from painters.plans import load_scores, parse_plan
+    from painters.runtime.torch_ref import TorchRunner
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    loaded = load_source(model)
+    table = load_scores(scores, model_hash=loaded.hash) if scores else None
+    runners, ideal = {}, {}
+    for name in names:
+        plan = parse_plan(name, loaded.num_layers, scores=table)
+        runner = TorchRunner(loaded.model, plan, tokenizer=loaded.tokenizer, model_hash=loaded.hash)
+        runner.name = backend or "torch"
+        runners[name], ideal[name] = runner, plan.ideal_cost_ratio()
+    return runners, ideal
+
+
+def _ideal(runner: Runner) -> float | None:
+    """Ideal cost ratio of a compiled graph, from the schedule recorded in its metadata."""
+    import json
+
+    session = getattr(runner, "session", None)
+    if session is None:
+        return None
+    meta = session.get_modelmeta().custom_metadata_map
+    if "painters.schedule" not in meta:
+        return 1.0
+    from painters.plans import Plan, Step
+
+    data = json.loads(meta["painters.schedule"])
+    steps = tuple(Step(tuple(s["blocks"]), s["parallel"], s["loops"], s["attn"], s["mlp"]) for s in data["steps"])
+    return Plan(data["plan"], steps, data["num_layers"], data["kv"]).ideal_cost_ratio()
