@@ -60,6 +60,8 @@ class OrtRunner(Runner):
         if self.tokenizer is not None:
             self.info.eos_token_id = self.tokenizer.eos_token_id
         self._outputs = [o.name for o in self.session.get_outputs()]
+        # heads per slot: a fused parallel group's slot holds k × kv_heads heads
+        self._slot_heads = [int(inputs[f"past_key_values.{s}.key"].shape[1]) for s in slots]
 
     def forward(self, input_ids, attention_mask, position_ids, past: KV | None = None):
         feed = {"input_ids": np.asarray(input_ids, np.int64), "attention_mask": np.asarray(attention_mask, np.int64),
@@ -73,8 +75,11 @@ class OrtRunner(Runner):
         return outs[0].astype(np.float32, copy=False), present
 
     def empty_kv(self, batch: int) -> KV:
-        empty = np.zeros((batch, self.info.kv_heads, 0, self.info.head_dim), dtype=self._np_dtype)
-        return [(empty, empty) for _ in range(self.info.num_slots)]
+        kv = []
+        for heads in self._slot_heads:
+            empty = np.zeros((batch, heads, 0, self.info.head_dim), dtype=self._np_dtype)
+            kv.append((empty, empty))
+        return kv
 
     def repeat_kv(self, kv: KV, n: int) -> KV:
         return [(np.repeat(k, n, axis=0), np.repeat(v, n, axis=0)) for k, v in kv]
