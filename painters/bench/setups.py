@@ -65,3 +65,39 @@ def _ideal(runner: Runner) -> float | None:
     data = json.loads(meta["painters.schedule"])
     steps = tuple(Step(tuple(s["blocks"]), s["parallel"], s["loops"], s["attn"], s["mlp"]) for s in data["steps"])
     return Plan(data["plan"], steps, data["num_layers"], data["kv"]).ideal_cost_ratio()
+
+
+def sweep_setup(model: str, backend: str | None):
+    """(num_layers, open_plan(plan) → Runner, latency_ratio(plan) → prefill ratio vs baseline) for a sweep."""
+    from painters.bench.latency import benchmark
+    from painters.bench.runners import open_runner
+
+    if Path(model).suffix == ".onnx":
+        from painters.bench.latency import compiled_variants
+        from painters.compiler.compile import describe
+
+        info = describe(model)
+        num_layers = info.get("blocks")
+        if not isinstance(num_layers, int):
+            raise BenchError(f"{model} is already compiled for a plan; sweep an exported baseline graph")
+
+        def open_plan(plan: str) -> Runner:
+            return open_runner(str(compiled_variants(Path(model), [plan])[plan]), backend)
+    else:
+        from painters.export.sources import load_source
+        from painters.plans import parse_plan
+        from painters.runtime.torch_ref import TorchRunner
+
+        loaded = load_source(model)
+        num_layers = loaded.num_layers
+
+        def open_plan(plan: str) -> Runner:
+            return TorchRunner(loaded.model, parse_plan(plan, num_layers), tokenizer=loaded.tokenizer,
+                               model_hash=loaded.hash)
+
+    def latency_ratio(plan: str) -> float:
+        runners = {"baseline": open_plan("baseline"), plan: open_plan(plan)}
+        rows = benchmark(runners, prompts=(128,), gen=8, warmup=1, iters=3)
+        return next(r.prefill_ratio for r in rows if r.plan == plan)
+
+    return num_layers, open_plan, latency_ratio

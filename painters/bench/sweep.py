@@ -1,0 +1,127 @@
+"""The Painters grid: plans by variant and number of modified middle layers, accuracy and latency per run.
+
+Each run writes ``runs/<plan>.json`` as soon as it finishes, so an interrupted sweep resumes where it stopped.
+``summary.csv`` and the plots are rebuilt from all runs at the end: task score vs. layers modified per variant
+(the paper's figures), and accuracy vs. latency ratio (the trade-off a deployer picks from).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from painters.errors import BenchError
+from painters.fileio import atomic_dir_outputs
+from painters.plans import symmetric_plan
+
+__all__ = ["sweep_plans", "run_sweep", "parse_range", "VARIANTS"]
+
+log = logging.getLogger(__name__)
+
+VARIANTS = ("skip", "repeat", "reverse", "shuffle", "parallel", "parallel_x2", "parallel_x3", "drop_attn")
+
+
+def parse_range(text: str) -> list[int]:
+    """``1..8`` → 1..8 inclusive; ``2,4,8`` → those."""
+    try:
+        if ".." in text:
+            lo, hi = text.split("..")
+            return list(range(int(lo), int(hi) + 1))
+        return [int(v) for v in text.split(",") if v]
+    except ValueError:
+        raise BenchError(f"--n {text!r}: write a range like 1..8 or a list like 2,4,8") from None
+
+
+def sweep_plans(variants: Sequence[str], ns: Sequence[int], num_layers: int) -> list[tuple[str, int, str]]:
+    """(variant, n, plan name) for the grid; n layers modified, symmetric around the middle."""
+    unknown = [v for v in variants if v not in VARIANTS and not v.startswith("parallel_x")]
+    if unknown:
+        raise BenchError(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
+    if any(n < 1 or n > num_layers for n in ns):
+        raise BenchError(f"--n values must lie in 1..{num_layers} (the model has {num_layers} layers)")
+    return [(v, n, symmetric_plan(v, n, num_layers)) for v in variants for n in ns]
+
+
+def _main_score(result: dict) -> float:
+    return result["metrics"][result["main_metric"]]
+
+
+def run_sweep(model: str, out: Path, variants: Sequence[str], ns: Sequence[int], tasks: str, *,
+              num_layers: int, open_plan: Callable[[str], object], limit: int | None = None,
+              latency: Callable[[str], float] | None = None, **evaluate_kw) -> Path:
+    """Run the grid into ``out``; ``open_plan(plan)`` gives a runner for a plan, ``latency(plan)`` its ratio."""
+    from painters.bench.accuracy import evaluate
+
+    runs = out / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    grid = [("baseline", 0, "baseline"), *sweep_plans(variants, ns, num_layers)]
+    for variant, n, plan in grid:
+        path = runs / f"{plan}.json"
+        if path.exists():
+            log.info("%s: done earlier, skipped", plan)
+            continue
+        runner = open_plan(plan)
+        try:
+            results = evaluate(runner, tasks, limit=limit, **evaluate_kw)
+        finally:
+            runner.close()
+        record = {"model": model, "variant": variant, "n": n, "plan": plan, "limit": limit, "tasks": results,
+                  "latency_ratio": latency(plan) if latency else None}
+        with atomic_dir_outputs(path) as tmp:
+            (tmp / path.name).write_text(json.dumps(record, indent=2))
+    write_summary(out)
+    return out
+
+
+def write_summary(out: Path) -> None:
+    """``summary.csv`` and the plots from every finished run in ``out/runs``."""
+    records = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json"))]
+    rows = [{"variant": r["variant"], "n": r["n"], "plan": r["plan"], "task": task, "score": _main_score(res),
+             "metric": res["main_metric"], "latency_ratio": r["latency_ratio"]}
+            for r in records for task, res in r["tasks"].items()]
+    with atomic_dir_outputs(out / "summary.csv") as tmp, open(tmp / "summary.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["variant", "n", "plan", "task", "metric", "score", "latency_ratio"])
+        writer.writeheader()
+        writer.writerows(rows)
+    _plot(out, rows)
+
+
+def _plot(out: Path, rows: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = sorted({r["task"] for r in rows})
+    variants = sorted({r["variant"] for r in rows} - {"baseline"})
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        base = [r["score"] for r in rows if r["task"] == task and r["variant"] == "baseline"]
+        for variant in variants:
+            pts = sorted((r["n"], r["score"]) for r in rows if r["task"] == task and r["variant"] == variant)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=variant)
+        if base:
+            ax.axhline(base[0], color="black", linestyle="--", label="baseline")
+        ax.set(title=task, xlabel="layers modified", ylabel=next(r["metric"] for r in rows if r["task"] == task))
+        ax.grid(alpha=0.3)
+    axes[0][0].legend()
+    fig.tight_layout()
+    fig.savefig(out / "score_vs_layers.png", dpi=120)
+    plt.close(fig)
+    timed = [r for r in rows if r["latency_ratio"] is not None]
+    if not timed:
+        return
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for variant in ["baseline", *variants]:
+            pts = [(r["latency_ratio"], r["score"]) for r in timed if r["task"] == task and r["variant"] == variant]
+            ax.scatter([p[0] for p in pts], [p[1] for p in pts], label=variant, marker="*" if variant == "baseline" else "o")
+        ax.set(title=task, xlabel="latency ratio (prefill, vs baseline)", ylabel="score")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "accuracy_vs_latency.png", dpi=120)
+    plt.close(fig)

@@ -1,0 +1,31 @@
+"""`painters sweep`: the Painters grid of plans, accuracy and latency per run, CSV and plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from painters.cli import handle_errors, main
+
+
+@main.command("sweep")
+@click.argument("model")
+@click.option("--variants", default="skip,repeat,reverse,shuffle,parallel,parallel_x3,drop_attn", show_default=True)
+@click.option("--n", "n_range", default="1..8", show_default=True, help="Layers modified: 1..K or a list.")
+@click.option("--tasks", default="arc_easy", show_default=True)
+@click.option("--limit", type=int, default=None)
+@click.option("--backend", default=None, help="onnxruntime for an .onnx MODEL; torch for a source.")
+@click.option("--data", type=click.Path(file_okay=False), default=None)
+@click.option("--latency/--no-latency", default=True, show_default=True, help="Also time each plan vs baseline.")
+@click.option("-o", "--out", type=click.Path(file_okay=False), default="sweep", show_default=True)
+@handle_errors
+def sweep_cmd(model, variants, n_range, tasks, limit, backend, data, latency, out) -> None:
+    """Run the Painters grid on MODEL (resumable: finished runs in OUT/runs are kept)."""
+    from painters.bench.setups import sweep_setup
+    from painters.bench.sweep import parse_range, run_sweep
+
+    num_layers, open_plan, latency_ratio = sweep_setup(model, backend)
+    result = run_sweep(model, Path(out), variants.split(","), parse_range(n_range), tasks, num_layers=num_layers,
+                       open_plan=open_plan, limit=limit, latency=latency_ratio if latency else None, data_dir=data)
+    click.echo(f"{result}: summary.csv, score_vs_layers.png, accuracy_vs_latency.png")
