@@ -31,7 +31,7 @@ def open_runner(model: str, backend: str | None = None, plan: str | None = None,
     Args:
         model: An exported/compiled ``.onnx``, a TensorRT ``.engine``, or a source (``smollm2-135m``,
             ``tiny-llama``, a checkpoint directory or a ``.gguf``).
-        backend: One of ``BACKENDS``; None picks the natural one for MODEL.
+        backend: One of ``BACKENDS``; None picks the natural one for MODEL (``tensorrt-rtx`` for an engine).
         plan: A plan name or file, applied by the torch backend (default ``baseline``). Compiled models
             carry their plan; a different one here is an error.
         scores: Importance scores for ``drop_*_kN`` plans (torch backend).
@@ -85,7 +85,7 @@ def _open_engine(path: Path, backend: str | None, plan: str | None) -> Runner:
             raise
         raise BenchError(f"cannot run {path}: the TensorRT runtime is unavailable ({exc}); "
                          "install painters[trt] or use an .onnx model") from exc
-    runner = TrtRunner(path)
+    runner = TrtRunner(path, backend=backend or "tensorrt-rtx")
     _check_fixed_plan(path, plan, runner)
     return runner
 

@@ -10,12 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import onnx_ir as ir
-from onnx_ir.passes.common import RemoveUnusedNodesPass
+from onnx_ir.passes.common import RemoveUnusedNodesPass, ShapeInferencePass
 
 from painters import __version__
 from painters.compiler.blocks import discover_blocks
 from painters.compiler.graph_io import initializer_bytes, load_graph, save_graph
 from painters.compiler.passes.anchor_shapes import AnchorKVShapesPass
+from painters.compiler.passes.noops import RemoveNoOpsPass
 from painters.compiler.rewrite import RewriteToPlanPass
 from painters.errors import CompileError
 from painters.fileio import atomic_dir_outputs, check_output_path, file_hash
@@ -43,7 +44,14 @@ def default_output(model: Path, plan_name: str) -> Path:
 
 
 def prepare(model: ir.Model):
-    """Normalize and discover: the shared first step of every rewrite (and of ``painters inspect``)."""
+    """Normalize and discover: the shared first step of every rewrite (and of ``painters inspect``).
+
+    Graphs without value types (the TorchScript exporter writes none) get ONNX shape inference first, so
+    no-op Casts can be recognized; our own exports carry types and skip it.
+    """
+    if any(v.dtype is None for node in model.graph for v in node.outputs):
+        ShapeInferencePass(strict_mode=False)(model)
+    RemoveNoOpsPass()(model)
     AnchorKVShapesPass()(model)
     return discover_blocks(model)
 

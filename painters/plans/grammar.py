@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from painters.errors import PlanError
-from painters.plans.schedule import Plan, Step
+from painters.plans.schedule import MAX_LOOPS, Plan, Step
 from painters.plans.scores import Scores, least_important
 
 __all__ = ["parse_plan", "load_plan_file", "GRAMMAR", "painters_reference_plan", "symmetric_plan"]
@@ -40,7 +40,8 @@ GRAMMAR: dict[str, tuple[str, str]] = {
 _INT = r"(0|[1-9]\d*)"
 _LIST = r"(\d+(?:-\d+)?(?:,\d+(?:-\d+)?)*)"
 _PATTERNS: list[tuple[str, re.Pattern]] = [
-    (kind, re.compile(pattern + r"\Z")) for kind, pattern in [
+    # re.ASCII: `\d` must not accept other scripts' digits (int() would silently read "١" as 1).
+    (kind, re.compile(pattern + r"\Z", re.ASCII)) for kind, pattern in [
         ("baseline", r"baseline"),
         ("skip", rf"skip_{_INT}_{_INT}"),
         ("repeat", rf"repeat_{_INT}_{_INT}"),
@@ -90,7 +91,12 @@ def _parse_part(part: str, L: int, scores: Scores | None) -> Replacement:
     for kind, pattern in _PATTERNS:
         match = pattern.match(part)
         if match:
-            return _BUILDERS[kind](part, L, scores, *match.groups())
+            try:
+                return _BUILDERS[kind](part, L, scores, *match.groups())
+            except PlanError:
+                raise
+            except ValueError as exc:  # int() refuses numbers past sys.get_int_max_str_digits()
+                raise PlanError(f"{part!r}: malformed number ({exc}); indices and counts are small integers") from None
     raise PlanError(f"unknown plan {part!r}; valid forms: {', '.join(GRAMMAR)} (see `painters plans list`)")
 
 
@@ -119,8 +125,9 @@ def _reorder(order: Callable[[list[int]], list[int]]):
 
 def _shuffled(blocks: list[int], seed: str) -> list[int]:
     order = list(blocks)
-    random.seed(int(seed))  # the Painters reference code's "random" variant, made reproducible
-    random.shuffle(order)
+    # The Painters reference code's "random" variant, made reproducible: Random(S).shuffle is the same order as
+    # random.seed(S); random.shuffle, without reseeding the caller's global generator.
+    random.Random(int(seed)).shuffle(order)
     return order
 
 
@@ -131,14 +138,14 @@ def _skip(part, L, scores, a, b):
 def _parallel(part, L, scores, a, b, loops):
     blocks = _range(part, a, b, L)
     R = int(loops) if loops is not None else 1
-    if R < 1:
-        raise PlanError(f"{part!r}: loop count must be ≥ 1 (parallel_A_B_xR with R ≥ 1)")
+    if not 1 <= R <= MAX_LOOPS:
+        raise PlanError(f"{part!r}: loop count must be 1..{MAX_LOOPS} (parallel_A_B_xR with 1 ≤ R ≤ {MAX_LOOPS})")
     return {blk: [Step(tuple(blocks), parallel=True, loops=R)] if k == 0 else [] for k, blk in enumerate(blocks)}
 
 
 def _dup(part, L, scores, i, k):
-    if int(k) < 1:
-        raise PlanError(f"{part!r}: repeat count must be ≥ 1 (dup_I_xK with K ≥ 1)")
+    if not 1 <= int(k) <= MAX_LOOPS:  # checked before building K steps: dup_0_x99999999999 must not eat memory
+        raise PlanError(f"{part!r}: repeat count must be 1..{MAX_LOOPS} (dup_I_xK with 1 ≤ K ≤ {MAX_LOOPS})")
     block = _index(part, i, L)
     return {block: [Step((block,))] * int(k)}
 
@@ -210,8 +217,8 @@ def load_plan_file(path: str | Path, num_layers: int) -> Plan:
     path = Path(path)
     try:
         text = path.read_text()
-    except OSError as exc:
-        raise PlanError(f"plan file {path} cannot be read ({exc.strerror})")
+    except (OSError, ValueError) as exc:  # ValueError: a path with a NUL byte
+        raise PlanError(f"plan file {path} cannot be read ({getattr(exc, 'strerror', None) or exc})") from exc
     try:
         if path.suffix == ".json":
             data = json.loads(text)
@@ -220,18 +227,22 @@ def load_plan_file(path: str | Path, num_layers: int) -> Plan:
 
             data = yaml.safe_load(text)
     except Exception as exc:
-        raise PlanError(f"plan file {path} is not valid {path.suffix[1:].upper()}: {exc}")
+        raise PlanError(f"plan file {path} is not valid {path.suffix[1:].upper()}: {exc}") from exc
     if isinstance(data, list):
         data = {"steps": data}
     if not isinstance(data, dict) or "steps" not in data:
         raise PlanError(f"plan file {path}: expected a mapping with a 'steps' list (or a bare list of steps)")
     unknown = set(data) - {"name", "kv", "steps"}
     if unknown:
-        raise PlanError(f"plan file {path}: unknown keys {sorted(unknown)}; valid: name, kv, steps")
+        raise PlanError(f"plan file {path}: unknown keys {sorted(unknown, key=str)}; valid: name, kv, steps")
     kv = data.get("kv", "exact")
     if kv not in ("exact", "mean"):
         raise PlanError(f"plan file {path}: kv must be 'exact' or 'mean', got {kv!r}")
-    steps = tuple(_file_step(path, raw) for raw in data["steps"] or [])
+    raw_steps = data["steps"] or []
+    if not isinstance(raw_steps, list):
+        raise PlanError(f"plan file {path}: 'steps' must be a list, got {raw_steps!r}; "
+                        "e.g. steps: [0, {block: 1, attn: false}, {parallel: [2, 3], loops: 2}]")
+    steps = tuple(_file_step(path, raw) for raw in raw_steps)
     return Plan(str(data.get("name") or path.stem), steps, num_layers, kv).validate()
 
 
@@ -243,7 +254,7 @@ def _file_step(path: Path, raw) -> Step:
     keys = _GROUP_KEYS if "parallel" in raw else _STEP_KEYS
     unknown = set(raw) - keys
     if unknown:
-        raise PlanError(f"plan file {path}: step {raw!r} has unknown keys {sorted(unknown)}; "
+        raise PlanError(f"plan file {path}: step {raw!r} has unknown keys {sorted(unknown, key=str)}; "
                         "valid: {block, attn, mlp} or {parallel: [..], loops, attn, mlp}")
     flags = {k: raw[k] for k in ("attn", "mlp") if k in raw}
     if any(not isinstance(v, bool) for v in flags.values()):

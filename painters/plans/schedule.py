@@ -9,14 +9,19 @@ slots, so the reference executor, the ONNX rewrite and the engines agree on slot
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
 from painters.errors import PlanError
 
-__all__ = ["Step", "Stage", "Plan", "KVMode"]
+__all__ = ["Step", "Stage", "Plan", "KVMode", "MAX_LOOPS"]
 
 KVMode = Literal["exact", "mean"]
+
+# Upper bound on a step's loops (and dup's K): schedules are unrolled into stages, so an absurd count from a
+# typo would hang or exhaust memory instead of failing with a message.
+MAX_LOOPS = 1000
 
 
 @dataclass(frozen=True)
@@ -135,11 +140,39 @@ class Plan:
                     raise PlanError(f"plan {self.name!r} uses block {b}; model has {L} (valid 0–{L - 1})")
             if not step.blocks:
                 raise PlanError(f"plan {self.name!r}: a step with no blocks; list at least one block index")
-            if step.loops < 1:
-                raise PlanError(f"plan {self.name!r}: loops must be ≥ 1, got {step.loops}")
+            if not 1 <= step.loops <= MAX_LOOPS:
+                raise PlanError(f"plan {self.name!r}: loops must be 1..{MAX_LOOPS}, got {step.loops}")
+            if len(set(step.blocks)) != len(step.blocks):
+                raise PlanError(f"plan {self.name!r}: parallel group {list(step.blocks)} lists a block twice; "
+                                "list each member once")
             if not step.attn and not step.mlp:
                 raise PlanError(f"plan {self.name!r}: step {step.blocks} drops both attention and MLP; "
                                 "drop the block instead (leave it out of the schedule)")
             if len(step.blocks) > 1 and not step.parallel:
                 raise PlanError(f"plan {self.name!r}: a sequential step has one block; got {step.blocks}")
         return self
+
+
+def fusible_stages(plan: Plan) -> list[int]:
+    """Stages a fused compile may turn into one wide block: groups of k > 1 members keeping attention and MLP."""
+    return [i for i, s in enumerate(plan.stages()) if len(s.blocks) > 1 and s.attn and s.mlp]
+
+
+def fused_slot_layout(plan: Plan, fused: Iterable[int] | None = None) -> list[tuple[int, tuple[int, ...]]]:
+    """The KV slots of a graph whose ``fused`` stages (default: every fusible one) run as wide blocks.
+
+    Entry i describes compiled slot i as (stage index, the plan slots of :meth:`Plan.stages` it holds). A
+    fused ``kv=exact`` stage holds its members' slots side by side on the head axis (k × kv_heads heads,
+    member-major); a fused ``kv=mean`` stage holds its one shared slot; every other plan slot is its own
+    compiled slot. The compiler may leave a group unfused (it then logs why): a compiled graph records the
+    stages it fused in its metadata ``painters.fused_stages``, which is what to pass here.
+    """
+    fused = set(fusible_stages(plan) if fused is None else fused)
+    layout: list[tuple[int, tuple[int, ...]]] = []
+    for index, stage in enumerate(plan.stages()):
+        slots = tuple(dict.fromkeys(s for s in stage.slots if s is not None))
+        if index in fused and slots:
+            layout.append((index, slots))
+        else:
+            layout.extend((index, (s,)) for s in slots)
+    return layout

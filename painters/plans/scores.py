@@ -39,15 +39,21 @@ def load_scores(path: str | Path, *, model_hash: str | None = None) -> Scores:
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        raise PlanError(f"scores file {path} not found; write one with `painters importance SRC --json {path}`")
+        raise PlanError(f"scores file {path} not found; "
+                        f"write one with `painters importance SRC --json {path}`") from None
     except json.JSONDecodeError as exc:
-        raise PlanError(f"scores file {path} is not JSON ({exc}); regenerate it with `painters importance`")
+        raise PlanError(f"scores file {path} is not JSON ({exc}); regenerate it with `painters importance`") from exc
     if not isinstance(data, dict) or data.get("format") != SCORES_FORMAT:
         raise PlanError(f"{path} is not a painters scores file (expected format {SCORES_FORMAT!r})")
     try:
         scores = Scores(*(tuple(float(v) for v in data[k]) for k in KINDS), model_hash=str(data.get("model_hash", "")))
     except (KeyError, TypeError, ValueError) as exc:
-        raise PlanError(f"scores file {path} lacks per-layer lists attn/mlp/block ({exc})")
+        raise PlanError(f"scores file {path} lacks per-layer lists attn/mlp/block ({exc})") from exc
+    if not len(scores.attn) == len(scores.mlp) == len(scores.block):
+        # A ragged file would silently rank layers the model does not have (or miss some); refuse it.
+        counts = "/".join(str(len(getattr(scores, k))) for k in KINDS)
+        raise PlanError(f"scores file {path}: attn/mlp/block have {counts} entries; each needs one per layer "
+                        "(regenerate it with `painters importance`)")
     if model_hash and scores.model_hash and scores.model_hash != model_hash:
         raise PlanError(f"scores file {path} was computed on another model (hash {scores.model_hash[:12]}…, "
                         f"this model {model_hash[:12]}…); run `painters importance` on this model")
@@ -60,7 +66,8 @@ def least_important(scores: Scores, kind: str, n: int) -> list[tuple[str, int]]:
     Ties are broken by the lower layer index (then attention before MLP), so a selection is reproducible.
     """
     if kind == "joint":
-        pool = [(v, i, 0, "attn") for i, v in enumerate(scores.attn)] + [(v, i, 1, "mlp") for i, v in enumerate(scores.mlp)]
+        pool = [(v, i, 0, "attn") for i, v in enumerate(scores.attn)]
+        pool += [(v, i, 1, "mlp") for i, v in enumerate(scores.mlp)]
     else:
         pool = [(v, i, 0, kind) for i, v in enumerate(getattr(scores, kind))]
     if n > len(pool):

@@ -75,6 +75,8 @@ class TrtRunner(Runner):
         first = f"past_key_values.{self._slots[0]}.key" if self._slots else None
         kv = tuple(self.engine.get_tensor_shape(first)) if first else (0, 0, 0, 0)
         self._kv_dtype = self._dtypes[first] if first else torch.float32
+        # heads per slot: a fused parallel group's slot holds k × kv_heads heads
+        self._slot_heads = [self.engine.get_tensor_shape(f"past_key_values.{s}.key")[1] for s in self._slots]
         sidecar = sidecar_path(path)
         record = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
         meta = record.get("inputs", {}).get("metadata", {})
@@ -121,9 +123,11 @@ class TrtRunner(Runner):
         return logits, [(out[f"present.{s}.key"], out[f"present.{s}.value"]) for s in self._slots]
 
     def empty_kv(self, batch: int) -> KV:
-        empty = self._torch.zeros((batch, self.info.kv_heads, 0, self.info.head_dim), dtype=self._kv_dtype,
-                                  device=self.device)
-        return [(empty, empty) for _ in self._slots]
+        kv = []
+        for heads in self._slot_heads:
+            empty = self._torch.zeros((batch, heads, 0, self.info.head_dim), dtype=self._kv_dtype, device=self.device)
+            kv.append((empty, empty))
+        return kv
 
     def repeat_kv(self, kv: KV, n: int) -> KV:
         return [(k.repeat(n, 1, 1, 1), v.repeat(n, 1, 1, 1)) for k, v in kv]

@@ -36,13 +36,19 @@ class ByteTokenizer:
 
 @pytest.fixture(scope="module")
 def tiny_runner():
+    import torch
+
     from painters.export.sources import load_source
     from painters.plans import parse_plan
     from painters.runtime.torch_ref import TorchRunner
 
+    # One intra-op thread: on a shared 2-core machine, torch's spinning thread pool is ~10x slower than one thread.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     loaded = load_source("tiny-llama")
-    return TorchRunner(loaded.model, parse_plan("baseline", loaded.num_layers), tokenizer=ByteTokenizer(),
-                       model_hash=loaded.hash, device="cpu")
+    yield TorchRunner(loaded.model, parse_plan("baseline", loaded.num_layers), tokenizer=ByteTokenizer(),
+                      model_hash=loaded.hash, device="cpu")
+    torch.set_num_threads(threads)
 
 
 def _requests(seed=0):
@@ -60,7 +66,8 @@ def _full_sequence(runner, ctx, cont):
     ids = np.asarray([ctx + cont], dtype=np.int64)
     logits, _ = runner.prefill(ids, np.ones_like(ids))
     rows = logits[0, len(ctx) - 1:-1].astype(np.float64)
-    logp = rows - np.log(np.exp(rows - rows.max(-1, keepdims=True)).sum(-1, keepdims=True)) - rows.max(-1, keepdims=True)
+    peak = rows.max(-1, keepdims=True)
+    logp = rows - peak - np.log(np.exp(rows - peak).sum(-1, keepdims=True))
     return float(logp[np.arange(len(cont)), cont].sum()), bool((rows.argmax(-1) == cont).all())
 
 
@@ -136,7 +143,7 @@ def toy_data(tmp_path):
     _write(tmp_path, "lambada/lambada_test.jsonl", [{"text": "the cat sat on the mat"}])
     gsm = {"question": "What is 1+1?", "answer": "1+1=2\n#### 2"}
     _write(tmp_path, "gsm8k/test.jsonl", [gsm])
-    _write(tmp_path, "gsm8k/train.jsonl", [gsm, gsm])
+    _write(tmp_path, "gsm8k/train.jsonl", [gsm] * 5)
     return tmp_path
 
 
@@ -149,7 +156,7 @@ def test_evaluate_every_task(tiny_runner, toy_data, monkeypatch):
     assert arc["n"] == 2 and set(arc["metrics"]) == {"acc", "acc_norm"} and arc["stderr"]["acc"] == 0.0
     assert (arc["backend"], arc["plan"], arc["model_hash"]) == ("torch", "baseline", tiny_runner.info.model_hash)
     assert results["lambada"]["metrics"]["perplexity"] > 1 and results["lambada"]["stderr"]["perplexity"] is None
-    assert results["gsm8k"]["num_fewshot"] == 2 - 0 or results["gsm8k"]["num_fewshot"] == 5
+    assert results["gsm8k"]["num_fewshot"] == 5 and results["gsm8k"]["n"] == 1
     table = render_markdown(results)
     assert "| arc_easy | 2 | 0 | acc |" in table and "**acc_norm**" in table
 
@@ -200,3 +207,40 @@ def test_cli_reports_errors(tmp_path):
     assert result.exit_code == 2 and "does not exist" in result.output
     result = CliRunner().invoke(main, ["bench", "accuracy", "tiny-llama", "--tasks", "nope"])
     assert result.exit_code == 2 and "unknown task 'nope'" in result.output
+
+
+class ScriptedRunner:
+    """Stands in for a runner whose greedy output is a fixed text per prompt (checks chunking and stops)."""
+
+    name = "scripted"
+
+    def __init__(self, scripts):
+        from painters.runtime.base import ModelInfo
+
+        self.scripts = scripts  # prompt's first token -> bytes it "generates"
+        self.tokenizer = ByteTokenizer()
+        self.info = ModelInfo(1, 1, 1, 256, "float32", eos_token_id=2)
+        self.calls = 0
+
+    def generate(self, prompts, max_new_tokens, stop_ids=(), pad_id=0):
+        self.calls += 1
+        out = []
+        for p in prompts:
+            script = self.scripts[p[0]]
+            done = len(p) - 1  # prompts are one token; the rest is what was generated so far
+            new = []
+            for tok in script[done:done + max_new_tokens]:
+                new.append(tok)
+                if tok in stop_ids:
+                    break
+            out.append(new)
+        return out
+
+
+def test_greedy_until_chunks_and_stops(monkeypatch):
+    monkeypatch.setattr(accuracy, "GENERATION_CHUNK", 4)
+    runner = ScriptedRunner({10: b"1+1=2\n#### 2\n\nQuestion: more", 11: b"abc\x02tail", 12: b"x" * 50})
+    texts = accuracy.greedy_until(runner, [[10], [11], [12]], ("Question:", "\n\n"), max_new_tokens=9, batch_size=8)
+    assert texts == ["1+1=2\n###", "abc", "x" * 9]  # budget 9; eos (id 2) ends a row and is cut like a stop
+    texts = accuracy.greedy_until(runner, [[10]], ("Question:", "\n\n"), max_new_tokens=256)
+    assert texts == ["1+1=2\n#### 2"]

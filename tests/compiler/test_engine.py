@@ -76,7 +76,7 @@ def make_decoder(path: Path, dtype: str = "float32", *, extra_node: onnx.NodePro
     helper.set_model_props(model, {"painters.plan": "baseline", "painters.source_hash": "toy"})
     path.parent.mkdir(parents=True, exist_ok=True)
     # Shape constants stay inline (parsers need them at build time); weights go to the data file.
-    onnx.save(model, path, save_as_external_data=True, location=path.name + ".data", size_threshold=64)
+    onnx.save(model, path, save_as_external_data=True, location=path.name + ".data", size_threshold=256)
     return path
 
 
