@@ -8,6 +8,7 @@ oracle share one definition of a decoder block. The block structure is then disc
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import types
@@ -80,6 +81,7 @@ def linears_as_matmul(model, transpose=_transposed):
             m.forward = types.MethodType(_matmul_forward, m)
         yield
     finally:
+        gc.collect()  # the traced program's references to W^T must be gone before W is rebuilt
         for m in linears:
             m.weight = tied[m] if m in tied else torch.nn.Parameter(transpose(m.weight), requires_grad=False)
             del m.forward
