@@ -123,8 +123,8 @@ def plot_similarity(sim: Similarity, path: str | Path, *, title: str | None = No
         ticks = list(range(0, L + 1, max(1, (L + 1) // 16)))
         heat.set_xticks(ticks)
         heat.set_yticks(ticks)
-        curve.plot(range(1, L + 1), sim.drift, marker="o")
-        curve.set(xlabel="block i (output layer)", ylabel="cos(h_{i-1}, h_i)", title="drift between consecutive layers")
+        curve.plot(range(L), sim.drift, marker="o")
+        curve.set(xlabel="block", ylabel="cos(block input, block output)", title="drift between consecutive layers")
         curve.grid(alpha=0.3)
         if title:
             fig.suptitle(title)

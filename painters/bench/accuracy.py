@@ -296,7 +296,8 @@ def evaluate(runner: Runner, tasks: str | Sequence[str], limit: int | None = Non
             if name == "perplexity":
                 metrics[name], stderr[name] = perplexity(vals), None  # lm-eval bootstraps this one; we do not
             else:
-                metrics[name], stderr[name] = mean(vals), mean_stderr(vals)
+                se = mean_stderr(vals)
+                metrics[name], stderr[name] = mean(vals), (None if se != se else se)  # NaN (n < 2) → None
         results[task.name] = {
             "metrics": metrics, "stderr": stderr, "main_metric": task.main_metric, "n": len(items),
             "num_fewshot": task.default_fewshot if num_fewshot is None else int(num_fewshot),

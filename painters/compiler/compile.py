@@ -35,6 +35,7 @@ class CompileResult:
     source_bytes: int
     output_bytes: int
     nodes: int
+    kv_slots: int | None = None  # KV slots of the graph: the plan's, or fewer where parallel groups were fused
 
 
 def default_output(model: Path, plan_name: str) -> Path:
@@ -71,11 +72,16 @@ def compile_model(model_path: str | Path, plan: str | Plan, out: str | Path | No
         raise CompileError(f"plan {plan} was made for {plan.num_layers} layers; {src} has {structure.num_layers}")
     out = Path(out) if out else default_output(src, plan.name)
     check_output_path(out, src)
+    for key in ("painters.fused_stages", "painters.slot_heads"):  # a parent graph's, if any
+        model.metadata_props.pop(key, None)
     RewriteToPlanPass(structure, plan)(model)
+    kv_slots = plan.kv_slots
     if fuse_parallel:
         from painters.compiler.passes.fuse_parallel import FuseParallelPass
 
-        FuseParallelPass(plan)(model)
+        fuse = FuseParallelPass(plan)
+        fuse(model)
+        kv_slots = fuse.kv_slots
     RemoveUnusedNodesPass()(model)
     output_bytes = initializer_bytes(model)
     if output_bytes > source_bytes:
@@ -84,7 +90,7 @@ def compile_model(model_path: str | Path, plan: str | Plan, out: str | Path | No
         "painters.version": __version__,
         "painters.plan": plan.name,
         "painters.schedule": plan.to_json_text(),
-        "painters.kv_slots": str(plan.kv_slots),
+        "painters.kv_slots": str(kv_slots),
         "painters.source_hash": source_hash or file_hash(src),
         "painters.parent_graph_hash": file_hash(src),
     })
@@ -93,7 +99,7 @@ def compile_model(model_path: str | Path, plan: str | Plan, out: str | Path | No
         save_graph(model, src, out, tmp)
     seconds = time.perf_counter() - start
     log.info("compiled %s with %s in %.2f s → %s", src, plan, seconds, out)
-    return CompileResult(out, plan, seconds, source_bytes, output_bytes, len(model.graph))
+    return CompileResult(out, plan, seconds, source_bytes, output_bytes, len(model.graph), kv_slots)
 
 
 def describe(path: str | Path) -> dict:

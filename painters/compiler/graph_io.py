@@ -16,7 +16,7 @@ import onnx_ir as ir
 
 from painters.errors import CompileError
 
-__all__ = ["load_graph", "external_files", "save_graph", "initializer_bytes", "SIDE_FILES"]
+__all__ = ["load_graph", "external_files", "save_graph", "initializer_bytes", "SIDE_FILES", "NEW_DATA_THRESHOLD"]
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +91,25 @@ def link_side_files(src_dir: Path, out_dir: Path, tmp: Path, names: list[str]) -
         _link(src, tmp / name)
 
 
+# New in-memory initializers above this size (fused weights) go to ``OUT.onnx.fused.data``.
+NEW_DATA_THRESHOLD = 1024
+
+
 def save_graph(model: ir.Model, src: Path, out: Path, tmp: Path) -> None:
-    """Write ``model`` to ``tmp/out.name`` with its external data and side files placed for ``out``."""
+    """Write ``model`` to ``tmp/out.name`` with its external data and side files placed for ``out``.
+
+    The source's external tensors keep their location (the linked data file); initializers a pass created in
+    memory (lazy or not) and larger than ``NEW_DATA_THRESHOLD`` bytes are written to ``OUT.onnx.fused.data``.
+    """
     data = external_files(model, src.parent)
     side = [f.name for f in (src.parent / n for n in SIDE_FILES) if f.is_file()]
     link_side_files(src.parent, out.parent, tmp, [*data, *side])
+    new = [v for v in model.graph.initializers.values() if v.const_value is not None
+           and not isinstance(v.const_value, (ir.ExternalTensor, ir.TensorProtoTensor))
+           and v.const_value.nbytes > NEW_DATA_THRESHOLD]
+    if new:
+        name = f"{out.name}.fused.data"
+        tensors = ir.external_data.convert_tensors_to_external([v.const_value for v in new], tmp, name)
+        for value, tensor in zip(new, tensors):
+            value.const_value = tensor
     ir.save(model, tmp / out.name)

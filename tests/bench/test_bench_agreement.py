@@ -13,7 +13,10 @@ from painters.bench.metrics import perplexity
 from painters.bench.tasks import get_task, load_items
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-N = int(os.environ.get("PAINTERS_AGREEMENT_N", "20"))  # items per task; small in CI
+# Items per multiple-choice task: 10 keeps this file near 3 minutes on 2 shared cores (export included);
+# PAINTERS_AGREEMENT_N=100 for a stronger check.
+N = int(os.environ.get("PAINTERS_AGREEMENT_N", "10"))
+N_LAMBADA = 20
 TIE = 1e-4  # items whose two best scores are closer than this may pick either choice
 
 pytestmark = [pytest.mark.slow,
@@ -59,7 +62,7 @@ def test_same_predictions(runners, task):
 
 def test_same_lambada(runners):
     ort, ref = runners
-    items = load_items(get_task("lambada"), DATA, limit=N)
+    items = load_items(get_task("lambada"), DATA, limit=N_LAMBADA)
     a = score_loglikelihood(ort, items)
     b = score_loglikelihood(ref, items)
     assert [g for _, g in a] == [g for _, g in b]

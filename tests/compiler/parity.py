@@ -20,7 +20,7 @@ def assert_plan_parity(loaded, onnx_path, plan_name, out_dir, prompts, n_tokens=
     result = compile_model(onnx_path, plan_name, out_dir / "out.onnx", **compile_kw)
     compiled = OrtRunner(result.output)
     reference = TorchRunner(loaded.model, result.plan, device="cpu")
-    assert compiled.info.num_slots == result.plan.kv_slots
+    assert compiled.info.num_slots == result.kv_slots
     ids, mask = left_pad(prompts)
     got, _ = compiled.prefill(ids, mask)
     want, _ = reference.prefill(ids, mask)

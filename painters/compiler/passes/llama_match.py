@@ -36,7 +36,13 @@ def need(cond: bool, reason: str) -> None:
 
 
 def const(value: ir.Value | None) -> np.ndarray | None:
+    """The value's constant (initializer or Constant node) as an array; external data is memory-mapped."""
     tensor = ir.convenience.get_const_tensor(value) if value is not None else None
+    if isinstance(tensor, ir.ExternalTensor) and tensor.size:
+        # onnx-ir refuses data files with several hard links, and compiled graphs share the source's data
+        # file by hard links; graph_io.external_files has already checked the location, so map it directly.
+        return np.memmap(tensor.path, dtype=tensor.dtype.numpy(), mode="r", offset=tensor.offset or 0,
+                         shape=tuple(tensor.shape.numpy()))
     return None if tensor is None else tensor.numpy()
 
 

@@ -1,0 +1,146 @@
+"""FuseParallelPass: parallel groups compiled as one wide block equal the reference executor, with fewer
+nodes, no more weight bytes and one KV slot per (stage, loop); groups it cannot fuse stay correct, unfused."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+
+import numpy as np
+import onnx_ir as ir
+import pytest
+
+from painters.compiler.compile import compile_model
+from painters.compiler.graph_io import initializer_bytes, load_graph
+from painters.plans import parse_plan
+from painters.plans.schedule import fusible_stages, fused_slot_layout
+from painters.runtime.base import left_pad
+from painters.runtime.ort import OrtRunner
+from painters.runtime.torch_ref import TorchRunner
+from tests.compiler.parity import assert_plan_parity
+
+PROMPTS = [[1, 17, 99, 3, 45, 8, 200], [1, 5, 6]]
+KV_HEADS = 2  # tiny-llama: 4 heads, 2 KV heads, head_dim 16
+FUSE_LOG = "painters.compiler.passes.fuse_parallel"
+
+
+def _kv_inputs(model: ir.Model) -> list[ir.Value]:
+    return [v for v in model.graph.inputs if (v.name or "").startswith("past_key_values.")]
+
+
+def test_slot_layout():
+    plan = parse_plan("parallel_1_7_x3+dup_0_x2", 8)
+    assert fusible_stages(plan) == [2, 3, 4]
+    assert fused_slot_layout(plan) == [(0, (0,)), (1, (1,)), (2, (2, 3, 4, 5, 6, 7)), (3, (8, 9, 10, 11, 12, 13)),
+                                       (4, (14, 15, 16, 17, 18, 19)), (5, (20,))]
+    assert fused_slot_layout(plan, []) == [(i, (s,)) for i, s in zip([0, 1, *[2] * 6, *[3] * 6, *[4] * 6, 5], range(21))]
+    mean = parse_plan("parallel_2_5+drop_attn_6-7:kvmean", 8)
+    assert fused_slot_layout(mean) == [(0, (0,)), (1, (1,)), (2, (2,)), (3, (3,))]
+
+
+@pytest.mark.parametrize("kv", ["", ":kvmean"])
+@pytest.mark.parametrize("plan", ["parallel_2_6", "parallel_1_7_x3", "parallel_2_5+drop_attn_6-7"])
+def test_fused_parity(tiny, tiny_onnx, tmp_path, plan, kv, caplog):
+    with caplog.at_level(logging.WARNING, logger=FUSE_LOG):
+        result = assert_plan_parity(tiny, tiny_onnx, plan + kv, tmp_path, PROMPTS, fuse_parallel=True)
+    assert not caplog.records
+    unfused = compile_model(tiny_onnx, plan + kv, tmp_path / "unfused" / "out.onnx")
+    fused = load_graph(result.output)
+    layout = fused_slot_layout(result.plan)
+    assert result.nodes < unfused.nodes and len(fused.graph) == result.nodes
+    assert initializer_bytes(fused) <= initializer_bytes(load_graph(unfused.output))
+    assert (tmp_path / "out.onnx.fused.data").is_file()
+
+    meta = fused.metadata_props
+    stages = fusible_stages(result.plan)
+    heads = [len(slots) * KV_HEADS for _, slots in layout]
+    assert json.loads(meta["painters.fused_stages"]) == stages
+    assert json.loads(meta["painters.slot_heads"]) == heads
+    assert int(meta["painters.kv_slots"]) == result.kv_slots == len(layout)
+    # one slot per (stage, loop) of each group: k·kv_heads heads (kv=exact) or kv_heads (kv=mean)
+    k = len(result.plan.stages()[stages[0]].blocks)
+    fused_heads = [heads[i] for i, (stage, _) in enumerate(layout) if stage in stages]
+    assert fused_heads == [KV_HEADS * (1 if kv else k)] * len(stages)
+    names = [v.name for v in _kv_inputs(fused)]
+    assert names == [f"past_key_values.{i}.{kind}" for i in range(len(layout)) for kind in ("key", "value")]
+    assert [v.shape[1] for v in _kv_inputs(fused)][::2] == heads
+    assert [v.name for v in fused.graph.outputs][1:] == [f"present.{i}.{kind}" for i in range(len(layout))
+                                                          for kind in ("key", "value")]
+
+
+@pytest.mark.parametrize("kv", ["", ":kvmean"])
+def test_fused_cache_is_the_reference_cache_laid_out(tiny, tiny_onnx, tmp_path, kv):
+    """``fused_slot_layout`` maps the reference executor's cache onto the fused graph's, slot by slot."""
+    result = compile_model(tiny_onnx, "parallel_2_6" + kv, tmp_path / "out.onnx", fuse_parallel=True)
+    ids, mask = left_pad(PROMPTS)
+    _, got = OrtRunner(result.output).prefill(ids, mask)
+    _, want = TorchRunner(tiny.model, result.plan, device="cpu").prefill(ids, mask)
+    layout = fused_slot_layout(result.plan, json.loads(load_graph(result.output).metadata_props["painters.fused_stages"]))
+    assert len(got) == len(layout)
+    for compiled, (_, slots) in zip(got, layout):
+        for kind in (0, 1):
+            expected = np.concatenate([want[s][kind].numpy() for s in slots], axis=1)
+            np.testing.assert_allclose(compiled[kind], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_fallback_when_attention_dropped(tiny, tiny_onnx, tmp_path, caplog):
+    plan = tmp_path / "drop.yaml"
+    plan.write_text("steps:\n  - 0\n  - 1\n  - {parallel: [2, 3], attn: false}\n  - 4\n  - 5\n  - 6\n  - 7\n")
+    with caplog.at_level(logging.WARNING, logger=FUSE_LOG):
+        result = assert_plan_parity(tiny, tiny_onnx, str(plan), tmp_path, PROMPTS, fuse_parallel=True)
+    assert [r.getMessage() for r in caplog.records] == [
+        "fuse-parallel: stage 2 (parallel blocks 2,3) left unfused: its attention is dropped"]
+    assert "painters.fused_stages" not in load_graph(result.output).metadata_props
+    assert result.kv_slots == result.plan.kv_slots == 6
+    assert not (tmp_path / "out.onnx.fused.data").exists()
+
+
+def test_fallback_when_a_member_runs_elsewhere(tiny, tiny_onnx, tmp_path, caplog):
+    """Fusing would copy block 3's weights (it also runs alone): the group stays unfused, loops warned once."""
+    plan = tmp_path / "shared.yaml"
+    plan.write_text("steps:\n  - 0\n  - {parallel: [1, 2, 3], loops: 2}\n  - 3\n  - 4\n  - {parallel: [5, 6]}\n  - 7\n")
+    with caplog.at_level(logging.WARNING, logger=FUSE_LOG):
+        result = assert_plan_parity(tiny, tiny_onnx, str(plan), tmp_path, PROMPTS, fuse_parallel=True)
+    assert [r.getMessage() for r in caplog.records] == [
+        "fuse-parallel: stages 1-2 (parallel blocks 1,2,3) left unfused: block 3 also runs outside this group; "
+        "fusing would copy its weights"]
+    assert json.loads(load_graph(result.output).metadata_props["painters.fused_stages"]) == [5]
+
+
+def test_fallback_on_projection_bias(tiny_onnx, tmp_path, caplog):
+    """A pattern the template does not know (a q_proj bias in block 3) leaves the group unfused and correct."""
+    for name in ("model.onnx", "model.onnx.data"):  # a private copy to modify
+        shutil.copyfile(tiny_onnx.parent / name, tmp_path / name)
+    model = ir.load(tmp_path / "model.onnx")
+    matmul = next(n for n in model.graph if n.op_type == "MatMul" and n.inputs[1].name.endswith("layers.3.self_attn.q_proj.weight"))
+    q = matmul.outputs[0]
+    bias = ir.Value(name="q_bias_3", shape=ir.Shape([64]), type=ir.TensorType(ir.DataType.FLOAT),
+                    const_value=ir.tensor(np.linspace(-0.5, 0.5, 64, dtype=np.float32), name="q_bias_3"))
+    model.graph.register_initializer(bias)
+    add = ir.node("Add", [q, bias], name="q_bias_add_3", metadata_props=dict(matmul.metadata_props))
+    for use in [u for u in q.uses() if u.node is not add]:
+        use.node.replace_input_with(use.idx, add.outputs[0])
+    model.graph.insert_after(matmul, add)
+    src = tmp_path / "biased.onnx"
+    ir.save(model, src)
+
+    with caplog.at_level(logging.WARNING, logger=FUSE_LOG):
+        fused = compile_model(src, "parallel_2_6", tmp_path / "fused" / "out.onnx", fuse_parallel=True)
+    assert len(caplog.records) == 1 and "stage 2" in caplog.text and "bias" in caplog.text
+    plain = compile_model(src, "parallel_2_6", tmp_path / "plain" / "out.onnx")
+    ids, mask = left_pad(PROMPTS)
+    got, _ = OrtRunner(fused.output).prefill(ids, mask)
+    want, _ = OrtRunner(plain.output).prefill(ids, mask)
+    np.testing.assert_array_equal(got, want)
+    assert fused.kv_slots == plain.kv_slots == 8
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kv", ["", ":kvmean"])
+@pytest.mark.parametrize("plan", ["parallel_4_26", "parallel_11_19_x2"])
+def test_smollm2_fused_parity(smollm2, smollm2_onnx, tmp_path, plan, kv):
+    tok = smollm2.tokenizer
+    prompts = [tok.encode("The capital of France is"), tok.encode("Q: What is 2 + 3?\nA:")]
+    result = assert_plan_parity(smollm2, smollm2_onnx, plan + kv, tmp_path, prompts, fuse_parallel=True)
+    assert json.loads(load_graph(result.output).metadata_props["painters.fused_stages"]) == fusible_stages(result.plan)
