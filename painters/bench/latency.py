@@ -2,7 +2,7 @@
 
 Several plans of one model are measured round-robin (A B C A B C …) and each is reported as a ratio to
 ``baseline`` measured in the same rounds: on a noisy machine the ratio is the figure that survives.
-Timing uses ``perf_counter`` after the runner's ``synchronize()`` (CUDA backends block on the stream there).
+Timing uses ``perf_counter`` around the greedy loop's ``synchronize()`` (CUDA backends wait for the device there).
 """
 
 from __future__ import annotations
@@ -46,35 +46,26 @@ class LatencyRow:
     samples: dict = field(default_factory=dict, repr=False)
 
 
-def _nbytes(array) -> int:
-    return int(array.nbytes) if hasattr(array, "nbytes") else int(array.numel() * array.element_size())
-
-
-def _sync(runner: Runner) -> None:
-    sync = getattr(runner, "synchronize", None)
-    if sync is not None:
-        sync()
-
-
 def measure_once(runner: Runner, batch: int, prompt: int, gen: int, seed: int = 0) -> tuple[float, float, int]:
-    """(prefill ms, decode ms/token, KV bytes at the end) for one random prompt batch."""
+    """(prefill ms, decode ms/token, KV bytes at the end) for one random prompt batch.
+
+    Decoding runs the runner's own greedy loop (static shapes and CUDA graphs on GPU backends) without
+    reading tokens back, so what is timed is the device's work plus launch overhead, as in serving.
+    """
     rng = np.random.default_rng(seed)
     ids = rng.integers(3, runner.info.vocab_size, size=(batch, prompt), dtype=np.int64)
-    mask = np.ones((batch, prompt), dtype=np.int64)
-    _sync(runner)
+    loop = runner.greedy_loop(ids, np.ones((batch, prompt), dtype=np.int64), gen)
+    loop.synchronize()
     start = time.perf_counter()
-    logits, kv = runner.prefill(ids, mask)
-    _sync(runner)
+    loop.prefill()
+    loop.synchronize()
     prefill = time.perf_counter() - start
-    token = logits[:, -1].argmax(-1)
     start = time.perf_counter()
     for _ in range(gen):
-        mask = np.concatenate([mask, np.ones((batch, 1), np.int64)], axis=1)
-        logits, kv = runner.decode(token, mask, kv)
-        token = logits[:, -1].argmax(-1)
-    _sync(runner)
+        loop.step()
+    loop.synchronize()
     decode = (time.perf_counter() - start) / max(gen, 1)
-    return prefill * 1e3, decode * 1e3, sum(_nbytes(k) + _nbytes(v) for k, v in kv)
+    return prefill * 1e3, decode * 1e3, loop.kv_bytes()
 
 
 def _p90(values: Sequence[float]) -> float:

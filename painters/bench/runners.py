@@ -60,14 +60,7 @@ def _open_onnx(path: Path, backend: str | None, plan: str | None, threads: int |
         raise BenchError(f"model {path} not found")
     from painters.runtime.ort import OrtRunner
 
-    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if backend == "onnxruntime-cuda" else None
-    if providers:
-        import onnxruntime
-
-        if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
-            raise BenchError("onnxruntime-cuda needs onnxruntime-gpu with a CUDA device "
-                             "(pip install 'painters[gpu]'); use --backend onnxruntime for the CPU")
-    runner = OrtRunner(path, providers=providers, threads=threads)
+    runner = OrtRunner(path, device="cuda" if backend == "onnxruntime-cuda" else "cpu", threads=threads)
     runner.name = backend
     _check_fixed_plan(path, plan, runner)
     return runner

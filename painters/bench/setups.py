@@ -11,11 +11,14 @@ __all__ = ["latency_runners"]
 
 
 def latency_runners(model: str, backend: str | None, plans: str, *, scores: str | None = None,
-                    fuse_parallel: bool = False, threads: int | None = None) -> tuple[dict[str, Runner], dict]:
+                    fuse_parallel: bool = False, threads: int | None = None, anchor: str | None = None,
+                    dtype: str | None = None) -> tuple[dict[str, Runner], dict]:
     """Runners keyed by plan name, plus each plan's ideal cost ratio (sublayer evaluations / baseline).
 
     An ``.onnx`` MODEL is compiled once per plan (cached); a source MODEL runs the plans on the torch
     reference executor (``--backend torch``) or as the papers' eager Hugging Face path (``--backend hf``).
+    ``anchor`` (a source model) adds the papers' path for every plan as ``hf/PLAN``, in the same rounds, in
+    the graph's dtype unless ``dtype`` says otherwise.
     """
     from painters.bench.runners import open_runner
 
@@ -24,29 +27,45 @@ def latency_runners(model: str, backend: str | None, plans: str, *, scores: str 
         from painters.bench.latency import compiled_variants
 
         if backend in ("torch", "hf"):
-            raise BenchError(f"--backend {backend} runs a source model (e.g. smollm2-135m), not {model}")
+            raise BenchError(f"--backend {backend} runs a source model (e.g. smollm2-135m), not {model}; "
+                             f"use --anchor SRC to time the papers' path beside {Path(model).name}")
         paths = compiled_variants(Path(model), names, scores=scores, fuse_parallel=fuse_parallel)
         runners = {name: open_runner(str(path), backend, None, threads=threads) for name, path in paths.items()}
         ideal = {name: _ideal(r) for name, r in runners.items()}
+        if anchor:
+            graph_dtype = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}.get(runners[names[0]].info.dtype)
+            hf, hf_ideal = _source_runners(anchor, "hf", names, scores, threads, dtype or graph_dtype or "fp32")
+            runners.update({f"hf/{n}": r for n, r in hf.items()})
+            ideal.update({f"hf/{n}": v for n, v in hf_ideal.items()})
         return runners, ideal
     if backend not in (None, "torch", "hf"):
         raise BenchError(f"{model} is a source model; --backend {backend} needs an exported .onnx or an engine")
+    if anchor:
+        raise BenchError("--anchor adds the papers' path beside an exported .onnx; with a source MODEL use "
+                         "--backend hf instead")
+    return _source_runners(model, backend or "torch", names, scores, threads, dtype or "fp32")
+
+
+def _source_runners(model: str, backend: str, names: list[str], scores: str | None, threads: int | None,
+                    dtype: str) -> tuple[dict[str, Runner], dict]:
+    """One TorchRunner (or HfRunner) per plan over a single loaded copy of the source model."""
     from painters.export.sources import load_source
     from painters.plans import load_scores, parse_plan
+    from painters.runtime.hf import HfRunner
     from painters.runtime.torch_ref import TorchRunner
 
     if threads:
         import torch
 
         torch.set_num_threads(threads)
-    loaded = load_source(model)
+    loaded = load_source(model, dtype=dtype)
     table = load_scores(scores, model_hash=loaded.hash) if scores else None
+    runner_class = HfRunner if backend == "hf" else TorchRunner
     runners, ideal = {}, {}
     for name in names:
         plan = parse_plan(name, loaded.num_layers, scores=table)
-        runner = TorchRunner(loaded.model, plan, tokenizer=loaded.tokenizer, model_hash=loaded.hash)
-        runner.name = backend or "torch"
-        runners[name], ideal[name] = runner, plan.ideal_cost_ratio()
+        runners[name] = runner_class(loaded.model, plan, tokenizer=loaded.tokenizer, model_hash=loaded.hash)
+        ideal[name] = plan.ideal_cost_ratio()
     return runners, ideal
 
 

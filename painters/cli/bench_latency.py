@@ -29,16 +29,20 @@ def _ints(text: str) -> list[int]:
 @click.option("--warmup", default=1, show_default=True)
 @click.option("--iters", default=5, show_default=True)
 @click.option("--threads", type=int, default=None, help="CPU threads (onnxruntime / torch).")
+@click.option("--anchor", default=None, help="Source model (e.g. smollm2-135m): time the papers' eager Hugging Face "
+              "path for every plan beside MODEL.onnx, as rows hf/PLAN.")
+@click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default=None,
+              help="dtype of a source model (torch/hf backends, --anchor) [the graph's, else fp32].")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None)
 @handle_errors
 def latency_cmd(model, backend, plans, plan, scores, fuse_parallel, batch, prompt, gen, warmup, iters, threads,
-                json_out) -> None:
+                anchor, dtype, json_out) -> None:
     """Prefill latency, decode ms/token and KV bytes of MODEL; several plans interleaved, as ratios to baseline."""
     from painters.bench.latency import benchmark, format_table, rows_to_json
     from painters.bench.setups import latency_runners
 
     runners, ideal = latency_runners(model, backend, plans or plan or "baseline", scores=scores,
-                                     fuse_parallel=fuse_parallel, threads=threads)
+                                     fuse_parallel=fuse_parallel, threads=threads, anchor=anchor, dtype=dtype)
     try:
         rows = benchmark(runners, batches=_ints(batch), prompts=_ints(prompt), gen=gen, warmup=warmup, iters=iters,
                          ideal=ideal, progress=lambda msg: click.echo(msg, err=True))

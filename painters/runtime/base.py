@@ -11,9 +11,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from painters.runtime.decode import GreedyLoop
 
 __all__ = ["Runner", "KV", "ModelInfo", "positions_from_mask", "left_pad"]
 
@@ -67,8 +70,11 @@ class Runner(ABC):
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027  (an optional hook: CPU runners hold nothing to release)
         """Release sessions and device buffers."""
+
+    def synchronize(self) -> None:  # noqa: B027  (an optional hook: host runners finish before returning)
+        """Wait until work queued on the runner's device is done (timing)."""
 
     @abstractmethod
     def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray, position_ids: np.ndarray,
@@ -96,22 +102,28 @@ class Runner(ABC):
         positions = positions_from_mask(attention_mask, 1)
         return self.forward(token_ids, attention_mask, positions, past)
 
+    def greedy_loop(self, input_ids: np.ndarray, attention_mask: np.ndarray, max_new_tokens: int,
+                    static: bool | None = None) -> GreedyLoop:
+        """A greedy decoding loop over this runner (device runners return a static-shape one)."""
+        from painters.runtime.decode import ForwardLoop
+
+        return ForwardLoop(self, input_ids, attention_mask)
+
     def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int,
-                 stop_ids: Sequence[int] = (), pad_id: int = 0) -> list[list[int]]:
+                 stop_ids: Sequence[int] = (), pad_id: int = 0, static: bool | None = None) -> list[list[int]]:
         """Greedy generation with the KV cache; each sequence stops at a token of ``stop_ids``."""
         ids, mask = left_pad(prompts, pad_id)
-        logits, kv = self.prefill(ids, mask)
+        loop = self.greedy_loop(ids, mask, max_new_tokens, static=static)
+        loop.prefill()
         out: list[list[int]] = [[] for _ in prompts]
         done = np.zeros(len(prompts), dtype=bool)
         stops = set(stop_ids)
         for step in range(max_new_tokens):
-            next_ids = logits[:, -1].argmax(-1)
-            for row, tok in enumerate(next_ids):
+            for row, tok in enumerate(loop.tokens()):
                 if not done[row]:
                     out[row].append(int(tok))
                     done[row] = int(tok) in stops
             if done.all() or step == max_new_tokens - 1:
                 break
-            mask = np.concatenate([mask, np.ones((len(prompts), 1), dtype=np.int64)], axis=1)
-            logits, kv = self.decode(next_ids, mask, kv)
+            loop.step()
         return out

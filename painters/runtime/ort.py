@@ -1,22 +1,37 @@
-"""ONNX Runtime backend: CPU EP, or the CUDA EP with IO binding when onnxruntime-gpu is installed."""
+"""ONNX Runtime backend: the CPU EP, or the CUDA EP with the KV cache on the GPU and CUDA-graph decoding.
+
+Every call goes through IO binding onto torch tensors, on the CPU and the GPU alike, so there is one code path
+to test here and run there: inputs and outputs are tensors the runner allocated on its device, the cache
+returned by :meth:`OrtRunner.forward` never leaves that device, and only logits come back to the host.
+
+On CUDA the session runs on torch's current stream (``user_compute_stream``) without a per-run
+synchronization, so ORT's kernels and the decode loop's torch ops are ordered on one stream. With
+``cuda_graph`` (the default on CUDA) each (batch, bucket) of the static decode loop
+(:mod:`painters.runtime.decode`) is captured as one CUDA graph (``gpu_graph_id``) and replayed every step;
+every other run sets ``gpu_graph_id = -1``, which runs it without a graph. If ORT refuses graph capture for a
+model it is opened without, with one warning line.
+"""
 
 from __future__ import annotations
 
 import logging
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from painters.errors import PaintersError
 from painters.runtime.base import KV, ModelInfo, Runner
+from painters.runtime.decode import ForwardLoop, GreedyLoop, StaticBuffers, StaticDecoding, StaticLoop
 
 __all__ = ["OrtRunner", "load_tokenizer"]
 
 log = logging.getLogger(__name__)
 
 _PAST = re.compile(r"past_key_values\.(\d+)\.key\Z")
-_NP = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+_ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(bfloat16)": "bfloat16",
+              "tensor(double)": "float64", "tensor(int64)": "int64"}
 
 
 def load_tokenizer(model_dir: Path):
@@ -28,58 +43,185 @@ def load_tokenizer(model_dir: Path):
     return AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
 
 
-class OrtRunner(Runner):
-    """An exported or compiled graph in an ``onnxruntime.InferenceSession``."""
+class OrtRunner(StaticDecoding, Runner):
+    """An exported or compiled graph in an ``onnxruntime.InferenceSession``.
+
+    Args:
+        path: the ``.onnx`` file (external data beside it).
+        device: ``"cpu"`` or ``"cuda"`` / ``"cuda:N"`` (needs onnxruntime-gpu).
+        threads: CPU intra-op threads (None: onnxruntime's default).
+        cuda_graph: capture decode steps as CUDA graphs (None: on for CUDA); ignored on the CPU.
+    """
 
     name = "onnxruntime"
 
-    def __init__(self, path: str | Path, *, providers: list[str] | None = None, threads: int | None = None):
+    def __init__(self, path: str | Path, *, device: str | None = None, threads: int | None = None,
+                 cuda_graph: bool | None = None):
+        import torch  # noqa: I001  (first: on a GPU machine it loads the CUDA libraries onnxruntime-gpu needs)
         import onnxruntime as ort
 
-        path = Path(path)
+        self._torch = torch
+        self.path = path = Path(path)
+        self.device = torch.device(device or "cpu")
+        self._cuda = self.device.type == "cuda"
+        self.stream = torch.cuda.Stream(self.device) if self._cuda else None  # ORT and the loop share it
+        if self._cuda and "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise PaintersError("the onnxruntime CUDA backend needs onnxruntime-gpu and a CUDA device "
+                                "(pip install 'painters[gpu]'); use the CPU backend (--backend onnxruntime)")
+        self.cuda_graph = bool(self._cuda and (True if cuda_graph is None else cuda_graph))
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
-        providers = providers or ["CPUExecutionProvider"]
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=providers)
-        except Exception as exc:
-            raise PaintersError(f"{path}: onnxruntime cannot load the graph ({exc})") from exc
-        self.path = path
+        self.session = self._open(ort, path, options)
+        self._bindings: dict[int, Any] = {}  # id(StaticBuffers) → its IOBinding, bound once
+        self._step_options: dict[int, Any] = {}  # id(StaticBuffers) → RunOptions naming its gpu_graph_id
+        self._scratch = torch.empty(64, dtype=torch.uint8, device=self.device)  # address for empty tensors
+        self._plain = ort.RunOptions()
+        if self._cuda:
+            self._plain.add_run_config_entry("disable_synchronize_execution_providers", "1")
+            if self.cuda_graph:
+                self._plain.add_run_config_entry("gpu_graph_id", "-1")
+
         inputs = {i.name: i for i in self.session.get_inputs()}
+        outputs = self.session.get_outputs()
+        self._input_names = [i.name for i in self.session.get_inputs()]
+        self._output_names = [o.name for o in outputs]
         slots = sorted(int(m[1]) for n in inputs if (m := _PAST.match(n)))
-        meta = self.session.get_modelmeta().custom_metadata_map
-        logits = self.session.get_outputs()[0]
         first = inputs.get("past_key_values.0.key")
-        kv_type = first.type if first is not None else "tensor(float)"
-        kv_heads, head_dim = (first.shape[1], first.shape[3]) if first is not None else (0, 0)
-        self._np_dtype = _NP.get(kv_type, np.float32)
-        self.info = ModelInfo(len(slots), kv_heads, head_dim, int(logits.shape[-1]), np.dtype(self._np_dtype).name,
-                              meta.get("painters.plan", "baseline"), meta.get("painters.source_hash", ""))
+        kv_heads, head_dim = (int(first.shape[1]), int(first.shape[3])) if first is not None else (0, 0)
+        self.kv_dtype = getattr(torch, _ORT_TYPES.get(first.type if first else "tensor(float)", "float32"))
+        self.logits_dtype = getattr(torch, _ORT_TYPES.get(outputs[0].type, "float32"))
+        # heads per slot: a fused parallel group's slot holds k × kv_heads heads
+        self.slot_heads = [int(inputs[f"past_key_values.{s}.key"].shape[1]) for s in slots]
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.info = ModelInfo(len(slots), kv_heads, head_dim, int(outputs[0].shape[-1]),
+                              str(self.kv_dtype).removeprefix("torch."), meta.get("painters.plan", "baseline"),
+                              meta.get("painters.source_hash", ""))
         self.tokenizer = load_tokenizer(path.parent)
         if self.tokenizer is not None:
             self.info.eos_token_id = self.tokenizer.eos_token_id
-        self._outputs = [o.name for o in self.session.get_outputs()]
-        # heads per slot: a fused parallel group's slot holds k × kv_heads heads
-        self._slot_heads = [int(inputs[f"past_key_values.{s}.key"].shape[1]) for s in slots]
+
+    def _open(self, ort, path: Path, options):
+        cpu = "CPUExecutionProvider"
+        attempts = [[cpu]]
+        if self._cuda:
+            cuda = {"device_id": str(self.device.index or 0),
+                    "user_compute_stream": str(self.stream.cuda_stream)}
+            attempts = [[("CUDAExecutionProvider", {**cuda, "enable_cuda_graph": "1"}), cpu]] if self.cuda_graph else []
+            attempts.append([("CUDAExecutionProvider", cuda), cpu])
+        for k, providers in enumerate(attempts):
+            try:
+                return ort.InferenceSession(str(path), options, providers=providers)
+            except Exception as exc:
+                if k + 1 < len(attempts):  # CUDA graphs refused (e.g. a compute node on the CPU EP)
+                    log.warning("onnxruntime refused CUDA graphs for %s (%s); decoding without them",
+                                path.name, str(exc).splitlines()[0][:200])
+                    self.cuda_graph = False
+                    continue
+                raise PaintersError(f"{path}: onnxruntime cannot load the graph ({exc})") from exc
+
+    # ---- one run on bound tensors --------------------------------------------------------------------
+
+    def _binding(self, inputs: dict[str, Any], outputs: dict[str, Any]):
+        binding = self.session.io_binding()
+        kind, index = self.device.type, self.device.index or 0
+        for names, bind, values in ((self._input_names, binding.bind_input, inputs),
+                                    (self._output_names, binding.bind_output, outputs)):
+            for name in names:
+                t = values[name]
+                if not t.is_contiguous():  # a binding is a raw address: it must be dense
+                    raise ValueError(f"{name}: IO binding needs a contiguous tensor")
+                address = t.data_ptr() if t.numel() else self._scratch.data_ptr()  # past length 0
+                bind(name, kind, index, _numpy_dtype(t.dtype), tuple(t.shape), address)
+        return binding
+
+    def run_bound(self, inputs: dict[str, Any], outputs: dict[str, Any]) -> None:
+        self.session.run_with_iobinding(self._binding(inputs, outputs), self._plain)
+
+    def run_step(self, buffers: StaticBuffers, advance) -> None:
+        """Bound once per buffers; on CUDA with graphs, ORT captures the step on its second run, then replays."""
+        key = id(buffers)
+        if key not in self._bindings:
+            self._bindings[key] = self._binding(buffers.inputs, buffers.outputs)
+            options = self._plain
+            if self.cuda_graph:
+                import onnxruntime as ort
+
+                options = ort.RunOptions()
+                options.add_run_config_entry("disable_synchronize_execution_providers", "1")
+                options.add_run_config_entry("gpu_graph_id", str(len(self._step_options) + 1))  # 0 is reserved
+            self._step_options[key] = options
+        self.session.run_with_iobinding(self._bindings[key], self._step_options[key])
+        advance()
+
+    # ---- the Runner interface ------------------------------------------------------------------------
+
+    def stream_context(self):
+        return self._torch.cuda.stream(self.stream) if self._cuda else super().stream_context()
 
     def forward(self, input_ids, attention_mask, position_ids, past: KV | None = None):
-        feed = {"input_ids": np.asarray(input_ids, np.int64), "attention_mask": np.asarray(attention_mask, np.int64),
-                "position_ids": np.asarray(position_ids, np.int64)}
-        past = past if past is not None else self.empty_kv(feed["input_ids"].shape[0])
+        if self._cuda:  # caches may come from torch ops on the default stream (bench pads and repeats them)
+            self.stream.wait_stream(self._torch.cuda.current_stream(self.device))
+        with self.stream_context():
+            return self._forward(input_ids, attention_mask, position_ids, past)
+
+    def _forward(self, input_ids, attention_mask, position_ids, past: KV | None):
+        torch = self._torch
+        batch, seq = np.shape(input_ids)
+        past = past if past is not None else self.empty_kv(batch)
+        inputs = {name: torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64)).to(self.device)
+                  for name, a in (("input_ids", input_ids), ("attention_mask", attention_mask),
+                                  ("position_ids", position_ids))}
+        outputs = {"logits": torch.empty((batch, seq, self.info.vocab_size), dtype=self.logits_dtype,
+                                         device=self.device)}
         for slot, (k, v) in enumerate(past):
-            feed[f"past_key_values.{slot}.key"] = k
-            feed[f"past_key_values.{slot}.value"] = v
-        outs = self.session.run(self._outputs, feed)
-        present = [(outs[1 + 2 * s], outs[2 + 2 * s]) for s in range(self.info.num_slots)]
-        return outs[0].astype(np.float32, copy=False), present
+            total = k.shape[2] + seq
+            for kind, t in (("key", k), ("value", v)):
+                inputs[f"past_key_values.{slot}.{kind}"] = self._tensor(t)
+                outputs[f"present.{slot}.{kind}"] = torch.empty((batch, t.shape[1], total, t.shape[3]),
+                                                                dtype=self.kv_dtype, device=self.device)
+        self.run_bound(inputs, outputs)
+        present = [(outputs[f"present.{s}.key"], outputs[f"present.{s}.value"]) for s in range(len(past))]
+        return outputs["logits"].float().cpu().numpy(), present
+
+    def _tensor(self, a):
+        t = a if isinstance(a, self._torch.Tensor) else self._torch.from_numpy(np.ascontiguousarray(a))
+        return t.to(self.device, self.kv_dtype).contiguous()
 
     def empty_kv(self, batch: int) -> KV:
         kv = []
-        for heads in self._slot_heads:
-            empty = np.zeros((batch, heads, 0, self.info.head_dim), dtype=self._np_dtype)
+        for heads in self.slot_heads:
+            empty = self._torch.zeros((batch, heads, 0, self.info.head_dim), dtype=self.kv_dtype, device=self.device)
             kv.append((empty, empty))
         return kv
 
     def repeat_kv(self, kv: KV, n: int) -> KV:
-        return [(np.repeat(k, n, axis=0), np.repeat(v, n, axis=0)) for k, v in kv]
+        with self.stream_context():
+            return [(k.repeat(n, 1, 1, 1), v.repeat(n, 1, 1, 1)) for k, v in kv]
+
+    def greedy_loop(self, input_ids, attention_mask, max_new_tokens: int, static: bool | None = None) -> GreedyLoop:
+        """Static-shape decoding on CUDA (graphs), the forward loop on the CPU unless ``static`` asks otherwise."""
+        if static if static is not None else self._cuda:
+            return StaticLoop(self, input_ids, attention_mask, max_new_tokens)
+        return ForwardLoop(self, input_ids, attention_mask)
+
+    def synchronize(self) -> None:
+        if self._cuda:
+            self.stream.synchronize()
+
+    def close(self) -> None:
+        self._bindings.clear()
+        self._step_options.clear()
+        self.release_static()
+
+
+def _numpy_dtype(dtype) -> type:
+    """The numpy element type onnxruntime's binding expects for a torch dtype (bf16 has none: raw 2 bytes)."""
+    import torch
+
+    table = {torch.float32: np.float32, torch.float16: np.float16, torch.int64: np.int64, torch.int32: np.int32,
+             torch.float64: np.float64, torch.bool: np.bool_}
+    if dtype not in table:
+        raise PaintersError(f"onnxruntime IO binding of {dtype} tensors is not supported by painters; "
+                            "export the model with --dtype fp32 or fp16 for the onnxruntime backend")
+    return table[dtype]

@@ -139,3 +139,7 @@ class TorchRunner(Runner):
 
     def repeat_kv(self, kv: KV, n: int) -> KV:
         return [(k.expand(n, -1, -1, -1).contiguous(), v.expand(n, -1, -1, -1).contiguous()) for k, v in kv]
+
+    def synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)

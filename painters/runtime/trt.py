@@ -11,6 +11,7 @@ import numpy as np
 
 from painters.errors import BuildError
 from painters.runtime.base import KV, ModelInfo, Runner
+from painters.runtime.decode import ForwardLoop, StaticBuffers, StaticDecoding, StaticLoop
 
 __all__ = ["TrtRunner"]
 
@@ -20,17 +21,20 @@ _PAST = re.compile(r"past_key_values\.(\d+)\.key\Z")
 _INPUTS = re.compile(r"input_ids|attention_mask|position_ids|past_key_values\.\d+\.(key|value)\Z")
 
 
-class TrtRunner(Runner):
+class TrtRunner(StaticDecoding, Runner):
     """An engine from ``painters engine build`` in one execution context.
 
     The engine has a prefill profile (index 0) and a decode profile (index 1, seq = 1); each call picks
     one by its seq length. Inputs and outputs are torch CUDA tensors whose addresses are handed to
-    TensorRT, so the returned cache never leaves the device.
+    TensorRT, so the returned cache never leaves the device. Greedy decoding uses the static loop of
+    :mod:`painters.runtime.decode`, each (batch, bucket) captured once as a CUDA graph that holds the
+    engine's enqueue and the loop's cache update (``cuda_graph=False`` turns capture off).
     """
 
     name = "tensorrt"
 
-    def __init__(self, engine_path: str | Path, *, backend: str = "tensorrt-rtx", device: int = 0):
+    def __init__(self, engine_path: str | Path, *, backend: str = "tensorrt-rtx", device: int = 0,
+                 cuda_graph: bool = True):
         import torch
 
         from painters.compiler.engine import gpu_name, import_trt, sidecar_path, trt_logger
@@ -74,66 +78,113 @@ class TrtRunner(Runner):
 
         first = f"past_key_values.{self._slots[0]}.key" if self._slots else None
         kv = tuple(self.engine.get_tensor_shape(first)) if first else (0, 0, 0, 0)
-        self._kv_dtype = self._dtypes[first] if first else torch.float32
+        self.kv_dtype = self._dtypes[first] if first else torch.float32
+        self.logits_dtype = self._dtypes["logits"]
+        self.cuda_graph = cuda_graph
+        self._graphs: dict[int, object] = {}  # id(StaticBuffers) → captured CUDA graph
         # heads per slot: a fused parallel group's slot holds k × kv_heads heads
-        self._slot_heads = [self.engine.get_tensor_shape(f"past_key_values.{s}.key")[1] for s in self._slots]
+        self.slot_heads = [self.engine.get_tensor_shape(f"past_key_values.{s}.key")[1] for s in self._slots]
         sidecar = sidecar_path(path)
         record = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
         meta = record.get("inputs", {}).get("metadata", {})
         self.info = ModelInfo(len(self._slots), kv[1], kv[3], int(self.engine.get_tensor_shape("logits")[-1]),
-                              str(self._kv_dtype).removeprefix("torch."), meta.get("painters.plan", "baseline"),
+                              str(self.kv_dtype).removeprefix("torch."), meta.get("painters.plan", "baseline"),
                               meta.get("painters.source_hash", ""))
         self.tokenizer = load_tokenizer(Path(record["onnx"]).parent) if record.get("onnx") else None
         if self.tokenizer is not None:
             self.info.eos_token_id = self.tokenizer.eos_token_id
         log.info("loaded %s (%d profiles, %d KV slots)", path, self.engine.num_optimization_profiles, len(self._slots))
 
+    def stream_context(self):
+        """Torch ops of the decode loop run on the engine's stream, ordered with its kernels."""
+        return self._torch.cuda.stream(self.stream)
+
     def _address(self, tensor) -> int:
         return tensor.data_ptr() if tensor.numel() else self._scratch.data_ptr()
 
+    def run_bound(self, inputs: dict, outputs: dict) -> None:
+        """Set shapes and addresses (switching to the decode profile for seq = 1) and enqueue on the stream."""
+        seq = inputs["input_ids"].shape[1]
+        profile = self._decode_profile if seq == 1 else 0
+        if profile != self._profile:
+            if not self.context.set_optimization_profile_async(profile, self.stream.cuda_stream):
+                raise BuildError(f"{self.name}: cannot switch to optimization profile {profile}")
+            self._profile = profile
+        for name in self._inputs:
+            tensor = inputs[name]
+            if not self.context.set_input_shape(name, tuple(tensor.shape)):
+                lo, _, hi = self.engine.get_tensor_profile_shape(name, profile)
+                raise BuildError(f"{name} of shape {tuple(tensor.shape)} is outside the engine's profile {profile} "
+                                 f"({tuple(lo)} to {tuple(hi)}); rebuild the engine with a wider --profile")
+            self.context.set_tensor_address(name, self._address(tensor))
+        for name in self._outputs:
+            self.context.set_tensor_address(name, self._address(outputs[name]))
+        if not self.context.execute_async_v3(self.stream.cuda_stream):
+            raise BuildError(f"{self.name}: execution failed; rerun with -v for TensorRT's messages")
+
+    def run_step(self, buffers: StaticBuffers, advance) -> None:
+        """First step of a (batch, bucket): run it, then capture enqueue + advance as one CUDA graph; later: replay.
+
+        TensorRT needs one ordinary enqueue before capture (deferred allocations), which is the first step's
+        real work; the capture itself executes nothing.
+        """
+        torch = self._torch
+        with self.stream_context():
+            graph = self._graphs.get(id(buffers))
+            if graph is not None:
+                graph.replay()
+                return
+            self.run_bound(buffers.inputs, buffers.outputs)
+            advance()
+            if self.cuda_graph:
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph, stream=self.stream):
+                    self.context.execute_async_v3(self.stream.cuda_stream)
+                    advance()
+                self._graphs[id(buffers)] = graph
+
     def forward(self, input_ids, attention_mask, position_ids, past: KV | None = None):
         torch = self._torch
-        seq = np.shape(input_ids)[1]
-        profile = self._decode_profile if seq == 1 else 0
-        with torch.cuda.stream(self.stream):
-            if profile != self._profile:
-                if not self.context.set_optimization_profile_async(profile, self.stream.cuda_stream):
-                    raise BuildError(f"{self.name}: cannot switch to optimization profile {profile}")
-                self._profile = profile
-            feed = {name: torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64)).to(self.device)
-                    for name, a in (("input_ids", input_ids), ("attention_mask", attention_mask),
-                                    ("position_ids", position_ids))}
-            for slot, (k, v) in zip(self._slots, past if past is not None else self.empty_kv(np.shape(input_ids)[0])):
-                feed[f"past_key_values.{slot}.key"], feed[f"past_key_values.{slot}.value"] = k, v
-            for name in self._inputs:
-                tensor = feed[name] = feed[name].to(self._dtypes[name]).contiguous()
-                if not self.context.set_input_shape(name, tuple(tensor.shape)):
-                    lo, _, hi = self.engine.get_tensor_profile_shape(name, profile)
-                    raise BuildError(f"{name} of shape {tuple(tensor.shape)} is outside the engine's profile {profile} "
-                                     f"({tuple(lo)} to {tuple(hi)}); rebuild the engine with a wider --profile")
-                self.context.set_tensor_address(name, self._address(tensor))
-            out = {}
-            for name in self._outputs:
-                out[name] = torch.empty(tuple(self.context.get_tensor_shape(name)), dtype=self._dtypes[name],
-                                        device=self.device)
-                self.context.set_tensor_address(name, self._address(out[name]))
-            if not self.context.execute_async_v3(self.stream.cuda_stream):
-                raise BuildError(f"{self.name}: execution failed; rerun with -v for TensorRT's messages")
-            logits = out["logits"].float().cpu().numpy()  # the copy waits for the stream, so `present` is ready too
-        return logits, [(out[f"present.{s}.key"], out[f"present.{s}.value"]) for s in self._slots]
+        batch, seq = np.shape(input_ids)
+        self.stream.wait_stream(torch.cuda.current_stream(self.device))  # caches made on the default stream
+        with self.stream_context():
+            inputs = {name: torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64)).to(self.device)
+                      for name, a in (("input_ids", input_ids), ("attention_mask", attention_mask),
+                                      ("position_ids", position_ids))}
+            outputs = {"logits": torch.empty((batch, seq, self.info.vocab_size), dtype=self.logits_dtype,
+                                             device=self.device)}
+            for slot, (k, v) in zip(self._slots, past if past is not None else self.empty_kv(batch)):
+                for kind, t in (("key", k), ("value", v)):
+                    inputs[f"past_key_values.{slot}.{kind}"] = t.to(self.device, self.kv_dtype).contiguous()
+                    outputs[f"present.{slot}.{kind}"] = torch.empty(
+                        (batch, t.shape[1], t.shape[2] + seq, t.shape[3]), dtype=self.kv_dtype, device=self.device)
+            self.run_bound(inputs, outputs)
+            logits = outputs["logits"].float().cpu().numpy()  # waits for the stream, so `present` is ready too
+        return logits, [(outputs[f"present.{s}.key"], outputs[f"present.{s}.value"]) for s in self._slots]
 
     def empty_kv(self, batch: int) -> KV:
         kv = []
-        for heads in self._slot_heads:
-            empty = self._torch.zeros((batch, heads, 0, self.info.head_dim), dtype=self._kv_dtype, device=self.device)
+        for heads in self.slot_heads:
+            empty = self._torch.zeros((batch, heads, 0, self.info.head_dim), dtype=self.kv_dtype, device=self.device)
             kv.append((empty, empty))
         return kv
 
     def repeat_kv(self, kv: KV, n: int) -> KV:
-        return [(k.repeat(n, 1, 1, 1), v.repeat(n, 1, 1, 1)) for k, v in kv]
+        with self.stream_context():
+            return [(k.repeat(n, 1, 1, 1), v.repeat(n, 1, 1, 1)) for k, v in kv]
+
+    def greedy_loop(self, input_ids, attention_mask, max_new_tokens: int, static: bool | None = None):
+        if static is False:
+            return ForwardLoop(self, input_ids, attention_mask)
+        return StaticLoop(self, input_ids, attention_mask, max_new_tokens)
+
+    def synchronize(self) -> None:
+        self.stream.synchronize()
 
     def close(self) -> None:
         # The context must go before its engine, and the engine before the runtime that made it.
+        self._graphs.clear()
+        self.release_static()
         for attr in ("context", "engine", "_runtime"):
             if hasattr(self, attr):
                 setattr(self, attr, None)

@@ -31,8 +31,7 @@ def runner(request, tiny, tiny_onnx, tmp_path):
     if request.param == "onnxruntime-cuda" and not _cuda_ort():
         pytest.skip("onnxruntime-gpu with a CUDA device is not available")
     path = compile_model(tiny_onnx, PLAN, tmp_path / "m.onnx").output
-    providers = ["CUDAExecutionProvider"] if request.param == "onnxruntime-cuda" else None
-    return OrtRunner(path, providers=providers)
+    return OrtRunner(path, device="cuda" if request.param == "onnxruntime-cuda" else "cpu")
 
 
 def test_runner_conformance(runner, tiny):

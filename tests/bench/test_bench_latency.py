@@ -1,0 +1,75 @@
+"""`painters bench latency` (interleaved plans, ratios to baseline, the papers' path beside) and the CI gate."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from painters.bench.gate import check_regressions
+from painters.bench.latency import benchmark, format_table
+from painters.bench.setups import latency_runners
+from painters.cli import main
+from painters.errors import BenchError
+
+
+def test_plans_side_by_side_with_the_papers_path(tiny_onnx):
+    runners, ideal = latency_runners(str(tiny_onnx), None, "baseline,skip_2_6,drop_attn_0-3", anchor="tiny-llama")
+    assert list(runners) == ["baseline", "skip_2_6", "drop_attn_0-3", "hf/baseline", "hf/skip_2_6", "hf/drop_attn_0-3"]
+    assert [runners[n].name for n in runners] == ["onnxruntime"] * 3 + ["hf"] * 3
+    assert ideal["skip_2_6"] == ideal["hf/skip_2_6"] == 0.5 and ideal["drop_attn_0-3"] == 0.75
+    rows = benchmark(runners, prompts=(16,), gen=4, warmup=0, iters=2)
+    by = {r.plan: r for r in rows}
+    assert by["baseline"].prefill_ratio == by["baseline"].decode_ratio == 1.0
+    assert all(r.prefill_ratio > 0 and r.decode_ratio > 0 and len(r.samples["decode_ms"]) == 2 for r in rows)
+    # the cache follows the KV slots: four of eight attention sublayers dropped, half the bytes
+    assert by["drop_attn_0-3"].kv_cache_bytes * 2 == by["baseline"].kv_cache_bytes
+    assert by["hf/baseline"].kv_cache_bytes == by["baseline"].kv_cache_bytes  # same model, same 16 + 4 positions
+    assert "| hf/skip_2_6 | hf |" in format_table(rows)
+
+
+def test_latency_cli_writes_json_and_gate_passes_against_itself(tiny_onnx, tmp_path):
+    out = tmp_path / "latency.json"
+    result = CliRunner().invoke(main, ["bench", "latency", str(tiny_onnx), "--plans", "baseline,parallel_2_6",
+                                       "--prompt", "8,16", "--gen", "2", "--warmup", "0", "--iters", "1",
+                                       "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["plan"], r["prompt"]) for r in rows] == [("baseline", 8), ("parallel_2_6", 8), ("baseline", 16),
+                                                        ("parallel_2_6", 16)]
+    gate = CliRunner().invoke(main, ["bench", "check", str(out), "--baseline", str(out)])
+    assert gate.exit_code == 0 and "8 ratios compared, 0 regressed" in gate.output
+
+
+def _result(path, ratios: dict[str, float]):
+    rows = [{"plan": p, "batch": 1, "prompt": 128, "prefill_ratio": r, "decode_ratio": r} for p, r in ratios.items()]
+    path.write_text(json.dumps({"rows": rows}))
+    return path
+
+
+def test_gate_flags_a_lost_speedup(tmp_path):
+    stored = _result(tmp_path / "stored.json", {"baseline": 1.0, "skip_8_24": 0.50, "parallel_4_28": 0.60})
+    measured = _result(tmp_path / "now.json", {"baseline": 1.0, "skip_8_24": 0.54, "parallel_4_28": 0.70})
+    regressions, compared = check_regressions(measured, stored, 0.10)
+    assert compared == 6 and [(r.plan, r.metric) for r in regressions] == [("parallel_4_28", "prefill_ratio"),
+                                                                           ("parallel_4_28", "decode_ratio")]
+    gate = CliRunner().invoke(main, ["bench", "check", str(measured), "--baseline", str(stored)])
+    assert gate.exit_code == 1 and "REGRESSION parallel_4_28 batch=1 prompt=128 prefill_ratio: 0.600 → 0.700" in gate.output
+
+
+def test_gate_refuses_unrelated_results(tmp_path):
+    a = _result(tmp_path / "a.json", {"skip_1_2": 0.9})
+    b = _result(tmp_path / "b.json", {"skip_3_4": 0.9})
+    with pytest.raises(BenchError, match="share no"):
+        check_regressions(a, b)
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(BenchError, match="not a painters latency result"):
+        check_regressions(tmp_path / "bad.json", b)
+
+
+def test_source_model_rejects_anchor_and_graph_backends():
+    with pytest.raises(BenchError, match="--backend hf instead"):
+        latency_runners("tiny-llama", None, "baseline", anchor="tiny-llama")
+    with pytest.raises(BenchError, match="needs an exported .onnx"):
+        latency_runners("tiny-llama", "onnxruntime", "baseline")
