@@ -14,7 +14,8 @@ DATA = Path(os.environ.get("PAINTERS_DATA", SHARED / "data"))
 def requires_data(*parts: str):
     """Skip unless the evaluation data (../shared/data) has the given file."""
     path = DATA.joinpath(*parts)
-    return pytest.mark.skipif(not path.exists(), reason=f"evaluation data {path} is absent (see ../shared/data/README.md)")
+    return pytest.mark.skipif(not path.exists(),
+                              reason=f"evaluation data {path} is absent (see ../shared/data/README.md)")
 
 
 @pytest.fixture(scope="session")

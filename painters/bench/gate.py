@@ -36,9 +36,13 @@ def _rows(path: Path) -> dict[tuple, dict]:
         data = json.loads(Path(path).read_text())
         return {(r["plan"], r["batch"], r["prompt"]): r for r in data["rows"]}
     except FileNotFoundError:
-        raise BenchError(f"{path}: no such latency result; write one with `painters bench latency ... --json {path}`")
+        raise BenchError(
+            f"{path}: no such latency result; write one with `painters bench latency ... --json {path}`"
+        ) from None
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise BenchError(f"{path}: not a painters latency result ({exc}); produce it with `painters bench latency --json`")
+        raise BenchError(
+            f"{path}: not a painters latency result ({exc}); produce it with `painters bench latency --json`"
+        ) from exc
 
 
 def check_regressions(result: Path, baseline: Path, max_regression: float = 0.10) -> tuple[list[Regression], int]:

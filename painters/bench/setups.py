@@ -21,8 +21,9 @@ def latency_runners(model: str, backend: str | None, plans: str, *, scores: str 
     the graph's dtype unless ``dtype`` says otherwise.
     """
     from painters.bench.runners import open_runner
+    from painters.plans import split_plans
 
-    names = [p for p in plans.split(",") if p]
+    names = split_plans(plans)
     if Path(model).suffix == ".onnx":
         from painters.bench.latency import compiled_variants
 

@@ -118,7 +118,8 @@ def _plot(out: Path, rows: list[dict]) -> None:
     for ax, task in zip(axes[0], tasks):
         for variant in ["baseline", *variants]:
             pts = [(r["latency_ratio"], r["score"]) for r in timed if r["task"] == task and r["variant"] == variant]
-            ax.scatter([p[0] for p in pts], [p[1] for p in pts], label=variant, marker="*" if variant == "baseline" else "o")
+            ax.scatter([p[0] for p in pts], [p[1] for p in pts], label=variant,
+                       marker="*" if variant == "baseline" else "o")
         ax.set(title=task, xlabel="latency ratio (prefill, vs baseline)", ylabel="score")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)

@@ -18,7 +18,8 @@ from painters.cli import handle_errors, main
               help="Fuse each parallel group into one wide block.")
 @click.option("--engine", type=click.Path(dir_okay=False), default=None, help="Also build a TensorRT engine here.")
 @click.option("--backend", type=click.Choice(["tensorrt-rtx", "tensorrt"]), default="tensorrt-rtx", show_default=True)
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default=None, help="Checked against the graph.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default=None,
+              help="Checked against the graph.")
 @click.option("--profile", default=None, help="Shape ranges, e.g. batch=1:8:32,seq=1:128:2048,past=0:512:4096.")
 @handle_errors
 def compile_cmd(model, plan, out, scores, fuse_parallel, engine, backend, precision, profile) -> None:

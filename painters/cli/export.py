@@ -11,7 +11,8 @@ from painters.cli import handle_errors, main
 
 @main.command("export")
 @click.argument("src")
-@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Output .onnx (weights go to OUT.data).")
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False),
+              help="Output .onnx (weights go to OUT.data).")
 @click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True)
 @click.option("--opset", type=int, default=None, help="ONNX opset (default: the exporter's).")
 @handle_errors

@@ -137,7 +137,9 @@ def _residual_add(x: ir.Value, R: set[ir.Value]) -> ir.Node | None:
     return adds[0] if len(adds) == 1 else None
 
 
-def _collect(targets: list[ir.Value], stops: set[ir.Value], R: set[ir.Value], order: dict[ir.Node, int]) -> list[ir.Node]:
+def _collect(
+    targets: list[ir.Value], stops: set[ir.Value], R: set[ir.Value], order: dict[ir.Node, int]
+) -> list[ir.Node]:
     """R-nodes reached backwards from ``targets`` without crossing ``stops``, in graph order."""
     found: set[ir.Node] = set()
     stack = [v for v in targets]
@@ -208,7 +210,7 @@ def discover_blocks(model: ir.Model) -> BlockStructure:
         if add_attn not in attn_set:
             raise CompileError(f"block discovery: block {i}: the attention residual Add does not depend on "
                                "the attention output")
-        for kind, value in zip(("key", "value"), presents[i]):
+        for _kind, value in zip(("key", "value"), presents[i]):
             if value.producer() not in attn_set:
                 raise CompileError(f"block discovery: block {i}: {value.name!r} is not computed by the block's "
                                    "attention")

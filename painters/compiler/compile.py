@@ -67,7 +67,8 @@ def compile_model(model_path: str | Path, plan: str | Plan, out: str | Path | No
     structure = prepare(model)
     source_hash = model.metadata_props.get("painters.source_hash", "")
     if isinstance(plan, str):
-        plan = parse_plan(plan, structure.num_layers, scores=load_scores(scores, model_hash=source_hash) if scores else None)
+        plan = parse_plan(plan, structure.num_layers,
+                          scores=load_scores(scores, model_hash=source_hash) if scores else None)
     elif plan.num_layers != structure.num_layers:
         raise CompileError(f"plan {plan} was made for {plan.num_layers} layers; {src} has {structure.num_layers}")
     out = Path(out) if out else default_output(src, plan.name)

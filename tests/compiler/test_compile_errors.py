@@ -101,6 +101,7 @@ def test_output_in_another_directory_links_the_data(model_dir, tmp_path):
     code, output = compile_cli(model_dir / "model.onnx", "--plan", "dup_2_x2", "-o", out)
     assert code == 0, output
     data = out.parent / "model.onnx.data"
-    assert data.samefile(model_dir / "model.onnx.data") or data.read_bytes() == (model_dir / "model.onnx.data").read_bytes()
+    assert (data.samefile(model_dir / "model.onnx.data")
+            or data.read_bytes() == (model_dir / "model.onnx.data").read_bytes())
     code, output = CliRunner().invoke(main, ["inspect", str(out)]).exit_code, ""
     assert code == 0

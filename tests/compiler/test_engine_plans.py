@@ -47,5 +47,6 @@ def smollm2_fp16_onnx(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("plan", ["baseline", "parallel_4_26"])
 def test_smollm2_fp16_engine_builds(smollm2_fp16_onnx, tmp_path, plan):
-    path = smollm2_fp16_onnx if plan == "baseline" else compile_model(smollm2_fp16_onnx, plan, tmp_path / "m.onnx").output
+    path = (smollm2_fp16_onnx if plan == "baseline"
+            else compile_model(smollm2_fp16_onnx, plan, tmp_path / "m.onnx").output)
     build_and_check(path, tmp_path / "m.engine", "batch=1:1:4,seq=1:64:256,past=0:64:256")

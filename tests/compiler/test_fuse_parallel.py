@@ -14,7 +14,7 @@ import pytest
 from painters.compiler.compile import compile_model
 from painters.compiler.graph_io import initializer_bytes, load_graph
 from painters.plans import parse_plan
-from painters.plans.schedule import fusible_stages, fused_slot_layout
+from painters.plans.schedule import fused_slot_layout, fusible_stages
 from painters.runtime.base import left_pad
 from painters.runtime.ort import OrtRunner
 from painters.runtime.torch_ref import TorchRunner
@@ -34,7 +34,8 @@ def test_slot_layout():
     assert fusible_stages(plan) == [2, 3, 4]
     assert fused_slot_layout(plan) == [(0, (0,)), (1, (1,)), (2, (2, 3, 4, 5, 6, 7)), (3, (8, 9, 10, 11, 12, 13)),
                                        (4, (14, 15, 16, 17, 18, 19)), (5, (20,))]
-    assert fused_slot_layout(plan, []) == [(i, (s,)) for i, s in zip([0, 1, *[2] * 6, *[3] * 6, *[4] * 6, 5], range(21))]
+    assert fused_slot_layout(plan, []) == [(i, (s,))
+                                           for i, s in zip([0, 1, *[2] * 6, *[3] * 6, *[4] * 6, 5], range(21))]
     mean = parse_plan("parallel_2_5+drop_attn_6-7:kvmean", 8)
     assert fused_slot_layout(mean) == [(0, (0,)), (1, (1,)), (2, (2,)), (3, (3,))]
 
@@ -76,7 +77,8 @@ def test_fused_cache_is_the_reference_cache_laid_out(tiny, tiny_onnx, tmp_path, 
     ids, mask = left_pad(PROMPTS)
     _, got = OrtRunner(result.output).prefill(ids, mask)
     _, want = TorchRunner(tiny.model, result.plan, device="cpu").prefill(ids, mask)
-    layout = fused_slot_layout(result.plan, json.loads(load_graph(result.output).metadata_props["painters.fused_stages"]))
+    layout = fused_slot_layout(result.plan,
+                               json.loads(load_graph(result.output).metadata_props["painters.fused_stages"]))
     assert len(got) == len(layout)
     for compiled, (_, slots) in zip(got, layout):
         for kind in (0, 1):
@@ -113,7 +115,8 @@ def test_fallback_on_projection_bias(tiny_onnx, tmp_path, caplog):
     for name in ("model.onnx", "model.onnx.data"):  # a private copy to modify
         shutil.copyfile(tiny_onnx.parent / name, tmp_path / name)
     model = ir.load(tmp_path / "model.onnx")
-    matmul = next(n for n in model.graph if n.op_type == "MatMul" and n.inputs[1].name.endswith("layers.3.self_attn.q_proj.weight"))
+    matmul = next(n for n in model.graph
+                  if n.op_type == "MatMul" and n.inputs[1].name.endswith("layers.3.self_attn.q_proj.weight"))
     q = matmul.outputs[0]
     bias = ir.Value(name="q_bias_3", shape=ir.Shape([64]), type=ir.TensorType(ir.DataType.FLOAT),
                     const_value=ir.tensor(np.linspace(-0.5, 0.5, 64, dtype=np.float32), name="q_bias_3"))

@@ -36,7 +36,8 @@ def main(out: str) -> None:
     cfg, L = loaded.config, loaded.num_layers
     head_dim = cfg.hidden_size // cfg.num_attention_heads
     past = [torch.zeros(2, cfg.num_key_value_heads, 4, head_dim) for _ in range(2 * L)]
-    args = (torch.ones(2, 3, dtype=torch.long), torch.ones(2, 7, dtype=torch.long), torch.arange(4, 7).repeat(2, 1), *past)
+    args = (torch.ones(2, 3, dtype=torch.long), torch.ones(2, 7, dtype=torch.long), torch.arange(4, 7).repeat(2, 1),
+            *past)
     names = [f"past_key_values.{i}.{k}" for i in range(L) for k in ("key", "value")]
     outputs = ["logits", *[f"present.{i}.{k}" for i in range(L) for k in ("key", "value")]]
     dynamic = {"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "total"},

@@ -615,3 +615,11 @@ def test_reorders_match_a_reference_model(data, layers: int) -> None:
             parse_plan(name, layers)
         return
     assert parse_plan(name, layers).steps == expected
+
+
+def test_split_plans_keeps_index_lists():
+    from painters.plans import split_plans
+
+    assert split_plans("baseline,drop_attn_4,9-12,skip_1_3, parallel_2_5_x2,drop_mlp_1,3") == [
+        "baseline", "drop_attn_4,9-12", "skip_1_3", "parallel_2_5_x2", "drop_mlp_1,3"]
+    assert split_plans("") == [] and split_plans("drop_block_0") == ["drop_block_0"]

@@ -317,7 +317,8 @@ class _WideBlock:
         half = self.group.dims["head_dim"] // 2
         lo, hi = self.op("Split", [t, self.ints([half, half], f"{name}/halves")], f"{name}/split", 2, axis=-1)
         rot = self.op("Concat", [self.op("Neg", [hi], f"{name}/neg"), lo], f"{name}/rotate", axis=-1)
-        return self.op("Add", [self.op("Mul", [t, cos], f"{name}/cos"), self.op("Mul", [rot, sin], f"{name}/sin")], name)
+        return self.op("Add", [self.op("Mul", [t, cos], f"{name}/cos"), self.op("Mul", [rot, sin], f"{name}/sin")],
+                       name)
 
     def build(self, replaced: dict[ir.Value, ir.Value]) -> tuple[tuple[ir.Value, ir.Value], tuple[ir.Value, ir.Value]]:
         g, d, m0 = self.group, self.group.dims, self.group.members[0]

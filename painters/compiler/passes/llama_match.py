@@ -154,7 +154,8 @@ class _Matcher:
             axes = self.ints(rm.inputs[1], "ReduceMean axes")
         else:
             axes = list(rm.attributes["axes"].as_ints()) if "axes" in rm.attributes else None
-        need(axes in ([-1], [2]) and rm.attributes.get_int("keepdims", 1) == 1, "the norm does not reduce the last axis")
+        need(axes in ([-1], [2]) and rm.attributes.get_int("keepdims", 1) == 1,
+             "the norm does not reduce the last axis")
         pw = self.node(rm.inputs[0], "Pow", 2)
         need(pw.inputs[0] is xc and self.scalar(pw.inputs[1], "the norm exponent") == 2.0, "the norm is not RMS")
         cast_in, x = None, xc
@@ -285,7 +286,8 @@ class _Matcher:
         q_t, cos, sin = self.rope(q_rot, "q")
         k_heads, cos2, sin2 = self.rope(k_rot, "k")
         need(cos is cos2 and sin is sin2, "q and k use different rotary tables")
-        (aq, wq), (ak, wk), (av, wv) = self.heads(q_t, "q_proj"), self.heads(k_heads, "k_proj"), self.heads(v_t, "v_proj")
+        (aq, wq), (ak, wk), (av, wv) = (self.heads(q_t, "q_proj"), self.heads(k_heads, "k_proj"),
+                                        self.heads(v_t, "v_proj"))
         need(aq is ak is av, "q, k and v projections read different values")
         x2, norm = self.rmsnorm(aq)
         need(x2 is x, "the attention norm does not read the block input")
