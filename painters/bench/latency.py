@@ -8,6 +8,7 @@ Timing uses ``perf_counter`` around the greedy loop's ``synchronize()`` (CUDA ba
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import statistics
 import time
@@ -110,12 +111,20 @@ def benchmark(runners: dict[str, Runner], *, batches: Sequence[int] = (1,), prom
 
 def compiled_variants(model: Path, plans: Sequence[str], *, scores: str | None = None,
                       fuse_parallel: bool = False, out_dir: Path | None = None) -> dict[str, Path]:
-    """Compile ``plans`` of an exported graph once into a cache keyed by the graph's hash (reused later)."""
+    """Compile ``plans`` of an exported graph once into a cache (reused by later runs).
+
+    The cache key names the graph's bytes, the identity of its external data files (a re-export writes new
+    ones, which the cached outputs do not share), the scores file, the painters version and the fusion flag.
+    """
     from painters.cache import cache_dir
     from painters.compiler.compile import compile_model, default_output
+    from painters.compiler.graph_io import external_files, load_graph
     from painters.fileio import file_hash
 
-    key = hashlib.sha256(f"{file_hash(model)}:{__version__}:{fuse_parallel}".encode()).hexdigest()[:16]
+    data = [(name, (st := (model.parent / name).stat()).st_size, st.st_mtime_ns, st.st_ino)
+            for name in external_files(load_graph(model), model.parent)]
+    parts = [file_hash(model), json.dumps(data), file_hash(scores) if scores else "", __version__, str(fuse_parallel)]
+    key = hashlib.sha256(":".join(parts).encode()).hexdigest()[:16]
     out_dir = out_dir or cache_dir("compiled", key)
     paths: dict[str, Path] = {}
     for plan in plans:

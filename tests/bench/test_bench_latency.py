@@ -74,3 +74,16 @@ def test_source_model_rejects_anchor_and_graph_backends():
         latency_runners("tiny-llama", None, "baseline", anchor="tiny-llama")
     with pytest.raises(BenchError, match="needs an exported .onnx"):
         latency_runners("tiny-llama", "onnxruntime", "baseline")
+
+
+def test_fusion_benchmark_times_both_twins(tiny_onnx, tmp_path, capsys):
+    from painters.bench.fusion import main as fusion_main
+
+    out = tmp_path / "fusion.json"
+    fusion_main([str(tiny_onnx), "--plans", "parallel_2_6_x2", "--prompt", "8", "--gen", "2", "--warmup", "0",
+                 "--iters", "1", "--json", str(out)])
+    data = json.loads(out.read_text())
+    assert [r["plan"] for r in data["rows"]] == ["baseline", "parallel_2_6_x2", "parallel_2_6_x2+fused"]
+    (ratio,) = data["fused_vs_unfused"]
+    assert ratio["plan"] == "parallel_2_6_x2" and ratio["prefill_fused_over_unfused"] > 0
+    assert "| parallel_2_6_x2 | 1 | 8 |" in capsys.readouterr().out
