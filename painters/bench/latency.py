@@ -110,11 +110,11 @@ def benchmark(runners: dict[str, Runner], *, batches: Sequence[int] = (1,), prom
 
 
 def compiled_variants(model: Path, plans: Sequence[str], *, scores: str | None = None,
-                      fuse_parallel: bool = False, out_dir: Path | None = None) -> dict[str, Path]:
+                      fuse_parallel: bool = True, out_dir: Path | None = None) -> dict[str, Path]:
     """Compile ``plans`` of an exported graph once into a cache (reused by later runs).
 
     The cache key names the graph's bytes, the identity of its external data files (a re-export writes new
-    ones, which the cached outputs do not share), the scores file, the painters version and the fusion flag.
+    ones, which the cached outputs do not share), the scores file, the compiler's code and the fusion flag.
     """
     from painters.cache import cache_dir
     from painters.compiler.compile import compile_model, default_output
@@ -123,7 +123,8 @@ def compiled_variants(model: Path, plans: Sequence[str], *, scores: str | None =
 
     data = [(name, (st := (model.parent / name).stat()).st_size, st.st_mtime_ns, st.st_ino)
             for name in external_files(load_graph(model), model.parent)]
-    parts = [file_hash(model), json.dumps(data), file_hash(scores) if scores else "", __version__, str(fuse_parallel)]
+    parts = [file_hash(model), json.dumps(data), file_hash(scores) if scores else "", _compiler_fingerprint(),
+             str(fuse_parallel)]
     key = hashlib.sha256(":".join(parts).encode()).hexdigest()[:16]
     out_dir = out_dir or cache_dir("compiled", key)
     paths: dict[str, Path] = {}
@@ -133,6 +134,15 @@ def compiled_variants(model: Path, plans: Sequence[str], *, scores: str | None =
             compile_model(model, plan, out, scores=scores, fuse_parallel=fuse_parallel)
         paths[plan] = out
     return paths
+
+
+def _compiler_fingerprint() -> str:
+    """The painters version and a hash of the compiler and plan sources: a changed rewrite recompiles."""
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256(__version__.encode())
+    for path in sorted([*(root / "compiler").rglob("*.py"), *(root / "plans").rglob("*.py")]):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 def format_table(rows: Sequence[LatencyRow]) -> str:

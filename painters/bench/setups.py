@@ -11,7 +11,7 @@ __all__ = ["latency_runners"]
 
 
 def latency_runners(model: str, backend: str | None, plans: str, *, scores: str | None = None,
-                    fuse_parallel: bool = False, threads: int | None = None, anchor: str | None = None,
+                    fuse_parallel: bool = True, threads: int | None = None, anchor: str | None = None,
                     dtype: str | None = None) -> tuple[dict[str, Runner], dict]:
     """Runners keyed by plan name, plus each plan's ideal cost ratio (sublayer evaluations / baseline).
 

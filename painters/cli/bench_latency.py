@@ -22,7 +22,8 @@ def _ints(text: str) -> list[int]:
 @click.option("--plans", default=None, help="Comma-separated plans, measured interleaved (compiled from MODEL.onnx).")
 @click.option("--plan", default=None, help="One plan (torch/hf backends on a source model).")
 @click.option("--scores", type=click.Path(dir_okay=False), default=None)
-@click.option("--fuse-parallel", is_flag=True, help="Compile parallel groups fused into wide blocks.")
+@click.option("--fuse-parallel/--no-fuse-parallel", default=True, show_default=True,
+              help="Compile parallel groups fused into wide blocks.")
 @click.option("--batch", default="1", show_default=True, help="Batch sizes, e.g. 1,8.")
 @click.option("--prompt", default="128", show_default=True, help="Prompt lengths, e.g. 128,512.")
 @click.option("--gen", default=32, show_default=True, help="Decode steps timed per round.")

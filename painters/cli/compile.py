@@ -14,7 +14,7 @@ from painters.cli import handle_errors, main
 @click.option("--plan", required=True, help="Plan name (see `painters plans list`) or a .yaml/.json plan file.")
 @click.option("-o", "--out", type=click.Path(dir_okay=False), default=None, help="Output .onnx [MODEL.PLAN.onnx].")
 @click.option("--scores", type=click.Path(dir_okay=False), default=None, help="Importance scores for drop_*_kN plans.")
-@click.option("--fuse-parallel/--no-fuse-parallel", default=False, show_default=True,
+@click.option("--fuse-parallel/--no-fuse-parallel", default=True, show_default=True,
               help="Fuse each parallel group into one wide block.")
 @click.option("--engine", type=click.Path(dir_okay=False), default=None, help="Also build a TensorRT engine here.")
 @click.option("--backend", type=click.Choice(["tensorrt-rtx", "tensorrt"]), default="tensorrt-rtx", show_default=True)

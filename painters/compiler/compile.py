@@ -58,8 +58,12 @@ def prepare(model: ir.Model):
 
 
 def compile_model(model_path: str | Path, plan: str | Plan, out: str | Path | None = None, *,
-                  scores: str | Path | None = None, fuse_parallel: bool = False) -> CompileResult:
-    """Rewrite ``model_path`` to ``plan`` and write the result atomically (default ``MODEL.PLAN.onnx``)."""
+                  scores: str | Path | None = None, fuse_parallel: bool = True) -> CompileResult:
+    """Rewrite ``model_path`` to ``plan`` and write the result atomically (default ``MODEL.PLAN.onnx``).
+
+    ``fuse_parallel`` (the default) turns each parallel group into one wide block
+    (:mod:`painters.compiler.passes.fuse_parallel`); a group it cannot fuse stays unfused, with a warning.
+    """
     start = time.perf_counter()
     src = Path(model_path)
     model = load_graph(src)

@@ -1,8 +1,9 @@
 """Load an ONNX graph without its weights, and save a rewritten one beside its (shared) external data.
 
-Weights never pass through memory: onnx-ir keeps external tensors as references, and the output reuses
+Weights never pass through memory whole: onnx-ir keeps external tensors as references, and the output reuses
 the source's data file — the same file when the output sits beside the input, a hard link (or, across
-file systems, a copy) otherwise. The source is never modified.
+file systems, a copy) otherwise. Weights a pass computes (fused parallel groups) are written beside it in row
+blocks. The source is never modified.
 """
 
 from __future__ import annotations
@@ -10,13 +11,16 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
+import numpy as np
 import onnx_ir as ir
 
 from painters.errors import CompileError
 
-__all__ = ["load_graph", "external_files", "save_graph", "initializer_bytes", "SIDE_FILES", "NEW_DATA_THRESHOLD"]
+__all__ = ["load_graph", "external_files", "save_graph", "initializer_bytes", "ChunkedTensor", "SIDE_FILES",
+           "NEW_DATA_THRESHOLD"]
 
 log = logging.getLogger(__name__)
 
@@ -94,13 +98,57 @@ def link_side_files(src_dir: Path, out_dir: Path, tmp: Path, names: list[str]) -
 
 # New in-memory initializers above this size (fused weights) go to ``OUT.onnx.fused.data``.
 NEW_DATA_THRESHOLD = 1024
+_ALIGN = 4096  # offsets of new external tensors: page-aligned, so runtimes can memory-map them
+
+
+class ChunkedTensor(ir.LazyTensor):
+    """A computed initializer that :func:`save_graph` writes piece by piece, never holding it whole.
+
+    ``chunks()`` yields arrays whose flattened concatenation is the tensor in C order (row blocks, member
+    matrices); as a plain ``LazyTensor`` it concatenates them, for whoever asks for the values in memory.
+    """
+
+    def __init__(self, chunks: Callable[[], Iterable[np.ndarray]], *, dtype: ir.DataType, shape: ir.Shape,
+                 name: str):
+        def whole() -> ir.Tensor:
+            flat = np.concatenate([np.asarray(c, dtype=dtype.numpy()).reshape(-1) for c in chunks()])
+            return ir.tensor(flat.reshape(shape.numpy()), name=name)
+
+        super().__init__(whole, dtype=dtype, shape=shape, name=name)
+        self.chunks = chunks
+
+
+def _write_new_tensors(values: list[ir.Value], tmp: Path, name: str) -> None:
+    """Append the values' tensors to ``tmp/name`` (chunk by chunk where chunked) and point them at it."""
+    offset = 0
+    with open(tmp / name, "wb") as f:
+        for value in values:
+            tensor = value.const_value
+            pad = -offset % _ALIGN
+            f.write(b"\0" * pad)
+            start = offset = offset + pad
+            if isinstance(tensor, ChunkedTensor):
+                for chunk in tensor.chunks():
+                    data = np.ascontiguousarray(chunk, dtype=tensor.dtype.numpy()).tobytes()
+                    f.write(data)
+                    offset += len(data)
+            else:
+                data = tensor.tobytes()
+                f.write(data)
+                offset += len(data)
+            if offset - start != tensor.nbytes:
+                raise CompileError(f"internal error: {value.name} wrote {offset - start} bytes, expected "
+                                   f"{tensor.nbytes}")
+            value.const_value = ir.ExternalTensor(name, start, offset - start, tensor.dtype, shape=tensor.shape,
+                                                  name=tensor.name or value.name, base_dir=tmp)
 
 
 def save_graph(model: ir.Model, src: Path, out: Path, tmp: Path) -> None:
     """Write ``model`` to ``tmp/out.name`` with its external data and side files placed for ``out``.
 
     The source's external tensors keep their location (the linked data file); initializers a pass created in
-    memory (lazy or not) and larger than ``NEW_DATA_THRESHOLD`` bytes are written to ``OUT.onnx.fused.data``.
+    memory (lazy, chunked or not) and larger than ``NEW_DATA_THRESHOLD`` bytes are written to
+    ``OUT.onnx.fused.data``.
     """
     data = external_files(model, src.parent)
     side = [f.name for f in (src.parent / n for n in SIDE_FILES) if f.is_file()]
@@ -109,8 +157,5 @@ def save_graph(model: ir.Model, src: Path, out: Path, tmp: Path) -> None:
            and not isinstance(v.const_value, (ir.ExternalTensor, ir.TensorProtoTensor))
            and v.const_value.nbytes > NEW_DATA_THRESHOLD]
     if new:
-        name = f"{out.name}.fused.data"
-        tensors = ir.external_data.convert_tensors_to_external([v.const_value for v in new], tmp, name)
-        for value, tensor in zip(new, tensors):
-            value.const_value = tensor
+        _write_new_tensors(new, tmp, f"{out.name}.fused.data")
     ir.save(model, tmp / out.name)

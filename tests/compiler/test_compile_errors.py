@@ -92,8 +92,12 @@ def test_default_output_beside_input_and_source_untouched(model_dir):
     out = model_dir / "model.parallel_2_6-kvmean.onnx"
     assert out.exists()
     assert {p.name: p.read_bytes() for p in model_dir.iterdir() if p.name in before} == before
-    # the output references the source's data file in place: no weight bytes were written
-    assert sorted(p.name for p in model_dir.iterdir()) == sorted([*before, out.name])
+    # the output references the source's data file in place; the only weights written are the fused group's
+    fused = out.name + ".fused.data"
+    assert sorted(p.name for p in model_dir.iterdir()) == sorted([*before, out.name, fused])
+    code, output = compile_cli(model_dir / "model.onnx", "--plan", "parallel_2_6", "--no-fuse-parallel")
+    assert code == 0, output
+    assert sorted(p.name for p in model_dir.iterdir()) == sorted([*before, out.name, fused, "model.parallel_2_6.onnx"])
 
 
 def test_output_in_another_directory_links_the_data(model_dir, tmp_path):

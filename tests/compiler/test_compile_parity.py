@@ -18,6 +18,14 @@ def test_tiny_plan_parity(tiny, tiny_onnx, tmp_path, plan, kv):
     assert_plan_parity(tiny, tiny_onnx, plan + kv, tmp_path, PROMPTS)
 
 
+@pytest.mark.parametrize("kv", ["", ":kvmean"])
+@pytest.mark.parametrize("plan", [p for p in TINY_PLANS if "parallel" in p])
+def test_tiny_unfused_parallel_parity(tiny, tiny_onnx, tmp_path, plan, kv):
+    """Parallel plans compile fused by default; the rewrite's own (unfused) groups must be right too."""
+    result = assert_plan_parity(tiny, tiny_onnx, plan + kv, tmp_path, PROMPTS, fuse_parallel=False)
+    assert "painters.fused_stages" not in load_graph(result.output).metadata_props
+
+
 def test_plan_file_parity(tiny, tiny_onnx, tmp_path):
     plan = tmp_path / "custom.yaml"
     plan.write_text("kv: mean\nsteps:\n  - 0\n  - {block: 1, attn: false}\n  - {parallel: [2, 3, 4], loops: 2}\n"
@@ -31,8 +39,10 @@ def test_duplicates_share_weights(tiny_onnx, tmp_path, plan):
     from painters.compiler.compile import compile_model
 
     source = initializer_bytes(load_graph(tiny_onnx))
-    out = compile_model(tiny_onnx, plan, tmp_path / "out.onnx").output
+    out = compile_model(tiny_onnx, plan, tmp_path / "out.onnx", fuse_parallel=False).output
     assert initializer_bytes(load_graph(out)) == source
+    fused = compile_model(tiny_onnx, plan, tmp_path / "fused.onnx").output  # norm gains folded: a little less
+    assert initializer_bytes(load_graph(fused)) <= source
 
 
 def test_repeat_keeps_only_the_repeated_block(tiny_onnx, tmp_path):

@@ -46,7 +46,7 @@ def test_fused_parity(tiny, tiny_onnx, tmp_path, plan, kv, caplog):
     with caplog.at_level(logging.WARNING, logger=FUSE_LOG):
         result = assert_plan_parity(tiny, tiny_onnx, plan + kv, tmp_path, PROMPTS, fuse_parallel=True)
     assert not caplog.records
-    unfused = compile_model(tiny_onnx, plan + kv, tmp_path / "unfused" / "out.onnx")
+    unfused = compile_model(tiny_onnx, plan + kv, tmp_path / "unfused" / "out.onnx", fuse_parallel=False)
     fused = load_graph(result.output)
     layout = fused_slot_layout(result.plan)
     assert result.nodes < unfused.nodes and len(fused.graph) == result.nodes
@@ -131,7 +131,7 @@ def test_fallback_on_projection_bias(tiny_onnx, tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger=FUSE_LOG):
         fused = compile_model(src, "parallel_2_6", tmp_path / "fused" / "out.onnx", fuse_parallel=True)
     assert len(caplog.records) == 1 and "stage 2" in caplog.text and "bias" in caplog.text
-    plain = compile_model(src, "parallel_2_6", tmp_path / "plain" / "out.onnx")
+    plain = compile_model(src, "parallel_2_6", tmp_path / "plain" / "out.onnx", fuse_parallel=False)
     ids, mask = left_pad(PROMPTS)
     got, _ = OrtRunner(fused.output).prefill(ids, mask)
     want, _ = OrtRunner(plain.output).prefill(ids, mask)
@@ -142,8 +142,10 @@ def test_fallback_on_projection_bias(tiny_onnx, tmp_path, caplog):
 @pytest.mark.slow
 @pytest.mark.parametrize("kv", ["", ":kvmean"])
 @pytest.mark.parametrize("plan", ["parallel_4_26", "parallel_11_19_x2"])
-def test_smollm2_fused_parity(smollm2, smollm2_onnx, tmp_path, plan, kv):
+def test_smollm2_fused_and_unfused_parity(smollm2, smollm2_onnx, tmp_path, plan, kv):
+    """Fused is the default (test_compile_parity covers it for every plan); here both, with the fused stages."""
     tok = smollm2.tokenizer
     prompts = [tok.encode("The capital of France is"), tok.encode("Q: What is 2 + 3?\nA:")]
-    result = assert_plan_parity(smollm2, smollm2_onnx, plan + kv, tmp_path, prompts, fuse_parallel=True)
-    assert json.loads(load_graph(result.output).metadata_props["painters.fused_stages"]) == fusible_stages(result.plan)
+    fused = compile_model(smollm2_onnx, plan + kv, tmp_path / "fused.onnx")
+    assert json.loads(load_graph(fused.output).metadata_props["painters.fused_stages"]) == fusible_stages(fused.plan)
+    assert_plan_parity(smollm2, smollm2_onnx, plan + kv, tmp_path, prompts, fuse_parallel=False)

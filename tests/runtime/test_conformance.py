@@ -30,7 +30,8 @@ def runner(request, tiny, tiny_onnx, tmp_path):
         return TorchRunner(tiny.model, parse_plan(PLAN, 8), device="cpu")
     if request.param == "onnxruntime-cuda" and not _cuda_ort():
         pytest.skip("onnxruntime-gpu with a CUDA device is not available")
-    path = compile_model(tiny_onnx, PLAN, tmp_path / "m.onnx").output
+    # unfused: the reference executor's cache layout (test_static_decode covers fused graphs on every loop)
+    path = compile_model(tiny_onnx, PLAN, tmp_path / "m.onnx", fuse_parallel=False).output
     return OrtRunner(path, device="cuda" if request.param == "onnxruntime-cuda" else "cpu")
 
 

@@ -4,12 +4,12 @@ A parallel stage of k blocks computes ``out = mean_m(h_m + MLP_m(h_m))`` with ``
 rewrite clones k blocks side by side; this pass replaces them with one block k times as wide:
 
 1. x is normalized once (RMSNorm without gain);
-2. one MatMul projects q, k and v of every member: ``[diag(g_m)·Wq_m·s … | diag(g_m)·Wk_m … | diag(g_m)·Wv_m …]``
-   (each member's norm gain g_m and the attention scale s folded into the weights);
+2. three MatMuls project q, k and v of every member: ``[diag(g_m)·Wq_m·s …]``, ``[diag(g_m)·Wk_m …]``,
+   ``[diag(g_m)·Wv_m …]`` (each member's norm gain g_m and the attention scale s folded into the weights);
 3. attention over k × heads, member-major, each member keeping its GQA grouping (query head j of member m
    reads kv head m·kv_heads + j // rep); the repeat is a broadcast over a 5-D MatMul, nothing is copied;
-4. o_proj, the second norm (gain folded into gate|up), gate|up and down run as batched MatMuls over a member
-   axis, e.g. ``[k, B·S, H] @ [k, H, 2I]``; each member's MLP reads its own ``h_m``;
+4. o_proj, the second norm (gain folded into gate and up), gate, up and down run as batched MatMuls over a
+   member axis, e.g. ``[k, B·S, H] @ [k, H, I]``; each member's MLP reads its own ``h_m``;
 5. ``out = mean over members of (h_m + down_m)``.
 
 KV cache: ``kv=exact`` → one slot with k × kv_heads heads per stage; ``kv=mean`` → one slot of kv_heads heads
@@ -17,7 +17,8 @@ holding ``past ++ mean_m(new_m)``, while member m attends over ``[past, new_m]``
 0..n−1 in execution order as :func:`painters.plans.schedule.fused_slot_layout` describes, and the metadata
 records ``painters.fused_stages``, ``painters.slot_heads`` and ``painters.kv_slots``.
 
-The fused weights are new initializers (:class:`onnx_ir.LazyTensor`: computed when the graph is saved) that
+The fused weights are new initializers (:class:`painters.compiler.graph_io.ChunkedTensor`: computed and written
+row block by row block when the graph is saved, so a 7B group never sits in memory) that
 replace the members' weights, which then fall out of the graph. A group whose blocks also run elsewhere, or
 that does not match the template of :mod:`painters.compiler.passes.llama_match`, stays unfused, with one
 warning line naming the stage and the reason.
@@ -33,6 +34,7 @@ import numpy as np
 import onnx_ir as ir
 
 from painters.compiler.blocks import _KV_RE, past_name, present_name
+from painters.compiler.graph_io import ChunkedTensor
 from painters.compiler.passes.llama_match import MemberMatch, Mismatch, Norm, const, match_member, need
 from painters.plans import Plan, Stage
 from painters.plans.schedule import fused_slot_layout
@@ -246,36 +248,53 @@ def _check_members(members: list[MemberMatch], past: ir.Value) -> dict[str, int]
     return {"k": len(members), "heads": heads, "kv_heads": kv_heads, "head_dim": D, "hidden": H, "inter": I}
 
 
+ROWS = 512  # rows of a weight matrix computed at a time: fusing a 7B group holds a few MB, never a whole tensor
+
+
 def _fused_weights(graph: ir.Graph, group: _Group) -> dict[str, ir.Value]:
-    """Register the wide weights (lazy: computed, one at a time, when the graph is saved)."""
+    """Register the wide weights as :class:`ChunkedTensor` s: computed when the graph is saved, row block by
+    row block, from memory-mapped member weights, so no fused tensor is ever whole in memory."""
     members, d = group.members, group.dims
     k, H, I = d["k"], d["hidden"], d["inter"]
     dtype = members[0].q.const_value.dtype
     prefix = "painters.fused.blocks_" + "_".join(map(str, group.stage.blocks))
 
-    def f32(v: ir.Value) -> np.ndarray:
-        return np.asarray(const(v), dtype=np.float32)
+    def scaled(norm: Norm | None, w: ir.Value, r: int, scale: float = 1.0) -> np.ndarray:
+        """Rows r..r+ROWS of ``diag(gain)·W·scale`` in float32 (the norm gain scales W's input rows)."""
+        block = np.asarray(const(w)[r:r + ROWS], dtype=np.float32)
+        if norm is not None:
+            block = np.asarray(const(norm.gain)[r:r + ROWS], dtype=np.float32)[:, None] * block
+        return block * np.float32(scale) if scale != 1.0 else block
 
-    def rows(norm: Norm, w: ir.Value, scale: float = 1.0) -> np.ndarray:
-        return f32(norm.gain)[:, None] * f32(w) * np.float32(scale)
+    def side_by_side(proj: str):  # [H, k·n]: member m's columns after member m-1's
+        def chunks():
+            for r in range(0, H, ROWS):
+                yield np.concatenate([scaled(m.norm1, getattr(m, proj), r, m.scale if proj == "q" else 1.0)
+                                      for m in members], axis=1)
+        return chunks
 
+    def stacked(proj: str, norm: str | None):  # [k, in, out]: member matrices one after another
+        def chunks():
+            for m in members:
+                w = getattr(m, proj)
+                for r in range(0, w.shape[0], ROWS):
+                    yield scaled(getattr(m, norm) if norm else None, w, r)
+        return chunks
+
+    heads, kv, D = d["heads"], d["kv_heads"], d["head_dim"]
     recipes = {
-        "qkv_proj": ((H, k * (d["heads"] + 2 * d["kv_heads"]) * d["head_dim"]), lambda: np.concatenate(
-            [rows(m.norm1, m.q, m.scale) for m in members] + [rows(m.norm1, m.k) for m in members]
-            + [rows(m.norm1, m.v) for m in members], axis=1)),
-        "o_proj": ((k, d["heads"] * d["head_dim"], H), lambda: np.stack([f32(m.o) for m in members])),
-        "gate_up_proj": ((k, H, 2 * I), lambda: np.stack(
-            [np.concatenate([rows(m.norm2, m.gate), rows(m.norm2, m.up)], axis=1) for m in members])),
-        "down_proj": ((k, I, H), lambda: np.stack([f32(m.down) for m in members])),
+        "q_proj": ((H, k * heads * D), side_by_side("q")),
+        "k_proj": ((H, k * kv * D), side_by_side("k")),
+        "v_proj": ((H, k * kv * D), side_by_side("v")),
+        "o_proj": ((k, heads * D, H), stacked("o", None)),
+        "gate_proj": ((k, H, I), stacked("gate", "norm2")),
+        "up_proj": ((k, H, I), stacked("up", "norm2")),
+        "down_proj": ((k, I, H), stacked("down", None)),
     }
     values = {}
-    for name, (shape, recipe) in recipes.items():
+    for name, (shape, chunks) in recipes.items():
         full = f"{prefix}.{name}.weight"
-
-        def compute(recipe=recipe, full=full) -> ir.Tensor:
-            return ir.tensor(recipe().astype(dtype.numpy()), name=full)
-
-        tensor = ir.LazyTensor(compute, dtype=dtype, shape=ir.Shape(shape), name=full)
+        tensor = ChunkedTensor(chunks, dtype=dtype, shape=ir.Shape(shape), name=full)
         values[name] = ir.Value(name=full, shape=ir.Shape(shape), type=ir.TensorType(dtype), const_value=tensor)
         graph.register_initializer(values[name])
     return values
@@ -323,16 +342,16 @@ class _WideBlock:
     def build(self, replaced: dict[ir.Value, ir.Value]) -> tuple[tuple[ir.Value, ir.Value], tuple[ir.Value, ir.Value]]:
         g, d, m0 = self.group, self.group.dims, self.group.members[0]
         x = replaced.get(m0.x, m0.x)
-        k, nh, nkv, D, H, I = d["k"], d["heads"], d["kv_heads"], d["head_dim"], d["hidden"], d["inter"]
+        k, nh, nkv, D, H = d["k"], d["heads"], d["kv_heads"], d["head_dim"], d["hidden"]
         rep, shared = nh // nkv, g.stage.shared_kv
         past = tuple(ir.Value(name=f"{self.prefix}/past.{kind}", type=old.type,
                               shape=ir.Shape([old.shape[0], nkv if shared else k * nkv, old.shape[2], D]))
                      for kind, old in zip(KINDS, m0.past))
 
         self.meta["painters.sublayer"] = "attn"
-        qkv = self.op("MatMul", [self.norm(x, m0.norm1, "attn_norm"), self.w["qkv_proj"]], "qkv_proj")
-        sizes = self.ints([k * nh * D, k * nkv * D, k * nkv * D], "qkv_sizes")
-        q, key, value = self.op("Split", [qkv, sizes], "qkv_split", 3, axis=-1)
+        # q, k and v as three MatMuls on the shared normed input: a concatenated one would need a Split (a copy)
+        normed = self.norm(x, m0.norm1, "attn_norm")
+        q, key, value = (self.op("MatMul", [normed, self.w[f"{n}_proj"]], f"{n}_proj") for n in ("q", "k", "v"))
 
         def heads(t, n, name):  # [B, S, n·D] → [B, n, S, D]
             t = self.op("Reshape", [t, self.ints([0, 0, n, D], f"{name}/shape")], f"{name}/reshape")
@@ -373,8 +392,10 @@ class _WideBlock:
         h = self.op("Add", [x_rows, self.op("MatMul", [ctx, self.w["o_proj"]], "o_proj")], "h")  # [k, B·S, H]
 
         self.meta["painters.sublayer"] = "mlp"
-        gate_up = self.op("MatMul", [self.norm(h, m0.norm2, "mlp_norm"), self.w["gate_up_proj"]], "gate_up_proj")
-        gate, up = self.op("Split", [gate_up, self.ints([I, I], "gate_up_sizes")], "gate_up_split", 2, axis=-1)
+        # gate and up as two batched MatMuls: one concatenated MatMul would need a Split, a copy of both halves
+        normed = self.norm(h, m0.norm2, "mlp_norm")
+        gate = self.op("MatMul", [normed, self.w["gate_proj"]], "gate_proj")
+        up = self.op("MatMul", [normed, self.w["up_proj"]], "up_proj")
         silu = self.op("Mul", [gate, self.op("Sigmoid", [gate], "sigmoid")], "silu")
         down = self.op("MatMul", [self.op("Mul", [silu, up], "act"), self.w["down_proj"]], "down_proj")
         outs = self.op("Add", [h, down], "x_out")
