@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Runner", "KV", "ModelInfo", "positions_from_mask", "left_pad"]
 
-# Per slot (key, value); arrays are backend-native (numpy on CPU backends, device tensors on GPU ones).
+# Per slot (key, value): torch tensors on the runner's device (CPU or GPU), as the runner returned them.
 KV = list[tuple[Any, Any]]
 
 

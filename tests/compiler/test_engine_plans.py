@@ -50,3 +50,22 @@ def test_smollm2_fp16_engine_builds(smollm2_fp16_onnx, tmp_path, plan):
     path = (smollm2_fp16_onnx if plan == "baseline"
             else compile_model(smollm2_fp16_onnx, plan, tmp_path / "m.onnx").output)
     build_and_check(path, tmp_path / "m.engine", "batch=1:1:4,seq=1:64:256,past=0:64:256")
+
+
+@pytest.mark.slow
+def test_smollm2_fp16_fuses(smollm2_fp16_onnx, tmp_path):
+    """fp16 graphs fuse too (the stage mean's 1/22 is rounded to fp16), and the wide block computes the same."""
+    import numpy as np
+
+    from painters.compiler.graph_io import load_graph
+    from painters.runtime.base import left_pad
+    from painters.runtime.ort import OrtRunner
+
+    fused = compile_model(smollm2_fp16_onnx, "parallel_4_26", tmp_path / "fused.onnx").output
+    plain = compile_model(smollm2_fp16_onnx, "parallel_4_26", tmp_path / "plain.onnx", fuse_parallel=False).output
+    assert json.loads(load_graph(fused).metadata_props["painters.fused_stages"]) == [4]
+    ids, mask = left_pad([[1, 504, 3458, 282, 4649, 314], [1, 19842, 28]])
+    got, _ = OrtRunner(fused).prefill(ids, mask)
+    want, _ = OrtRunner(plain).prefill(ids, mask)
+    real = mask.astype(bool)
+    assert np.abs(got[real] - want[real]).max() <= 2e-2 * np.abs(want[real]).max()

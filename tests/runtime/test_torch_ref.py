@@ -101,3 +101,34 @@ def test_kv_mean_shares_one_slot_and_differs_from_exact(tiny):
     da, _ = a.decode(np.array([7]), step, kva)
     db, _ = b.decode(np.array([7]), step, kvb)
     assert not np.allclose(da, db)  # decoding attends over the averaged cache: an approximation
+
+
+SEQ30 = [((i,), True, True) for i in range(30)]
+HAND_SMOLLM2 = {
+    "skip_13_17": SEQ30[:13] + SEQ30[17:],
+    "parallel_11_19_x2": SEQ30[:11] + [(tuple(range(11, 19)), True, True)] * 2 + SEQ30[19:],
+    "drop_attn_20-27": [((i,), not 20 <= i <= 27, True) for i in range(30)],
+}
+
+
+@pytest.mark.slow
+def test_smollm2_baseline_and_plans(smollm2):
+    """On the real model: baseline is the unmodified model, plans equal the hand loop, the cache is exact."""
+    tok = smollm2.tokenizer
+    prompts = [tok.encode("The capital of France is"), tok.encode("Q: What is 2 + 3?\nA:")]
+    ids, mask, pos = _inputs(prompts)
+    real = mask.bool()
+    with torch.no_grad():
+        want = smollm2.model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
+        got = plan_forward(smollm2.model, parse_plan("baseline", 30), ids, mask, pos).logits
+        assert torch.equal(got[real], want[real])
+        for plan, order in HAND_SMOLLM2.items():
+            want = _hand_loop(smollm2.model, ids, mask, pos, order)
+            got = plan_forward(smollm2.model, parse_plan(plan, 30), ids, mask, pos).logits
+            torch.testing.assert_close(got[real], want[real], rtol=1e-5, atol=1e-4)
+    for plan in HAND_SMOLLM2:
+        runner = TorchRunner(smollm2.model, parse_plan(plan, 30), device="cpu")
+        tokens = runner.generate([prompts[0]], 6)[0]
+        seq = np.array([prompts[0] + tokens])
+        full, _ = runner.prefill(seq, np.ones_like(seq))
+        assert full[0, len(prompts[0]) - 1:-1].argmax(-1).tolist() == tokens, plan
