@@ -11,20 +11,13 @@ latency table can show that path next to the compiled graphs, measured in the sa
 
 from __future__ import annotations
 
-import inspect
-
 import numpy as np
 import torch
 
 from painters.runtime.decode import GreedyLoop, kv_nbytes
-from painters.runtime.torch_ref import TorchRunner
+from painters.runtime.torch_ref import TorchRunner, cache_kwarg
 
 __all__ = ["HfRunner", "HfLoop"]
-
-
-def _cache_kwarg(model) -> str:
-    """``cache`` in newer transformers 5.x, ``past_key_values`` (deprecated there) in older ones."""
-    return "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
 
 
 class HfRunner(TorchRunner):
@@ -52,7 +45,7 @@ class HfLoop(GreedyLoop):
     def _run(self, ids: torch.Tensor) -> None:
         # positions from the mask, as generate() computes them for left-padded batches
         positions = (self.mask.cumsum(-1) - 1).clamp(min=0)[:, -ids.shape[1]:]
-        cache = {_cache_kwarg(self.runner.model): self.cache}  # the cache grows in place
+        cache = {cache_kwarg(self.runner.model): self.cache}  # the cache grows in place
         out = self.runner.model(input_ids=ids, attention_mask=self.mask, position_ids=positions, use_cache=True,
                                 **cache)
         self.next = out.logits[:, -1].argmax(-1)

@@ -8,6 +8,8 @@ members fed the same residual stream and averaged.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +19,7 @@ import torch
 from painters.plans import Plan, Stage
 from painters.runtime.base import KV, ModelInfo, Runner
 
-__all__ = ["plan_forward", "attention_delta", "mlp_delta", "additive_mask", "TorchRunner", "PlanOutput"]
+__all__ = ["plan_forward", "attention_delta", "mlp_delta", "additive_mask", "cache_kwarg", "TorchRunner", "PlanOutput"]
 
 
 class _SlotCache:
@@ -48,9 +50,21 @@ def additive_mask(attention_mask: torch.Tensor, seq: int, dtype: torch.dtype) ->
 def attention_delta(layer: Any, x: torch.Tensor, position_embeddings, mask: torch.Tensor,
                     cache: _SlotCache | None = None) -> torch.Tensor:
     """Attn(LN(x)): what the attention sublayer adds to the residual stream."""
+    cache = {cache_kwarg(layer.self_attn): cache or _SlotCache(None)}
     out, _ = layer.self_attn(hidden_states=layer.input_layernorm(x), position_embeddings=position_embeddings,
-                             attention_mask=mask, past_key_values=cache or _SlotCache(None))
+                             attention_mask=mask, **cache)
     return out
+
+
+@functools.cache
+def _forward_params(cls: type) -> frozenset[str]:
+    return frozenset(inspect.signature(cls.forward).parameters)
+
+
+def cache_kwarg(module: Any) -> str:
+    """The keyword a transformers module takes its KV cache by: ``cache`` in newer 5.x releases,
+    ``past_key_values`` before (still accepted there, with a deprecation warning, until 5.40)."""
+    return "cache" if "cache" in _forward_params(type(module)) else "past_key_values"
 
 
 def mlp_delta(layer: Any, h: torch.Tensor) -> torch.Tensor:
