@@ -250,7 +250,7 @@ def _check_members(members: list[MemberMatch], past: ir.Value) -> dict[str, int]
     return {"k": len(members), "heads": heads, "kv_heads": kv_heads, "head_dim": D, "hidden": H, "inter": I}
 
 
-ROWS = 512  # rows of a weight matrix computed at a time: fusing a 7B group holds a few MB, never a whole tensor
+CHUNK_BYTES = 16 << 20  # float32 bytes of fused weights computed at a time: a 7B group never sits in memory
 
 
 def _fused_weights(graph: ir.Graph, group: _Group) -> dict[str, ir.Value]:
@@ -261,17 +261,18 @@ def _fused_weights(graph: ir.Graph, group: _Group) -> dict[str, ir.Value]:
     dtype = members[0].q.const_value.dtype
     prefix = "painters.fused.blocks_" + "_".join(map(str, group.stage.blocks))
 
-    def scaled(norm: Norm | None, w: ir.Value, r: int, scale: float = 1.0) -> np.ndarray:
-        """Rows r..r+ROWS of ``diag(gain)·W·scale`` in float32 (the norm gain scales W's input rows)."""
-        block = np.asarray(const(w)[r:r + ROWS], dtype=np.float32)
+    def scaled(norm: Norm | None, w: ir.Value, r: int, rows: int, scale: float = 1.0) -> np.ndarray:
+        """Rows r..r+rows of ``diag(gain)·W·scale`` in float32 (the norm gain scales W's input rows)."""
+        block = np.asarray(const(w)[r:r + rows], dtype=np.float32)
         if norm is not None:
-            block = np.asarray(const(norm.gain)[r:r + ROWS], dtype=np.float32)[:, None] * block
+            block = np.asarray(const(norm.gain)[r:r + rows], dtype=np.float32)[:, None] * block
         return block * np.float32(scale) if scale != 1.0 else block
 
     def side_by_side(proj: str):  # [H, k·n]: member m's columns after member m-1's
         def chunks():
-            for r in range(0, H, ROWS):
-                yield np.concatenate([scaled(m.norm1, getattr(m, proj), r, m.scale if proj == "q" else 1.0)
+            rows = max(1, CHUNK_BYTES // (4 * k * getattr(members[0], proj).shape[1]))
+            for r in range(0, H, rows):
+                yield np.concatenate([scaled(m.norm1, getattr(m, proj), r, rows, m.scale if proj == "q" else 1.0)
                                       for m in members], axis=1)
         return chunks
 
@@ -279,8 +280,9 @@ def _fused_weights(graph: ir.Graph, group: _Group) -> dict[str, ir.Value]:
         def chunks():
             for m in members:
                 w = getattr(m, proj)
-                for r in range(0, w.shape[0], ROWS):
-                    yield scaled(getattr(m, norm) if norm else None, w, r)
+                rows = max(1, CHUNK_BYTES // (4 * w.shape[1]))
+                for r in range(0, w.shape[0], rows):
+                    yield scaled(getattr(m, norm) if norm else None, w, r, rows)
         return chunks
 
     heads, kv, D = d["heads"], d["kv_heads"], d["head_dim"]
