@@ -238,7 +238,11 @@ class StaticDecoding:
         advance()
 
     def static_buffers(self, batch: int, bucket: int) -> StaticBuffers:
-        """The (cached) buffers of one (batch, bucket): allocated once, reused by every later generation."""
+        """The (cached) buffers of one (batch, bucket): allocated once, reused by every later generation.
+
+        Reuse is what keeps a captured graph valid; it also means one live loop per (batch, bucket) at a time,
+        which is how ``generate`` and the bench use them (one loop after another).
+        """
         import torch
 
         cache = self.__dict__.setdefault("_static", {})
