@@ -41,20 +41,35 @@ class LatencyRow:
     decode_ms_p90: float
     tokens_per_s: float
     kv_cache_bytes: int
+    peak_device_bytes: int | None = None  # torch-allocated CUDA memory at its peak (None on the CPU)
     ideal_ratio: float | None = None
     prefill_ratio: float | None = None
     decode_ratio: float | None = None
     samples: dict = field(default_factory=dict, repr=False)
 
 
-def measure_once(runner: Runner, batch: int, prompt: int, gen: int, seed: int = 0) -> tuple[float, float, int]:
-    """(prefill ms, decode ms/token, KV bytes at the end) for one random prompt batch.
+def _cuda_device(runner: Runner):
+    device = getattr(runner, "device", None)
+    return device if getattr(device, "type", None) == "cuda" else None
+
+
+def measure_once(runner: Runner, batch: int, prompt: int, gen: int,
+                 seed: int = 0) -> tuple[float, float, int, int | None]:
+    """(prefill ms, decode ms/token, KV bytes at the end, peak device bytes) for one random prompt batch.
+
+    Peak device memory is what torch allocated on the runner's CUDA device (the runners keep caches, IO and
+    decode buffers there); memory a runtime allocates internally (an ORT arena, TensorRT's context) is not in it.
 
     Decoding runs the runner's own greedy loop (static shapes and CUDA graphs on GPU backends) without
     reading tokens back, so what is timed is the device's work plus launch overhead, as in serving.
     """
     rng = np.random.default_rng(seed)
     ids = rng.integers(3, runner.info.vocab_size, size=(batch, prompt), dtype=np.int64)
+    device = _cuda_device(runner)
+    if device is not None:
+        import torch
+
+        torch.cuda.reset_peak_memory_stats(device)
     loop = runner.greedy_loop(ids, np.ones((batch, prompt), dtype=np.int64), gen)
     loop.synchronize()
     start = time.perf_counter()
@@ -66,7 +81,12 @@ def measure_once(runner: Runner, batch: int, prompt: int, gen: int, seed: int = 
         loop.step()
     loop.synchronize()
     decode = (time.perf_counter() - start) / max(gen, 1)
-    return prefill * 1e3, decode * 1e3, loop.kv_bytes()
+    peak = None
+    if device is not None:
+        import torch
+
+        peak = int(torch.cuda.max_memory_allocated(device))
+    return prefill * 1e3, decode * 1e3, loop.kv_bytes(), peak
 
 
 def _p90(values: Sequence[float]) -> float:
@@ -82,7 +102,7 @@ def benchmark(runners: dict[str, Runner], *, batches: Sequence[int] = (1,), prom
     rows: list[LatencyRow] = []
     for batch in batches:
         for prompt in prompts:
-            samples: dict[str, list[tuple[float, float, int]]] = {n: [] for n in names}
+            samples: dict[str, list[tuple[float, float, int, int | None]]] = {n: [] for n in names}
             for round_ in range(warmup + iters):
                 for name in names:
                     result = measure_once(runners[name], batch, prompt, gen, seed=round_)
@@ -98,6 +118,7 @@ def benchmark(runners: dict[str, Runner], *, batches: Sequence[int] = (1,), prom
                     prefill_ms=statistics.median(pre), prefill_ms_p90=_p90(pre),
                     decode_ms=statistics.median(dec), decode_ms_p90=_p90(dec),
                     tokens_per_s=batch * 1e3 / statistics.median(dec), kv_cache_bytes=samples[name][-1][2],
+                    peak_device_bytes=max((s[3] for s in samples[name] if s[3] is not None), default=None),
                     ideal_ratio=(ideal or {}).get(name),
                     samples={"prefill_ms": pre, "decode_ms": dec}))
             base = {(r.batch, r.prompt): r for r in rows if r.plan == baseline}
@@ -146,15 +167,18 @@ def _compiler_fingerprint() -> str:
 
 
 def format_table(rows: Sequence[LatencyRow]) -> str:
-    """Markdown table of the rows (ratios are to baseline in the same run)."""
+    """Markdown table of the rows (ratios are to baseline in the same run); peak device memory on GPUs."""
+    device = any(r.peak_device_bytes is not None for r in rows)
     head = ("| plan | backend | batch | prompt | prefill ms (p90) | decode ms/tok (p90) | tok/s | KV MiB "
-            "| prefill × | decode × | ideal × |")
-    lines = [head, "|" + "---|" * 11]
+            + ("| peak dev MiB " if device else "") + "| prefill × | decode × | ideal × |")
+    lines = [head, "|" + "---|" * (12 if device else 11)]
+    fmt = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
     for r in rows:
-        fmt = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
+        peak = "" if not device else (
+            "| – " if r.peak_device_bytes is None else f"| {r.peak_device_bytes / 2**20:.1f} ")
         lines.append(f"| {r.plan} | {r.backend} | {r.batch} | {r.prompt} | {r.prefill_ms:.2f} ({r.prefill_ms_p90:.2f}) "
                      f"| {r.decode_ms:.3f} ({r.decode_ms_p90:.3f}) | {r.tokens_per_s:.1f} "
-                     f"| {r.kv_cache_bytes / 2**20:.2f} | {fmt(r.prefill_ratio)} | {fmt(r.decode_ratio)} "
+                     f"| {r.kv_cache_bytes / 2**20:.2f} {peak}| {fmt(r.prefill_ratio)} | {fmt(r.decode_ratio)} "
                      f"| {fmt(r.ideal_ratio)} |")
     return "\n".join(lines)
 
