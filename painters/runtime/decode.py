@@ -24,16 +24,13 @@ import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from painters.runtime.base import positions_from_mask
+from painters.runtime.base import KV, Runner, positions_from_mask
 
-if TYPE_CHECKING:
-    from painters.runtime.base import Runner
-
-__all__ = ["GreedyLoop", "ForwardLoop", "StaticLoop", "StaticBuffers", "StaticDecoding", "bucket_for", "kv_nbytes",
+__all__ = ["GreedyLoop", "ForwardLoop", "StaticLoop", "StaticBuffers", "DeviceRunner", "bucket_for", "kv_nbytes",
            "MIN_BUCKET"]
 
 MIN_BUCKET = 64  # smallest past length a static loop allocates
@@ -135,6 +132,21 @@ class StaticBuffers:
         self.next.copy_(self.outputs["logits"][:, -1].argmax(-1))
         self.inputs["input_ids"].copy_(self.next[:, None])
 
+    def load(self, kv: dict[str, Any], mask: Any, positions: Any, filled: Any, tokens: Any) -> None:
+        """Set the state: cache positions ``0..n-1`` from ``kv`` (``past_key_values.*`` → [B, H, n, D]), the
+        mask over them (``mask`` [B, n]), the new token's position ids, the fill counter and the next tokens."""
+        n = mask.shape[1]
+        for name, value in kv.items():
+            self.inputs[name][:, :, :n].copy_(value)
+        full = self.inputs["attention_mask"]
+        full.zero_()
+        full[:, :n].copy_(mask)
+        full[:, self.bucket] = 1
+        self.inputs["position_ids"].copy_(positions)
+        self.t.fill_(filled)
+        self.next.copy_(tokens)
+        self.inputs["input_ids"].copy_(self.next[:, None])
+
     def nbytes(self) -> int:
         return sum(int(g.numel() * g.element_size()) for g in self.past_groups)
 
@@ -142,14 +154,11 @@ class StaticBuffers:
 class StaticLoop(GreedyLoop):
     """Fixed-shape decoding on a device runner (see the module docstring); buffers are reused across calls.
 
-    The runner is a :class:`StaticDecoding`: it may capture ``run_step`` once per ``StaticBuffers`` as a
+    The runner is a :class:`DeviceRunner`: it may capture ``run_step`` once per ``StaticBuffers`` as a
     CUDA graph and replay it, because a ``StaticBuffers`` object's tensors are its own for life.
     """
 
-    def __init__(self, runner: StaticDecoding, input_ids: np.ndarray, attention_mask: np.ndarray, max_new_tokens: int):
-        import torch
-
-        self.torch = torch
+    def __init__(self, runner: DeviceRunner, input_ids: np.ndarray, attention_mask: np.ndarray, max_new_tokens: int):
         self.runner = runner
         self.ids = np.asarray(input_ids, dtype=np.int64)
         self.mask = np.asarray(attention_mask, dtype=np.int64)
@@ -162,34 +171,16 @@ class StaticLoop(GreedyLoop):
             self._prefill()
 
     def _prefill(self) -> None:
-        torch, runner = self.torch, self.runner
+        runner = self.runner
         batch, seq = self.ids.shape
-        dev = runner.device
-        ids = torch.from_numpy(self.ids).to(dev)
-        mask = torch.from_numpy(self.mask).to(dev)
-        positions = torch.from_numpy(positions_from_mask(self.mask, seq)).to(dev)
-        inputs = {"input_ids": ids, "attention_mask": mask, "position_ids": positions}
-        outputs = {"logits": torch.empty((batch, seq, runner.info.vocab_size), dtype=runner.logits_dtype, device=dev)}
-        for slot, heads in enumerate(runner.slot_heads):
-            for kind in ("key", "value"):
-                inputs[f"past_key_values.{slot}.{kind}"] = torch.empty((batch, heads, 0, runner.info.head_dim),
-                                                                      dtype=runner.kv_dtype, device=dev)
-                outputs[f"present.{slot}.{kind}"] = torch.empty((batch, heads, seq, runner.info.head_dim),
-                                                                dtype=runner.kv_dtype, device=dev)
+        positions = positions_from_mask(self.mask, seq)
+        inputs, outputs = runner.bound_io(self.ids, self.mask, positions, runner.empty_kv(batch))
         runner.run_bound(inputs, outputs)
         buf = runner.static_buffers(batch, bucket_for(seq + self.max_new_tokens))
-        P = buf.bucket
-        for name, value in outputs.items():
-            if name.startswith("present."):
-                past = buf.inputs["past_key_values." + name.removeprefix("present.")]
-                past[:, :, :seq].copy_(value)
-        buf.inputs["attention_mask"].zero_()
-        buf.inputs["attention_mask"][:, :seq].copy_(mask)
-        buf.inputs["attention_mask"][:, P] = 1
-        buf.inputs["position_ids"].copy_(positions[:, -1:] + 1)
-        buf.t.fill_(seq)
-        buf.next.copy_(outputs["logits"][:, -1].argmax(-1))
-        buf.inputs["input_ids"].copy_(buf.next[:, None])
+        kv = {"past_key_values." + name.removeprefix("present."): value for name, value in outputs.items()
+              if name.startswith("present.")}
+        buf.load(kv, inputs["attention_mask"], inputs["position_ids"][:, -1:] + 1, seq,
+                 outputs["logits"][:, -1].argmax(-1))
         self.buffers, self.filled = buf, seq
 
     def step(self) -> None:
@@ -211,31 +202,92 @@ class StaticLoop(GreedyLoop):
         self.runner.synchronize()
 
 
-class StaticDecoding:
-    """Mixin for runners that run the model on tensors they are handed (IO binding, TensorRT addresses).
+class DeviceRunner(Runner):
+    """The half the onnxruntime and TensorRT runners share: the model reads and writes tensors it is handed.
 
-    Subclasses set ``device`` (a torch device), ``slot_heads``, ``kv_dtype``, ``logits_dtype`` and ``info``,
-    and implement :meth:`run_bound` and ``synchronize``; :meth:`run_step` may be overridden to replay a captured
-    graph, :meth:`stream_context` to run on a stream of the runner's own.
+    ``forward`` allocates its inputs and outputs as torch tensors on the runner's device and hands them to
+    :meth:`run_bound` (IO binding, TensorRT addresses), so the returned cache never leaves the device; greedy
+    decoding uses the static loop there (:class:`StaticLoop`, one set of buffers per (batch, bucket)).
+    Subclasses set ``device`` (a torch device), ``stream`` (their CUDA stream, or None on the CPU),
+    ``slot_heads``, ``kv_dtype``, ``logits_dtype`` and ``info``, and implement :meth:`run_bound`;
+    :meth:`run_step` may be overridden to replay a captured graph.
     """
 
     device: Any
+    stream: Any = None
     slot_heads: list[int]
     kv_dtype: Any
     logits_dtype: Any
 
     def stream_context(self) -> contextlib.AbstractContextManager:
-        """Where the loop's torch ops run: the runner's CUDA stream, so they are ordered with its kernels."""
-        return contextlib.nullcontext()
+        """Where torch ops on the runner's tensors run: its CUDA stream, so they are ordered with its kernels."""
+        if self.stream is None:
+            return contextlib.nullcontext()
+        import torch
 
+        return torch.cuda.stream(self.stream)
+
+    @abstractmethod
     def run_bound(self, inputs: dict[str, Any], outputs: dict[str, Any]) -> None:
         """Run the model once, reading ``inputs`` and writing ``outputs`` (tensors named as the graph's IO)."""
-        raise NotImplementedError
 
     def run_step(self, buffers: StaticBuffers, advance: Callable[[], None]) -> None:
         """One decode step of ``buffers``, then ``advance()`` (both queued on the device)."""
         self.run_bound(buffers.inputs, buffers.outputs)
         advance()
+
+    def bound_io(self, input_ids, attention_mask, position_ids, past: KV) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Device tensors for one run: the inputs (ids, mask, positions, cache) and empty outputs to fill."""
+        import torch
+
+        batch, seq = np.shape(input_ids)
+        inputs = {name: torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64)).to(self.device)
+                  for name, a in (("input_ids", input_ids), ("attention_mask", attention_mask),
+                                  ("position_ids", position_ids))}
+        outputs = {"logits": torch.empty((batch, seq, self.info.vocab_size), dtype=self.logits_dtype,
+                                         device=self.device)}
+        for slot, pair in enumerate(past):
+            for kind, t in zip(("key", "value"), pair):
+                t = t if isinstance(t, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(t))
+                inputs[f"past_key_values.{slot}.{kind}"] = t.to(self.device, self.kv_dtype).contiguous()
+                outputs[f"present.{slot}.{kind}"] = torch.empty((batch, t.shape[1], t.shape[2] + seq, t.shape[3]),
+                                                                dtype=self.kv_dtype, device=self.device)
+        return inputs, outputs
+
+    def forward(self, input_ids, attention_mask, position_ids, past: KV | None = None):
+        if self.stream is not None:  # caches may come from torch ops on the default stream (bench pads them)
+            import torch
+
+            self.stream.wait_stream(torch.cuda.current_stream(self.device))
+        with self.stream_context():
+            past = past if past is not None else self.empty_kv(np.shape(input_ids)[0])
+            inputs, outputs = self.bound_io(input_ids, attention_mask, position_ids, past)
+            self.run_bound(inputs, outputs)
+            logits = outputs["logits"].float().cpu().numpy()  # waits for the stream, so `present` is ready too
+        return logits, [(outputs[f"present.{s}.key"], outputs[f"present.{s}.value"]) for s in range(len(past))]
+
+    def empty_kv(self, batch: int) -> KV:
+        import torch
+
+        kv = []
+        for heads in self.slot_heads:
+            empty = torch.zeros((batch, heads, 0, self.info.head_dim), dtype=self.kv_dtype, device=self.device)
+            kv.append((empty, empty))
+        return kv
+
+    def repeat_kv(self, kv: KV, n: int) -> KV:
+        with self.stream_context():
+            return [(k.repeat(n, 1, 1, 1), v.repeat(n, 1, 1, 1)) for k, v in kv]
+
+    def greedy_loop(self, input_ids, attention_mask, max_new_tokens: int, static: bool | None = None) -> GreedyLoop:
+        """The static loop on a GPU (CUDA graphs), the forward loop on the CPU, unless ``static`` says otherwise."""
+        if static if static is not None else self.device.type == "cuda":
+            return StaticLoop(self, input_ids, attention_mask, max_new_tokens)
+        return ForwardLoop(self, input_ids, attention_mask)
+
+    def synchronize(self) -> None:
+        if self.stream is not None:
+            self.stream.synchronize()
 
     def static_buffers(self, batch: int, bucket: int) -> StaticBuffers:
         """The (cached) buffers of one (batch, bucket): allocated once, reused by every later generation.
@@ -255,18 +307,8 @@ class StaticDecoding:
     def grow_static(self, old: StaticBuffers, bucket: int) -> StaticBuffers:
         """Move a full bucket's state into the buffers of a larger one."""
         new = self.static_buffers(old.batch, bucket)
-        P, Q = old.bucket, new.bucket
-        for name, value in old.inputs.items():
-            if name.startswith("past_key_values."):
-                new.inputs[name][:, :, :P].copy_(value)
-        mask = new.inputs["attention_mask"]
-        mask.zero_()
-        mask[:, :P].copy_(old.inputs["attention_mask"][:, :P])
-        mask[:, Q] = 1
-        for name in ("input_ids", "position_ids"):
-            new.inputs[name].copy_(old.inputs[name])
-        new.t.copy_(old.t)
-        new.next.copy_(old.next)
+        kv = {name: value for name, value in old.inputs.items() if name.startswith("past_key_values.")}
+        new.load(kv, old.inputs["attention_mask"][:, :old.bucket], old.inputs["position_ids"], old.t[0], old.next)
         return new
 
     def release_static(self) -> None:

@@ -4,7 +4,7 @@ Every call goes through IO binding onto torch tensors, on the CPU and the GPU al
 to test here and run there: inputs and outputs are tensors the runner allocated on its device, the cache
 returned by :meth:`OrtRunner.forward` never leaves that device, and only logits come back to the host.
 
-On CUDA the session runs on torch's current stream (``user_compute_stream``) without a per-run
+On CUDA the session runs on a torch stream of the runner's own (``user_compute_stream``) without a per-run
 synchronization, so ORT's kernels and the decode loop's torch ops are ordered on one stream. With
 ``cuda_graph`` (the default on CUDA) each (batch, bucket) of the static decode loop
 (:mod:`painters.runtime.decode`) is captured as one CUDA graph (``gpu_graph_id``) and replayed every step;
@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from painters.errors import PaintersError
-from painters.runtime.base import KV, ModelInfo, Runner
-from painters.runtime.decode import ForwardLoop, GreedyLoop, StaticBuffers, StaticDecoding, StaticLoop
+from painters.runtime.base import ModelInfo
+from painters.runtime.decode import DeviceRunner, StaticBuffers
 
 __all__ = ["OrtRunner", "load_tokenizer"]
 
@@ -43,7 +43,7 @@ def load_tokenizer(model_dir: Path):
     return AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
 
 
-class OrtRunner(StaticDecoding, Runner):
+class OrtRunner(DeviceRunner):
     """An exported or compiled graph in an ``onnxruntime.InferenceSession``.
 
     Args:
@@ -60,14 +60,13 @@ class OrtRunner(StaticDecoding, Runner):
         import torch  # noqa: I001  (first: on a GPU machine it loads the CUDA libraries onnxruntime-gpu needs)
         import onnxruntime as ort
 
-        self._torch = torch
         self.path = path = Path(path)
         self.device = torch.device(device or "cpu")
         self._cuda = self.device.type == "cuda"
-        self.stream = torch.cuda.Stream(self.device) if self._cuda else None  # ORT and the loop share it
-        if self._cuda and "CUDAExecutionProvider" not in ort.get_available_providers():
+        if self._cuda and not (torch.cuda.is_available() and "CUDAExecutionProvider" in ort.get_available_providers()):
             raise PaintersError("the onnxruntime CUDA backend needs onnxruntime-gpu and a CUDA device "
                                 "(pip install 'painters[gpu]'); use the CPU backend (--backend onnxruntime)")
+        self.stream = torch.cuda.Stream(self.device) if self._cuda else None  # ORT and the loop share it
         self.cuda_graph = bool(self._cuda and (True if cuda_graph is None else cuda_graph))
         options = ort.SessionOptions()
         if threads:
@@ -154,61 +153,6 @@ class OrtRunner(StaticDecoding, Runner):
         self.session.run_with_iobinding(self._bindings[key], self._step_options[key])
         advance()
 
-    # ---- the Runner interface ------------------------------------------------------------------------
-
-    def stream_context(self):
-        return self._torch.cuda.stream(self.stream) if self._cuda else super().stream_context()
-
-    def forward(self, input_ids, attention_mask, position_ids, past: KV | None = None):
-        if self._cuda:  # caches may come from torch ops on the default stream (bench pads and repeats them)
-            self.stream.wait_stream(self._torch.cuda.current_stream(self.device))
-        with self.stream_context():
-            return self._forward(input_ids, attention_mask, position_ids, past)
-
-    def _forward(self, input_ids, attention_mask, position_ids, past: KV | None):
-        torch = self._torch
-        batch, seq = np.shape(input_ids)
-        past = past if past is not None else self.empty_kv(batch)
-        inputs = {name: torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64)).to(self.device)
-                  for name, a in (("input_ids", input_ids), ("attention_mask", attention_mask),
-                                  ("position_ids", position_ids))}
-        outputs = {"logits": torch.empty((batch, seq, self.info.vocab_size), dtype=self.logits_dtype,
-                                         device=self.device)}
-        for slot, (k, v) in enumerate(past):
-            total = k.shape[2] + seq
-            for kind, t in (("key", k), ("value", v)):
-                inputs[f"past_key_values.{slot}.{kind}"] = self._tensor(t)
-                outputs[f"present.{slot}.{kind}"] = torch.empty((batch, t.shape[1], total, t.shape[3]),
-                                                                dtype=self.kv_dtype, device=self.device)
-        self.run_bound(inputs, outputs)
-        present = [(outputs[f"present.{s}.key"], outputs[f"present.{s}.value"]) for s in range(len(past))]
-        return outputs["logits"].float().cpu().numpy(), present
-
-    def _tensor(self, a):
-        t = a if isinstance(a, self._torch.Tensor) else self._torch.from_numpy(np.ascontiguousarray(a))
-        return t.to(self.device, self.kv_dtype).contiguous()
-
-    def empty_kv(self, batch: int) -> KV:
-        kv = []
-        for heads in self.slot_heads:
-            empty = self._torch.zeros((batch, heads, 0, self.info.head_dim), dtype=self.kv_dtype, device=self.device)
-            kv.append((empty, empty))
-        return kv
-
-    def repeat_kv(self, kv: KV, n: int) -> KV:
-        with self.stream_context():
-            return [(k.repeat(n, 1, 1, 1), v.repeat(n, 1, 1, 1)) for k, v in kv]
-
-    def greedy_loop(self, input_ids, attention_mask, max_new_tokens: int, static: bool | None = None) -> GreedyLoop:
-        """Static-shape decoding on CUDA (graphs), the forward loop on the CPU unless ``static`` asks otherwise."""
-        if static if static is not None else self._cuda:
-            return StaticLoop(self, input_ids, attention_mask, max_new_tokens)
-        return ForwardLoop(self, input_ids, attention_mask)
-
-    def synchronize(self) -> None:
-        if self._cuda:
-            self.stream.synchronize()
-
     def close(self) -> None:
         self._bindings.clear()
         self._step_options.clear()
@@ -216,7 +160,7 @@ class OrtRunner(StaticDecoding, Runner):
 
 
 def _numpy_dtype(dtype) -> type:
-    """The numpy element type onnxruntime's binding expects for a torch dtype (bf16 has none: raw 2 bytes)."""
+    """The numpy element type onnxruntime's binding expects for a torch dtype (numpy has no bfloat16)."""
     import torch
 
     table = {torch.float32: np.float32, torch.float16: np.float16, torch.int64: np.int64, torch.int32: np.int32,

@@ -7,11 +7,9 @@ import logging
 import re
 from pathlib import Path
 
-import numpy as np
-
 from painters.errors import BuildError
-from painters.runtime.base import KV, ModelInfo, Runner
-from painters.runtime.decode import ForwardLoop, StaticBuffers, StaticDecoding, StaticLoop
+from painters.runtime.base import ModelInfo
+from painters.runtime.decode import DeviceRunner, StaticBuffers
 
 __all__ = ["TrtRunner"]
 
@@ -21,7 +19,7 @@ _PAST = re.compile(r"past_key_values\.(\d+)\.key\Z")
 _INPUTS = re.compile(r"input_ids|attention_mask|position_ids|past_key_values\.\d+\.(key|value)\Z")
 
 
-class TrtRunner(StaticDecoding, Runner):
+class TrtRunner(DeviceRunner):
     """An engine from ``painters engine build`` in one execution context.
 
     The engine has a prefill profile (index 0) and a decode profile (index 1, seq = 1); each call picks
@@ -95,10 +93,6 @@ class TrtRunner(StaticDecoding, Runner):
             self.info.eos_token_id = self.tokenizer.eos_token_id
         log.info("loaded %s (%d profiles, %d KV slots)", path, self.engine.num_optimization_profiles, len(self._slots))
 
-    def stream_context(self):
-        """Torch ops of the decode loop run on the engine's stream, ordered with its kernels."""
-        return self._torch.cuda.stream(self.stream)
-
     def _address(self, tensor) -> int:
         return tensor.data_ptr() if tensor.numel() else self._scratch.data_ptr()
 
@@ -112,6 +106,8 @@ class TrtRunner(StaticDecoding, Runner):
             self._profile = profile
         for name in self._inputs:
             tensor = inputs[name]
+            if tensor.dtype != self._dtypes[name]:  # an engine may take int32 ids; converted once, kept in `inputs`
+                tensor = inputs[name] = tensor.to(self._dtypes[name])
             if not self.context.set_input_shape(name, tuple(tensor.shape)):
                 lo, _, hi = self.engine.get_tensor_profile_shape(name, profile)
                 raise BuildError(f"{name} of shape {tuple(tensor.shape)} is outside the engine's profile {profile} "
@@ -142,44 +138,6 @@ class TrtRunner(StaticDecoding, Runner):
                     self.context.execute_async_v3(self.stream.cuda_stream)
                     advance()
                 self._graphs[id(buffers)] = graph
-
-    def forward(self, input_ids, attention_mask, position_ids, past: KV | None = None):
-        torch = self._torch
-        batch, seq = np.shape(input_ids)
-        self.stream.wait_stream(torch.cuda.current_stream(self.device))  # caches made on the default stream
-        with self.stream_context():
-            inputs = {name: torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64)).to(self.device)
-                      for name, a in (("input_ids", input_ids), ("attention_mask", attention_mask),
-                                      ("position_ids", position_ids))}
-            outputs = {"logits": torch.empty((batch, seq, self.info.vocab_size), dtype=self.logits_dtype,
-                                             device=self.device)}
-            for slot, (k, v) in zip(self._slots, past if past is not None else self.empty_kv(batch)):
-                for kind, t in (("key", k), ("value", v)):
-                    inputs[f"past_key_values.{slot}.{kind}"] = t.to(self.device, self.kv_dtype).contiguous()
-                    outputs[f"present.{slot}.{kind}"] = torch.empty(
-                        (batch, t.shape[1], t.shape[2] + seq, t.shape[3]), dtype=self.kv_dtype, device=self.device)
-            self.run_bound(inputs, outputs)
-            logits = outputs["logits"].float().cpu().numpy()  # waits for the stream, so `present` is ready too
-        return logits, [(outputs[f"present.{s}.key"], outputs[f"present.{s}.value"]) for s in self._slots]
-
-    def empty_kv(self, batch: int) -> KV:
-        kv = []
-        for heads in self.slot_heads:
-            empty = self._torch.zeros((batch, heads, 0, self.info.head_dim), dtype=self.kv_dtype, device=self.device)
-            kv.append((empty, empty))
-        return kv
-
-    def repeat_kv(self, kv: KV, n: int) -> KV:
-        with self.stream_context():
-            return [(k.repeat(n, 1, 1, 1), v.repeat(n, 1, 1, 1)) for k, v in kv]
-
-    def greedy_loop(self, input_ids, attention_mask, max_new_tokens: int, static: bool | None = None):
-        if static is False:
-            return ForwardLoop(self, input_ids, attention_mask)
-        return StaticLoop(self, input_ids, attention_mask, max_new_tokens)
-
-    def synchronize(self) -> None:
-        self.stream.synchronize()
 
     def close(self) -> None:
         # The context must go before its engine, and the engine before the runtime that made it.
