@@ -35,7 +35,7 @@ class CompileResult:
     source_bytes: int
     output_bytes: int
     nodes: int
-    kv_slots: int | None = None  # KV slots of the graph: the plan's, or fewer where parallel groups were fused
+    kv_slots: int  # KV slots of the graph: the plan's, or fewer where parallel groups were fused
 
 
 def default_output(model: Path, plan_name: str) -> Path:
