@@ -1,0 +1,9 @@
+"""``python -m painters.integrations.lm_eval ARGS``: the ``lm_eval`` command with the painters model registered."""
+
+from __future__ import annotations
+
+import painters.integrations.lm_eval  # noqa: F401  (registers --model painters)
+from lm_eval.__main__ import cli_evaluate
+
+if __name__ == "__main__":
+    cli_evaluate()

@@ -1,0 +1,64 @@
+"""Offline datasets for painters' lm-eval task YAMLs: the JSON files of the painters data directory.
+
+The data directory is resolved when a task loads: ``$PAINTERS_DATA`` if set, else ``../shared/data`` beside
+the repository (``painters.bench.tasks.resolve_data_dir``). Prompts and metrics are lm-eval's own
+(its hellaswag ``process_docs`` and winogrande functions are imported, not copied).
+"""
+
+from __future__ import annotations
+
+import os
+
+import datasets
+from lm_eval.tasks.hellaswag.utils import process_docs as hellaswag_process_docs  # noqa: F401  (YAML uses it)
+from lm_eval.tasks.winogrande.preprocess_winogrande import (  # noqa: F401  (YAML uses them)
+    doc_to_choice as winogrande_doc_to_choice,
+)
+from lm_eval.tasks.winogrande.preprocess_winogrande import (
+    doc_to_target as winogrande_doc_to_target,
+)
+from lm_eval.tasks.winogrande.preprocess_winogrande import (
+    doc_to_text as winogrande_doc_to_text,
+)
+
+from painters.bench.tasks import resolve_data_dir
+
+
+def _load(**splits: str) -> datasets.DatasetDict:
+    root = resolve_data_dir(os.environ.get("PAINTERS_DATA") or None)
+    return datasets.load_dataset("json", data_files={k: str(root / v) for k, v in splits.items()})
+
+
+def arc_easy(**_) -> datasets.DatasetDict:
+    """ARC-Easy test and train (AI2 schema)."""
+    return _load(test="arc/ARC-Easy-Test.jsonl", train="arc/ARC-Easy-Train.jsonl")
+
+
+def arc_challenge(**_) -> datasets.DatasetDict:
+    """ARC-Challenge test and train (AI2 schema)."""
+    return _load(test="arc/ARC-Challenge-Test.jsonl", train="arc/ARC-Challenge-Train.jsonl")
+
+
+def hellaswag(**_) -> datasets.DatasetDict:
+    """HellaSwag validation (rowanz schema, the rows of the Hugging Face split)."""
+    return _load(validation="hellaswag/hellaswag_val.jsonl")
+
+
+def winogrande(**_) -> datasets.DatasetDict:
+    """WinoGrande xl validation and the xs train pool."""
+    return _load(validation="winogrande/dev.jsonl", train="winogrande/train_xs.jsonl")
+
+
+def lambada(**_) -> datasets.DatasetDict:
+    """OpenAI's LAMBADA test file (lm-eval's lambada_openai)."""
+    return _load(test="lambada/lambada_test.jsonl")
+
+
+def arc_process_docs(dataset: datasets.Dataset) -> datasets.Dataset:
+    """AI2 rows → the Hugging Face ai2_arc schema lm-eval's arc YAML reads (question, choices, answerKey)."""
+    def flat(doc: dict) -> dict:
+        q = doc["question"]
+        return {"question": q["stem"], "answerKey": str(doc["answerKey"]).strip(),
+                "choices": {"text": [c["text"] for c in q["choices"]], "label": [c["label"] for c in q["choices"]]}}
+
+    return dataset.map(flat, remove_columns=dataset.column_names)
