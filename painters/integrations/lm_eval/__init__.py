@@ -15,6 +15,7 @@ from typing import Any
 from painters.errors import BenchError
 
 try:
+    import lm_eval.models  # noqa: F401  (lm-eval fills its built-in models only into an empty registry)
     from lm_eval.api.model import TemplateLM
     from lm_eval.api.registry import register_model
 except ModuleNotFoundError as exc:  # pragma: no cover - exercised only without the extra

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import painters.integrations.lm_eval  # noqa: F401  (registers --model painters)
 from lm_eval.__main__ import cli_evaluate
+
+import painters.integrations.lm_eval  # noqa: F401  (registers --model painters)
 
 if __name__ == "__main__":
     cli_evaluate()

@@ -11,15 +11,9 @@ import os
 
 import datasets
 from lm_eval.tasks.hellaswag.utils import process_docs as hellaswag_process_docs  # noqa: F401  (YAML uses it)
-from lm_eval.tasks.winogrande.preprocess_winogrande import (  # noqa: F401  (YAML uses them)
-    doc_to_choice as winogrande_doc_to_choice,
-)
-from lm_eval.tasks.winogrande.preprocess_winogrande import (
-    doc_to_target as winogrande_doc_to_target,
-)
-from lm_eval.tasks.winogrande.preprocess_winogrande import (
-    doc_to_text as winogrande_doc_to_text,
-)
+from lm_eval.tasks.winogrande.preprocess_winogrande import doc_to_choice as winogrande_doc_to_choice  # noqa: F401
+from lm_eval.tasks.winogrande.preprocess_winogrande import doc_to_target as winogrande_doc_to_target  # noqa: F401
+from lm_eval.tasks.winogrande.preprocess_winogrande import doc_to_text as winogrande_doc_to_text  # noqa: F401
 
 from painters.bench.tasks import resolve_data_dir
 
