@@ -17,6 +17,7 @@ from pathlib import Path
 
 from painters import __version__
 from painters.compiler.blocks import past_name, present_name
+from painters.export.quiet import quiet_exporter
 from painters.export.sources import LoadedModel, load_source
 from painters.fileio import atomic_dir_outputs, check_output_path
 
@@ -108,11 +109,12 @@ def trace_decoder(loaded: LoadedModel, *, opset: int | None = None):
     names = [past_name(i, kind) for i in range(L) for kind in ("key", "value")]
     outputs = ["logits", *[present_name(i, kind) for i in range(L) for kind in ("key", "value")]]
     start = time.perf_counter()
-    program = torch.onnx.export(
-        _wrapper(loaded), args, dynamic_shapes=dynamic, dynamo=True, optimize=True, opset_version=opset,
-        input_names=["input_ids", "attention_mask", "position_ids", *names], output_names=outputs,
-        external_data=True, verbose=False,
-    )
+    with quiet_exporter():
+        program = torch.onnx.export(
+            _wrapper(loaded), args, dynamic_shapes=dynamic, dynamo=True, optimize=True, opset_version=opset,
+            input_names=["input_ids", "attention_mask", "position_ids", *names], output_names=outputs,
+            external_data=True, verbose=False,
+        )
     log.info("traced in %.1f s", time.perf_counter() - start)
     return program.model
 
