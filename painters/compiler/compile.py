@@ -14,12 +14,12 @@ from onnx_ir.passes.common import RemoveUnusedNodesPass, ShapeInferencePass
 
 from painters import __version__
 from painters.compiler.blocks import discover_blocks
-from painters.compiler.graph_io import initializer_bytes, load_graph, save_graph
+from painters.compiler.graph_io import graph_inputs, initializer_bytes, load_graph, save_graph
 from painters.compiler.passes.anchor_shapes import AnchorKVShapesPass
 from painters.compiler.passes.noops import RemoveNoOpsPass
 from painters.compiler.rewrite import RewriteToPlanPass
 from painters.errors import CompileError
-from painters.fileio import atomic_dir_outputs, check_output_path, file_hash
+from painters.fileio import atomic_dir_outputs, check_output_path, check_outputs, file_hash
 from painters.plans import Plan, load_scores, parse_plan
 
 __all__ = ["compile_model", "CompileResult", "default_output", "prepare"]
@@ -77,6 +77,7 @@ def compile_model(model_path: str | Path, plan: str | Plan, out: str | Path | No
         raise CompileError(f"plan {plan} was made for {plan.num_layers} layers; {src} has {structure.num_layers}")
     out = Path(out) if out else default_output(src, plan.name)
     check_output_path(out, src)
+    check_outputs([out, out.with_name(out.name + ".fused.data")], graph_inputs(model, src))
     for key in ("painters.fused_stages", "painters.slot_heads"):  # a parent graph's, if any
         model.metadata_props.pop(key, None)
     RewriteToPlanPass(structure, plan)(model)

@@ -24,7 +24,7 @@ from typing import Any
 
 from painters.cache import cache_dir
 from painters.errors import BuildError, CompileError
-from painters.fileio import check_output_path, file_hash
+from painters.fileio import check_output_path, check_outputs, file_hash
 
 __all__ = ["BACKENDS", "DEFAULT_PROFILE", "DEFAULT_COMPUTE_CAPABILITY", "DimRange", "GraphInfo", "EngineFromOnnx",
            "import_trt", "gpu_name", "trt_logger", "parse_profile", "profile_shapes", "graph_info", "engine_key",
@@ -397,6 +397,9 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, backend: str
     """
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     check_output_path(engine_path, onnx_path)
+    from painters.compiler.graph_io import graph_inputs, load_graph
+
+    check_outputs([engine_path, sidecar_path(engine_path)], graph_inputs(load_graph(onnx_path), onnx_path))
     build = EngineFromOnnx(onnx_path, backend=backend, precision=precision, profile=profile,
                            compute_capability=compute_capability, timing_cache=timing_cache)
     engine = build()

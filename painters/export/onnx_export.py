@@ -158,8 +158,40 @@ def _annotate_and_save(model, path: Path, loaded: LoadedModel, *, weights_writte
     ir.save(model, path)
 
 
+def check_export_outputs(out: Path, src: Path) -> None:
+    """Refuse an export that would write over a file of SRC or a data file other graphs in OUT's folder use.
+
+    Export writes OUT, OUT.data and the tokenizer/generation-config files beside OUT, so each of those is
+    checked against every file of SRC; an existing OUT.data referenced by another ``.onnx`` in the folder
+    (compiled graphs share it) would silently break those graphs, so it is refused too.
+    """
+    from painters.compiler.graph_io import SIDE_FILES
+    from painters.errors import ExportError
+    from painters.fileio import check_outputs
+
+    check_output_path(out, src)
+    reads = [f for f in src.rglob("*") if f.is_file()] if src.is_dir() else [src]
+    check_outputs([out, out.with_name(out.name + ".data"), *(out.parent / n for n in (*SIDE_FILES, "config.json"))],
+                  reads)
+    data = out.with_name(out.name + ".data")
+    if data.exists():
+        import onnx
+
+        for other in out.parent.glob("*.onnx"):
+            if other.resolve() == out.resolve() or not other.is_file():
+                continue
+            try:
+                graph = onnx.load(other, load_external_data=False).graph
+            except Exception:  # not a readable graph: it references nothing we can see
+                continue
+            locations = {e.value for t in graph.initializer for e in t.external_data if e.key == "location"}
+            if data.name in locations:
+                raise ExportError(f"{data} is the weights file of {other}; exporting to {out} would replace it "
+                                  "and break that graph; choose another output directory with -o")
+
+
 def export_onnx(src: str | Path, out: str | Path, *, dtype: str = "fp32", opset: int | None = None) -> Path:
     """Load SRC and export it: the importable twin of ``painters export``."""
-    check_output_path(Path(out), Path(src))
+    check_export_outputs(Path(out), Path(src))
     loaded = load_source(src, dtype=dtype)
     return export_model(loaded, out, opset=opset)
