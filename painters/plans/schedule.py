@@ -15,13 +15,22 @@ from typing import Literal
 
 from painters.errors import PlanError
 
-__all__ = ["Step", "Stage", "Plan", "KVMode", "MAX_LOOPS"]
+__all__ = ["Step", "Stage", "Plan", "KVMode", "MAX_LOOPS", "MAX_LAYERS", "MAX_STEPS", "MAX_BLOCK_EVALS", "MAX_NAME"]
 
 KVMode = Literal["exact", "mean"]
 
 # Upper bound on a step's loops (and dup's K): schedules are unrolled into stages, so an absurd count from a
 # typo would hang or exhaust memory instead of failing with a message.
 MAX_LOOPS = 1000
+# No released decoder has more than a few hundred blocks; 10,000 leaves room and keeps every O(layers) loop
+# of the plan code instant. Checked before anything is built from the count.
+MAX_LAYERS = 10_000
+# Steps of one schedule and block evaluations after unrolling loops: a 20,000-step plan file otherwise compiles
+# for minutes. parallel_0_L_x1000 on a 32-block model (32,000 evaluations) stays inside the cap.
+MAX_STEPS = 10_000
+MAX_BLOCK_EVALS = 100_000
+# A plan's name becomes part of file names (M.NAME.onnx); file names are at most 255 bytes.
+MAX_NAME = 200
 
 
 @dataclass(frozen=True)
@@ -132,6 +141,18 @@ class Plan:
     def validate(self) -> Plan:
         """Check indices, loops and that something runs; return self for chaining."""
         L = self.num_layers
+        check_layers(L)
+        if not isinstance(self.name, str) or not self.name:
+            raise PlanError(f"plan name must be a non-empty string, got {self.name!r}")
+        if len(self.name.encode("utf-8", "surrogatepass")) > MAX_NAME:
+            raise PlanError(f"plan name {self.name[:40]!r}... is {len(self.name)} characters; at most {MAX_NAME} "
+                            "(it becomes part of output file names, capped at 255 bytes)")
+        if len(self.steps) > MAX_STEPS:
+            raise PlanError(f"plan {self.name!r} has {len(self.steps)} steps; at most {MAX_STEPS}")
+        evals = sum(len(step.blocks) * step.loops for step in self.steps
+                    if isinstance(step.loops, int) and 0 < step.loops <= MAX_LOOPS)
+        if evals > MAX_BLOCK_EVALS:
+            raise PlanError(f"plan {self.name!r} runs {evals} block evaluations; at most {MAX_BLOCK_EVALS}")
         if not self.steps:
             raise PlanError(f"plan {self.name!r} leaves zero blocks; keep at least one block of 0..{L - 1}")
         for step in self.steps:
@@ -151,6 +172,14 @@ class Plan:
             if len(step.blocks) > 1 and not step.parallel:
                 raise PlanError(f"plan {self.name!r}: a sequential step has one block; got {step.blocks}")
         return self
+
+
+def check_layers(num_layers: object) -> int:
+    """``num_layers`` as a checked int: 1..MAX_LAYERS (before any loop over it runs)."""
+    if isinstance(num_layers, bool) or not isinstance(num_layers, int) or not 1 <= num_layers <= MAX_LAYERS:
+        raise PlanError(f"a model needs at least one layer and at most {MAX_LAYERS} (no real decoder has more "
+                        f"than a few hundred), got {num_layers!r}")
+    return num_layers
 
 
 def fusible_stages(plan: Plan) -> list[int]:
