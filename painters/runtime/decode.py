@@ -75,10 +75,12 @@ class GreedyLoop(ABC):
 
 
 class ForwardLoop(GreedyLoop):
-    """The portable loop: ``Runner.prefill`` / ``Runner.decode``, logits and argmax on the host."""
+    """The portable loop: ``Runner.prefill`` / ``Runner.decode``, logits and argmax (or ``pick``) on the host."""
 
-    def __init__(self, runner: Runner, input_ids: np.ndarray, attention_mask: np.ndarray):
+    def __init__(self, runner: Runner, input_ids: np.ndarray, attention_mask: np.ndarray,
+                 pick: Callable[[np.ndarray], np.ndarray] | None = None):
         self.runner = runner
+        self.pick = pick or (lambda last: last.argmax(-1))  # logits [batch, vocab] → tokens (sampling: serve)
         self.ids = np.asarray(input_ids, dtype=np.int64)
         self.mask = np.asarray(attention_mask, dtype=np.int64)
         self.kv = None
@@ -86,12 +88,12 @@ class ForwardLoop(GreedyLoop):
 
     def prefill(self) -> None:
         logits, self.kv = self.runner.prefill(self.ids, self.mask)
-        self.next = logits[:, -1].argmax(-1)
+        self.next = self.pick(logits[:, -1])
 
     def step(self) -> None:
         self.mask = np.concatenate([self.mask, np.ones((len(self.mask), 1), np.int64)], axis=1)
         logits, self.kv = self.runner.decode(self.next, self.mask, self.kv)
-        self.next = logits[:, -1].argmax(-1)
+        self.next = self.pick(logits[:, -1])
 
     def tokens(self) -> np.ndarray:
         return np.asarray(self.next, dtype=np.int64)
