@@ -23,7 +23,17 @@ from pathlib import Path
 from typing import Any
 
 from painters.cache import cache_dir
-from painters.decoder_io import ONNX_DTYPES, PRECISIONS, dim_roles, dtype_name, is_past, past_name, precision_of
+from painters.decoder_io import (
+    INPUT_IDS,
+    LOGITS,
+    ONNX_DTYPES,
+    PRECISIONS,
+    dim_roles,
+    dtype_name,
+    is_past,
+    past_name,
+    precision_of,
+)
 from painters.errors import BuildError, CompileError
 from painters.fileio import check_output_path, file_hash
 
@@ -184,6 +194,9 @@ def graph_info(onnx_path: str | Path) -> GraphInfo:
                                                              for i, d in enumerate(v.shape or ())))
                 for v in values]
 
+    if INPUT_IDS not in {v.name for v in model.graph.inputs} or LOGITS not in {v.name for v in model.graph.outputs}:
+        raise BuildError(f"{path} is not a painters decoder graph (it needs an input {INPUT_IDS!r} and an output "
+                         f"{LOGITS!r}); export the model with `painters export` and build from that")
     # The KV cache's dtype is the activation dtype; without a cache, the float dtype with the most weights.
     dtype = next((dt for name, dt, _ in io(model.graph.inputs) if is_past(name)), None)
     if dtype is None:
@@ -238,8 +251,33 @@ def _target(trt, backend: str, compute_capability: str | None) -> tuple[str, Any
     return name, getattr(trt.ComputeCapability, name)
 
 
+def content_hash(path: str | Path) -> str:
+    """sha256 of every byte of ``path``, memoized by (resolved path, inode, size, mtime_ns, ctime_ns).
+
+    Why a full hash: an engine bakes in every weight byte, so the cache key must change with any byte of the
+    data (``file_hash`` samples files over 1 GiB and would miss an edit elsewhere). Why the memo is safe:
+    every write to a file, and every ``utime`` that restores its mtime, sets its ctime to the current time,
+    and nothing but the kernel can set ctime back, so an unchanged identity tuple means unchanged bytes;
+    the memo only saves re-reading multi-GB data on every build.
+    """
+    path = Path(path).resolve()
+    st = path.stat()
+    ident = f"{path}|{st.st_ino}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}"
+    memo = cache_dir("hashes") / (hashlib.sha256(ident.encode()).hexdigest() + ".sha256")
+    if memo.is_file():
+        return memo.read_text().strip()
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(16 << 20), b""):
+            h.update(chunk)
+    digest = h.hexdigest()
+    _write_atomic(memo, digest.encode())
+    return digest
+
+
 def _key_inputs(trt, graph: GraphInfo, backend: str, dtype: str, dims: dict[str, DimRange], target: str) -> dict:
-    return {"graph": file_hash(graph.path), "external": graph.external, "metadata": graph.metadata,
+    external = [(name, size, content_hash(graph.path.parent / name)) for name, size in graph.external]
+    return {"graph": content_hash(graph.path), "external": external, "metadata": graph.metadata,
             "backend": backend, "trt_version": trt.__version__, "precision": dtype,
             "profile": _profile_spec(dims), "target": target}
 
@@ -283,12 +321,18 @@ def trt_logger(trt):
 
 
 def _write_atomic(path: Path, data) -> None:
-    """Write via a temp file in the same directory and rename, so readers never see a partial file."""
+    """Write via a temp file in the same directory and rename, so readers never see a partial file.
+
+    The file gets the mode an ordinary new file gets (0666 less the umask), not mkstemp's private 0600.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -432,7 +476,7 @@ def cached_engine(onnx_path: str | Path, *, backend: str = "tensorrt-rtx", preci
                   profile: str | None = None, compute_capability: str | None = None) -> Path:
     """An engine for these settings from ``$PAINTERS_CACHE/engines``, built on a miss.
 
-    The key hashes the graph (the .onnx bytes, its external data names and sizes, painters metadata),
+    The key hashes the graph (every byte of the .onnx and of its external data files, painters metadata),
     backend and TensorRT version, precision, profile and target GPU. A cached engine whose sidecar or
     checksum disagrees is rebuilt with a warning, never loaded blindly.
     """

@@ -70,3 +70,52 @@ def test_remove_noops_reports_modified_truthfully():
     kept = _toy(ir.DataType.FLOAT16)  # a real conversion stays
     assert not RemoveNoOpsPass()(kept).modified and [n.op_type for n in kept.graph] == ["Cast", "Relu"]
     assert np.dtype(kept.graph.outputs[0].producer().inputs[0].dtype.numpy()) == np.float16
+
+
+def test_engine_key_follows_data_content(tiny_onnx, tmp_path, monkeypatch):
+    """An in-place edit of one byte of the external data, same size and mtime restored, changes the key."""
+    import os
+    import shutil
+
+    from painters.compiler.engine import engine_key
+
+    pytest.importorskip("tensorrt_rtx")
+    monkeypatch.setenv("PAINTERS_CACHE", str(tmp_path / "cache"))
+    for name in ("model.onnx", "model.onnx.data"):
+        shutil.copyfile(tiny_onnx.parent / name, tmp_path / name)
+    before, _ = engine_key(tmp_path / "model.onnx", compute_capability="8.9")
+    data = tmp_path / "model.onnx.data"
+    st = data.stat()
+    size = st.st_size
+    with open(data, "r+b") as f:  # a byte in the middle, in place
+        f.seek(size // 2 + 123)
+        byte = f.read(1)
+        f.seek(size // 2 + 123)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    os.utime(data, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert data.stat().st_size == size and data.stat().st_mtime_ns == st.st_mtime_ns
+    after, _ = engine_key(tmp_path / "model.onnx", compute_capability="8.9")
+    assert after != before
+    assert engine_key(tmp_path / "model.onnx", compute_capability="8.9")[0] == after  # memo: same bytes, same key
+
+
+def test_engine_files_get_the_ordinary_mode(tmp_path):
+    import os
+
+    from painters.compiler.engine import _write_atomic
+
+    umask = os.umask(0o022)
+    try:
+        _write_atomic(tmp_path / "e.engine", b"x")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "e.engine").stat().st_mode & 0o777 == 0o644
+
+
+def test_engine_refuses_a_graph_that_is_not_a_decoder(tmp_path):
+    from painters.compiler.engine import graph_info
+
+    path = tmp_path / "toy.onnx"
+    ir.save(_toy(ir.DataType.FLOAT16), path)
+    with pytest.raises(BuildError, match="not a painters decoder graph"):
+        graph_info(path)
