@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from painters.decoder_io import precision_of
 from painters.errors import BenchError
 from painters.runtime.base import Runner
 
@@ -34,7 +35,7 @@ def latency_runners(model: str, backend: str | None, plans: str, *, scores: str 
         runners = {name: open_runner(str(path), backend, None, threads=threads) for name, path in paths.items()}
         ideal = {name: _ideal(r) for name, r in runners.items()}
         if anchor:
-            graph_dtype = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}.get(runners[names[0]].info.dtype)
+            graph_dtype = precision_of(runners[names[0]].info.dtype)
             hf, hf_ideal = _source_runners(anchor, "hf", names, scores, threads, dtype or graph_dtype or "fp32")
             runners.update({f"hf/{n}": r for n, r in hf.items()})
             ideal.update({f"hf/{n}": v for n, v in hf_ideal.items()})

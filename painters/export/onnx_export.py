@@ -16,7 +16,7 @@ import types
 from pathlib import Path
 
 from painters import __version__
-from painters.compiler.blocks import past_name, present_name
+from painters.decoder_io import KINDS, LOGITS, TOKEN_INPUTS, past_name, present_name
 from painters.export.quiet import quiet_exporter
 from painters.export.sources import LoadedModel, load_source
 from painters.fileio import atomic_dir_outputs, check_output_path
@@ -106,13 +106,13 @@ def trace_decoder(loaded: LoadedModel, *, opset: int | None = None):
     B, S, P = torch.export.Dim("batch"), torch.export.Dim("seq"), torch.export.Dim("past")
     # attention_mask's length is past + seq; torch.export only takes it as its own dynamic dim
     dynamic = ({0: B, 1: S}, {0: B, 1: torch.export.Dim.DYNAMIC}, {0: B, 1: S}, tuple({0: B, 2: P} for _ in past_kv))
-    names = [past_name(i, kind) for i in range(L) for kind in ("key", "value")]
-    outputs = ["logits", *[present_name(i, kind) for i in range(L) for kind in ("key", "value")]]
+    names = [past_name(i, kind) for i in range(L) for kind in KINDS]
+    outputs = [LOGITS, *[present_name(i, kind) for i in range(L) for kind in KINDS]]
     start = time.perf_counter()
     with quiet_exporter():
         program = torch.onnx.export(
             _wrapper(loaded), args, dynamic_shapes=dynamic, dynamo=True, optimize=True, opset_version=opset,
-            input_names=["input_ids", "attention_mask", "position_ids", *names], output_names=outputs,
+            input_names=[*TOKEN_INPUTS, *names], output_names=outputs,
             external_data=True, verbose=False,
         )
     log.info("traced in %.1f s", time.perf_counter() - start)

@@ -9,7 +9,6 @@ slots, so the reference executor, the ONNX rewrite and the engines agree on slot
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -68,9 +67,12 @@ class Stage:
 
 @dataclass(frozen=True)
 class Plan:
-    """A validated schedule for a model with ``num_layers`` decoder blocks."""
+    """A validated schedule for a model with ``num_layers`` decoder blocks.
 
-    name: str
+    Plans compare (and hash) by schedule, not by name: ``drop_attn_1,2`` and ``drop_attn_1-2`` are one plan.
+    """
+
+    name: str = field(compare=False)
     steps: tuple[Step, ...]
     num_layers: int
     kv: KVMode = "exact"
@@ -138,6 +140,30 @@ class Plan:
     def to_json_text(self) -> str:
         return json.dumps(self.to_json(), separators=(",", ":"))
 
+    @classmethod
+    def from_json(cls, data: dict | str) -> Plan:
+        """The plan :meth:`to_json` wrote (a dict, or its JSON text), validated; derived fields are checked.
+
+        Raises :class:`PlanError` naming what is missing or inconsistent.
+        """
+        try:
+            if isinstance(data, str):
+                data = json.loads(data)
+            steps = tuple(Step(tuple(int(b) for b in s["blocks"]), bool(s["parallel"]), int(s["loops"]),
+                               bool(s["attn"]), bool(s["mlp"])) for s in data["steps"])
+            plan = cls(str(data["plan"]), steps, int(data["num_layers"]), data.get("kv", "exact"))
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise PlanError(f"not a painters schedule ({type(exc).__name__}: {exc}); write it with Plan.to_json") \
+                from None
+        if plan.kv not in ("exact", "mean"):
+            raise PlanError(f"schedule {plan.name!r}: kv must be exact or mean, got {plan.kv!r}")
+        plan.validate()
+        for key in ("kv_slots", "block_evals"):
+            if key in data and data[key] != getattr(plan, key):
+                raise PlanError(f"schedule {plan.name!r}: {key} is {data[key]} but its steps give "
+                                f"{getattr(plan, key)}")
+        return plan
+
     def validate(self) -> Plan:
         """Check indices, loops and that something runs; return self for chaining."""
         L = self.num_layers
@@ -181,27 +207,3 @@ def check_layers(num_layers: object) -> int:
                         f"than a few hundred), got {num_layers!r}")
     return num_layers
 
-
-def fusible_stages(plan: Plan) -> list[int]:
-    """Stages a fused compile may turn into one wide block: groups of k > 1 members keeping attention and MLP."""
-    return [i for i, s in enumerate(plan.stages()) if len(s.blocks) > 1 and s.attn and s.mlp]
-
-
-def fused_slot_layout(plan: Plan, fused: Iterable[int] | None = None) -> list[tuple[int, tuple[int, ...]]]:
-    """The KV slots of a graph whose ``fused`` stages (default: every fusible one) run as wide blocks.
-
-    Entry i describes compiled slot i as (stage index, the plan slots of :meth:`Plan.stages` it holds). A
-    fused ``kv=exact`` stage holds its members' slots side by side on the head axis (k × kv_heads heads,
-    member-major); a fused ``kv=mean`` stage holds its one shared slot; every other plan slot is its own
-    compiled slot. The compiler may leave a group unfused (it then logs why): a compiled graph records the
-    stages it fused in its metadata ``painters.fused_stages``, which is what to pass here.
-    """
-    fused = set(fusible_stages(plan) if fused is None else fused)
-    layout: list[tuple[int, tuple[int, ...]]] = []
-    for index, stage in enumerate(plan.stages()):
-        slots = tuple(dict.fromkeys(s for s in stage.slots if s is not None))
-        if index in fused and slots:
-            layout.append((index, slots))
-        else:
-            layout.extend((index, (s,)) for s in slots)
-    return layout
