@@ -3,7 +3,7 @@
 Triton's onnxruntime backend loads ``NAME/1/model.onnx`` (its external data beside it) and its tensorrt backend
 ``NAME/1/model.plan``. ``max_batch_size: 0`` because the graph has its own batch dimension (the KV cache's
 batch axis is not the first one Triton would add). Dims come from the graph, -1 where dynamic. The client owns
-the cache: it feeds ``past_key_values.i.*`` (past length 0 on the first call) and reads back ``present.i.*``.
+the cache: it feeds the past-KV inputs (past length 0 on the first call) and reads back the present-KV outputs.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from painters.decoder_io import past_name, past_slots, present_name
 from painters.errors import PaintersError
 
 __all__ = ["deploy_triton", "config_pbtxt"]
@@ -25,7 +26,6 @@ _ONNX_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "bfloat16": "TYPE
 _TRT_TYPES = {"float": "TYPE_FP32", "half": "TYPE_FP16", "bf16": "TYPE_BF16", "int64": "TYPE_INT64",
               "int32": "TYPE_INT32", "bool": "TYPE_BOOL", "int8": "TYPE_INT8", "uint8": "TYPE_UINT8"}
 _NAME = re.compile(r"[A-Za-z0-9_.-]+\Z")
-_KV = re.compile(r"(past_key_values|present)\.(\d+)\.(key|value)\Z")
 
 Tensor = tuple[str, str, tuple[int, ...]]  # (name, Triton data type, dims)
 
@@ -69,9 +69,10 @@ def _engine_io(path: Path) -> tuple[list[Tensor], list[Tensor]]:
 
 def config_pbtxt(name: str, platform: str, inputs: list[Tensor], outputs: list[Tensor]) -> str:
     """The model configuration in protobuf text format (``inference.ModelConfig``)."""
-    slots = sorted({int(m[2]) for n, _, _ in inputs if (m := _KV.match(n))})
-    lines = [f"# Written by painters deploy triton. KV cache: {len(slots)} slots; feed past_key_values.<i>.key/value",
-             "# [batch, kv_heads, past, head_dim] (past 0 on the first call) and read present.<i>.key/value",
+    slots = past_slots(n for n, _, _ in inputs)
+    lines = [f"# Written by painters deploy triton. KV cache: {len(slots)} slots; feed {past_name('<i>', 'key')}/value",
+             f"# [batch, kv_heads, past, head_dim] (past 0 on the first call) and read "
+             f"{present_name('<i>', 'key')}/value",
              "# [batch, kv_heads, past+seq, head_dim] back; attention_mask covers past+seq (1 = real token).",
              f'name: "{name}"', f'platform: "{platform}"', "max_batch_size: 0"]
     for key, tensors in (("input", inputs), ("output", outputs)):
