@@ -88,8 +88,11 @@ def _ideal(runner: Runner) -> float | None:
     return Plan(data["plan"], steps, data["num_layers"], data["kv"]).ideal_cost_ratio()
 
 
-def sweep_setup(model: str, backend: str | None):
-    """(num_layers, open_plan(plan) → Runner, latency_ratio(plan) → prefill ratio vs baseline) for a sweep."""
+def sweep_setup(model: str, backend: str | None, threads: int | None = None):
+    """(num_layers, open_plan(plan) → Runner, latency_ratio(plan) → prefill ratio vs baseline) for a sweep.
+
+    ``threads`` caps CPU threads per runner (a Ray worker gets as many as its task reserved).
+    """
     from painters.bench.latency import benchmark
     from painters.bench.runners import open_runner
 
@@ -103,12 +106,16 @@ def sweep_setup(model: str, backend: str | None):
             raise BenchError(f"{model} is already compiled for a plan; sweep an exported baseline graph")
 
         def open_plan(plan: str) -> Runner:
-            return open_runner(str(compiled_variants(Path(model), [plan])[plan]), backend)
+            return open_runner(str(compiled_variants(Path(model), [plan])[plan]), backend, threads=threads)
     else:
         from painters.export.sources import load_source
         from painters.plans import parse_plan
         from painters.runtime.torch_ref import TorchRunner
 
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
         loaded = load_source(model)
         num_layers = loaded.num_layers
 
