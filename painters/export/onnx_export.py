@@ -17,6 +17,7 @@ from pathlib import Path
 
 from painters import __version__
 from painters.decoder_io import KINDS, LOGITS, TOKEN_INPUTS, past_name, present_name
+from painters.errors import ExportError
 from painters.export.quiet import quiet_exporter
 from painters.export.sources import LoadedModel, load_source
 from painters.fileio import atomic_dir_outputs, check_output_path
@@ -121,6 +122,7 @@ def trace_decoder(loaded: LoadedModel, *, opset: int | None = None):
 
 def export_model(loaded: LoadedModel, out: str | Path, *, opset: int | None = None) -> Path:
     """Export a loaded model to ``out`` (+ ``out.data`` and tokenizer files beside it), atomically."""
+    check_opset(opset)
     out = Path(out)
     check_output_path(out)
     with atomic_dir_outputs(out) as tmp, linears_as_matmul(loaded.model):
@@ -166,7 +168,6 @@ def check_export_outputs(out: Path, src: Path) -> None:
     (compiled graphs share it) would silently break those graphs, so it is refused too.
     """
     from painters.compiler.graph_io import SIDE_FILES
-    from painters.errors import ExportError
     from painters.fileio import check_outputs
 
     check_output_path(out, src)
@@ -190,8 +191,24 @@ def check_export_outputs(out: Path, src: Path) -> None:
                                   "and break that graph; choose another output directory with -o")
 
 
+# torch's dynamo exporter emits onnxscript's torchlib, written at opset 18; it converts up to torch's maximum.
+MIN_OPSET = 18
+
+
+def check_opset(opset: int | None) -> None:
+    """Refuse an opset the exporter cannot write (it would otherwise fail deep in tracing, or ignore it)."""
+    if opset is None:
+        return
+    from torch.onnx._constants import ONNX_MAX_OPSET
+
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= ONNX_MAX_OPSET:
+        raise ExportError(f"--opset {opset!r} is not supported: the exporter writes opsets {MIN_OPSET}..."
+                          f"{ONNX_MAX_OPSET}; pick one in that range or leave --opset out for the default")
+
+
 def export_onnx(src: str | Path, out: str | Path, *, dtype: str = "fp32", opset: int | None = None) -> Path:
     """Load SRC and export it: the importable twin of ``painters export``."""
+    check_opset(opset)
     check_export_outputs(Path(out), Path(src))
     loaded = load_source(src, dtype=dtype)
     return export_model(loaded, out, opset=opset)
