@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_dir_outputs", "file_hash", "check_output_path"]
+__all__ = ["atomic_dir_outputs", "file_hash", "check_output_path", "check_outputs"]
 
 _FULL_HASH_LIMIT = 1 << 30
 
@@ -36,9 +36,46 @@ def file_hash(path: str | os.PathLike, *, limit: int = _FULL_HASH_LIMIT) -> str:
     return h.hexdigest()
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    """Same path after resolving symlinks, or the same inode (hard links)."""
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_outputs(outputs, inputs) -> None:
+    """Refuse writing any of ``outputs`` when it is (or links to) one of ``inputs`` or is not a regular file.
+
+    Why one check for every command: the outputs a command writes include side files (``.onnx.data``,
+    tokenizer files, ``generation_config.json``, engine sidecars), and comparing only the main path let
+    ``-o M/model.onnx.data`` overwrite the input's weights. Callers pass everything they read and write.
+    A name over 255 bytes is refused here too, before any long run, instead of failing with OSError later.
+    """
+    from painters.errors import PaintersError
+
+    inputs = [Path(p) for p in inputs if p is not None and Path(p).exists()]
+    for out in (Path(o) for o in outputs if o is not None):
+        if len(os.fsencode(out.name)) > 255:
+            raise PaintersError(f"output name {out.name[:40]}... is {len(os.fsencode(out.name))} bytes; file "
+                                "systems allow 255; choose a shorter path with -o")
+        if os.path.lexists(out):
+            if not out.resolve().exists() or not out.resolve().is_file():
+                kind = "a directory" if out.is_dir() else "not a regular file"
+                raise PaintersError(f"output {out} exists and is {kind}; refusing to replace it; choose a "
+                                    "regular file path with -o")
+        for src in inputs:
+            if out.exists() and _same_file(out, src):
+                raise PaintersError(f"output {out} would overwrite the input {src}; choose another path with -o")
+
+
 def check_output_path(out: Path, *inputs: Path) -> None:
     """Refuse an output that would overwrite an input or land in a missing/unwritable directory."""
     from painters.errors import PaintersError
+
+    check_outputs([out], [p for p in inputs if p is not None and not Path(p).is_dir()])
 
     out = Path(out).resolve()
     for src in inputs:

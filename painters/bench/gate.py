@@ -7,6 +7,7 @@ runner that is uniformly slower or faster today does not trip the gate; a plan t
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,12 +34,20 @@ class Regression:
 
 def _rows(path: Path) -> dict[tuple, dict]:
     try:
+        if Path(path).exists() and not Path(path).is_file():
+            raise BenchError(f"{path}: not a regular file; give a latency result written by `bench latency --json`")
         data = json.loads(Path(path).read_text())
-        return {(r["plan"], r["batch"], r["prompt"]): r for r in data["rows"]}
+        rows = {(r["plan"], r["batch"], r["prompt"]): r for r in data["rows"]}
+        if len(rows) != len(data["rows"]):
+            raise BenchError(f"{path}: a (plan, batch, prompt) row appears twice; "
+                             "the gate cannot tell which one to compare")
+        return rows
     except FileNotFoundError:
         raise BenchError(
             f"{path}: no such latency result; write one with `painters bench latency ... --json {path}`"
         ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BenchError(f"{path}: cannot be read as a latency result ({exc})") from exc
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise BenchError(
             f"{path}: not a painters latency result ({exc}); produce it with `painters bench latency --json`"
@@ -48,16 +57,29 @@ def _rows(path: Path) -> dict[tuple, dict]:
 def check_regressions(result: Path, baseline: Path, max_regression: float = 0.10) -> tuple[list[Regression], int]:
     """Rows of ``result`` whose ratio is worse than ``baseline``'s by more than ``max_regression``.
 
-    Returns the regressions and how many (row, metric) pairs were compared; rows missing on either side
-    are not compared (a missing row is reported by the caller as a count, not as a failure).
+    A gate fails closed: a row present on one side only, a missing ratio, or a ratio that is not a positive
+    finite number raises :class:`BenchError` instead of being skipped.
     """
+    if not isinstance(max_regression, (int, float)) or not math.isfinite(max_regression) or max_regression < 0:
+        raise BenchError(f"--max-regression must be a finite number ≥ 0 (0.10 allows 10% growth), got {max_regression}")
     measured, stored = _rows(result), _rows(baseline)
+    if not set(measured) & set(stored):
+        raise BenchError(f"{result} and {baseline} share no (plan, batch, prompt) rows with ratios; "
+                         "measure the same plans with `painters bench latency --plans baseline,...`")
+    only = sorted(set(measured) ^ set(stored), key=str)
+    if only:
+        side = [f"{k} only in {result if k in measured else baseline}" for k in only[:3]]
+        raise BenchError(f"rows not in both results: {'; '.join(side)}; measure the same plans, batches and "
+                         "prompts as the stored baseline")
     regressions, compared = [], 0
-    for key in sorted(set(measured) & set(stored)):
+    for key in sorted(measured, key=str):
         for metric in METRICS:
             old, new = stored[key].get(metric), measured[key].get(metric)
-            if old is None or new is None:
-                continue
+            for value, where in ((old, baseline), (new, result)):
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                        or value <= 0:
+                    raise BenchError(f"{where}: {metric} of {key} is {value!r}, not a positive finite ratio; "
+                                     "the gate cannot compare it (re-measure)")
             compared += 1
             if new > old * (1 + max_regression):
                 regressions.append(Regression(*key, metric, old, new))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from painters.decoder_io import precision_of
 from painters.errors import BenchError
 from painters.runtime.base import Runner
 
@@ -34,7 +35,7 @@ def latency_runners(model: str, backend: str | None, plans: str, *, scores: str 
         runners = {name: open_runner(str(path), backend, None, threads=threads) for name, path in paths.items()}
         ideal = {name: _ideal(r) for name, r in runners.items()}
         if anchor:
-            graph_dtype = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}.get(runners[names[0]].info.dtype)
+            graph_dtype = precision_of(runners[names[0]].info.dtype)
             hf, hf_ideal = _source_runners(anchor, "hf", names, scores, threads, dtype or graph_dtype or "fp32")
             runners.update({f"hf/{n}": r for n, r in hf.items()})
             ideal.update({f"hf/{n}": v for n, v in hf_ideal.items()})
@@ -87,8 +88,11 @@ def _ideal(runner: Runner) -> float | None:
     return Plan(data["plan"], steps, data["num_layers"], data["kv"]).ideal_cost_ratio()
 
 
-def sweep_setup(model: str, backend: str | None):
-    """(num_layers, open_plan(plan) → Runner, latency_ratio(plan) → prefill ratio vs baseline) for a sweep."""
+def sweep_setup(model: str, backend: str | None, threads: int | None = None):
+    """(num_layers, open_plan(plan) → Runner, latency_ratio(plan) → prefill ratio vs baseline) for a sweep.
+
+    ``threads`` caps CPU threads per runner (a Ray worker gets as many as its task reserved).
+    """
     from painters.bench.latency import benchmark
     from painters.bench.runners import open_runner
 
@@ -102,12 +106,16 @@ def sweep_setup(model: str, backend: str | None):
             raise BenchError(f"{model} is already compiled for a plan; sweep an exported baseline graph")
 
         def open_plan(plan: str) -> Runner:
-            return open_runner(str(compiled_variants(Path(model), [plan])[plan]), backend)
+            return open_runner(str(compiled_variants(Path(model), [plan])[plan]), backend, threads=threads)
     else:
         from painters.export.sources import load_source
         from painters.plans import parse_plan
         from painters.runtime.torch_ref import TorchRunner
 
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
         loaded = load_source(model)
         num_layers = loaded.num_layers
 

@@ -17,7 +17,8 @@ from painters.errors import BenchError
 from painters.fileio import atomic_dir_outputs
 from painters.plans import symmetric_plan
 
-__all__ = ["sweep_plans", "run_sweep", "parse_range", "VARIANTS"]
+__all__ = ["sweep_plans", "run_sweep", "pending_runs", "run_plan", "save_run", "write_summary", "parse_range",
+           "VARIANTS"]
 
 log = logging.getLogger(__name__)
 
@@ -53,27 +54,46 @@ def run_sweep(model: str, out: Path, variants: Sequence[str], ns: Sequence[int],
               num_layers: int, open_plan: Callable[[str], object], limit: int | None = None,
               latency: Callable[[str], float] | None = None, **evaluate_kw) -> Path:
     """Run the grid into ``out``; ``open_plan(plan)`` gives a runner for a plan, ``latency(plan)`` its ratio."""
-    from painters.bench.accuracy import evaluate
-
-    runs = out / "runs"
-    runs.mkdir(parents=True, exist_ok=True)
-    grid = [("baseline", 0, "baseline"), *sweep_plans(variants, ns, num_layers)]
-    for variant, n, plan in grid:
-        path = runs / f"{plan}.json"
-        if path.exists():
-            log.info("%s: done earlier, skipped", plan)
-            continue
-        runner = open_plan(plan)
-        try:
-            results = evaluate(runner, tasks, limit=limit, **evaluate_kw)
-        finally:
-            runner.close()
-        record = {"model": model, "variant": variant, "n": n, "plan": plan, "limit": limit, "tasks": results,
-                  "latency_ratio": latency(plan) if latency else None}
-        with atomic_dir_outputs(path) as tmp:
-            (tmp / path.name).write_text(json.dumps(record, indent=2))
+    for variant, n, plan in pending_runs(out, variants, ns, num_layers):
+        save_run(out, run_plan(model, variant, n, plan, tasks, open_plan=open_plan, limit=limit, latency=latency,
+                               **evaluate_kw))
     write_summary(out)
     return out
+
+
+def pending_runs(out: Path, variants: Sequence[str], ns: Sequence[int], num_layers: int) -> list[tuple[str, int, str]]:
+    """The grid (baseline first) less the runs already saved in ``out/runs``: a finished run is never redone."""
+    grid = [("baseline", 0, "baseline"), *sweep_plans(variants, ns, num_layers)]
+    todo = []
+    for variant, n, plan in grid:
+        if (out / "runs" / f"{plan}.json").exists():
+            log.info("%s: done earlier, skipped", plan)
+        else:
+            todo.append((variant, n, plan))
+    return todo
+
+
+def run_plan(model: str, variant: str, n: int, plan: str, tasks: str | Sequence[str], *,
+             open_plan: Callable[[str], object], limit: int | None = None,
+             latency: Callable[[str], float] | None = None, **evaluate_kw) -> dict:
+    """One run of the grid (the only place a run is computed, serially or on a Ray worker): its record."""
+    from painters.bench.accuracy import evaluate
+
+    runner = open_plan(plan)
+    try:
+        results = evaluate(runner, tasks, limit=limit, **evaluate_kw)
+    finally:
+        runner.close()
+    return {"model": model, "variant": variant, "n": n, "plan": plan, "limit": limit, "tasks": results,
+            "latency_ratio": latency(plan) if latency else None}
+
+
+def save_run(out: Path, record: dict) -> Path:
+    """Write ``out/runs/<plan>.json`` by rename, so a reader (or a resumed sweep) never sees half a run."""
+    path = out / "runs" / f"{record['plan']}.json"
+    with atomic_dir_outputs(path) as tmp:
+        (tmp / path.name).write_text(json.dumps(record, indent=2))
+    return path
 
 
 def write_summary(out: Path) -> None:

@@ -54,6 +54,14 @@ class MultipleChoice:
     gold: int
     norm_lengths: tuple[int, ...] | None = None
 
+    def __post_init__(self) -> None:
+        # A gold index outside the choices would score every answer wrong and pass silently.
+        if len(self.contexts) != len(self.continuations) or not self.continuations:
+            raise ValueError(f"{len(self.contexts)} contexts for {len(self.continuations)} choices")
+        if isinstance(self.gold, bool) or not 0 <= self.gold < len(self.continuations):
+            raise ValueError(f"gold label {self.gold!r} is not one of the {len(self.continuations)} choices "
+                             f"0..{len(self.continuations) - 1}")
+
 
 @dataclass(frozen=True)
 class Loglikelihood:
@@ -132,6 +140,8 @@ def hellaswag_item(doc: dict, fewshot: list[dict]) -> MultipleChoice:
         raise BenchError("hellaswag has no few-shot pool here (the harness uses its train split); use --num-fewshot 0")
     ctx = doc["ctx_a"] + " " + doc["ctx_b"].capitalize()
     query = hellaswag_preprocess(doc["activity_label"] + ": " + ctx)
+    if not isinstance(doc["endings"], list):
+        raise TypeError(f"endings must be a list of strings, got {type(doc['endings']).__name__}")
     endings = [hellaswag_preprocess(e) for e in doc["endings"]]
     return MultipleChoice((query,) * len(endings), tuple(" " + e for e in endings), int(doc["label"]),
                           tuple(len(e) for e in endings))
@@ -256,8 +266,16 @@ def load_items(task: Task, data_dir: str | os.PathLike | None = None, limit: int
         shots = _read_jsonl(root / task.fewshot_path, k)
         if len(shots) < k:
             raise BenchError(f"{root / task.fewshot_path} has only {len(shots)} items; asked for {k} exemplars")
-    try:
-        return [task.build(doc, shots) for doc in _read_jsonl(root / task.path, limit)]
-    except (KeyError, ValueError, TypeError) as exc:
-        raise BenchError(f"{root / task.path}: unexpected item format ({type(exc).__name__}: {exc}); "
-                         f"{_LAYOUT_HINT}") from exc
+    path = root / task.path
+    docs = _read_jsonl(path, limit)
+    if not docs:
+        raise BenchError(f"{path} holds no items; point --data at a directory with the task's data "
+                         f"({_LAYOUT_HINT})")
+    items: list[Item] = []
+    for index, doc in enumerate(docs, 1):
+        try:
+            items.append(task.build(doc, shots))
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
+            raise BenchError(f"{path}: item {index}: unexpected item format ({type(exc).__name__}: {exc}); "
+                             f"{_LAYOUT_HINT}") from exc
+    return items

@@ -11,8 +11,21 @@ from painters.cli import handle_errors
 from painters.cli.bench import BACKEND_CHOICES, bench, write_json
 
 
-def _ints(text: str) -> list[int]:
-    return [int(v) for v in text.split(",") if v]
+class _Sizes(click.ParamType):
+    """A comma list of positive integers (``1,8``): zero or negative sizes are usage errors."""
+
+    name = "N[,N...]"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, list):
+            return value
+        try:
+            sizes = [int(v) for v in str(value).split(",")]
+        except ValueError:
+            self.fail(f"{value!r} is not a comma list of positive integers, e.g. 1,8", param, ctx)
+        if not sizes or any(not 1 <= v <= 1 << 20 for v in sizes):
+            self.fail(f"{value!r}: every size must be an integer 1..{1 << 20}, e.g. 1,8", param, ctx)
+        return sizes
 
 
 @bench.command("latency")
@@ -24,12 +37,12 @@ def _ints(text: str) -> list[int]:
 @click.option("--scores", type=click.Path(dir_okay=False), default=None)
 @click.option("--fuse-parallel/--no-fuse-parallel", default=True, show_default=True,
               help="Compile parallel groups fused into wide blocks.")
-@click.option("--batch", default="1", show_default=True, help="Batch sizes, e.g. 1,8.")
-@click.option("--prompt", default="128", show_default=True, help="Prompt lengths, e.g. 128,512.")
-@click.option("--gen", default=32, show_default=True, help="Decode steps timed per round.")
-@click.option("--warmup", default=1, show_default=True)
-@click.option("--iters", default=5, show_default=True)
-@click.option("--threads", type=int, default=None, help="CPU threads (onnxruntime / torch).")
+@click.option("--batch", type=_Sizes(), default="1", show_default=True, help="Batch sizes, e.g. 1,8.")
+@click.option("--prompt", type=_Sizes(), default="128", show_default=True, help="Prompt lengths, e.g. 128,512.")
+@click.option("--gen", type=click.IntRange(min=1), default=32, show_default=True, help="Decode steps timed per round.")
+@click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True)
+@click.option("--iters", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (onnxruntime / torch).")
 @click.option("--anchor", default=None, help="Source model (e.g. smollm2-135m): time the papers' eager Hugging Face "
               "path for every plan beside MODEL.onnx, as rows hf/PLAN.")
 @click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default=None,
@@ -45,7 +58,7 @@ def latency_cmd(model, backend, plans, plan, scores, fuse_parallel, batch, promp
     runners, ideal = latency_runners(model, backend, plans or plan or "baseline", scores=scores,
                                      fuse_parallel=fuse_parallel, threads=threads, anchor=anchor, dtype=dtype)
     try:
-        rows = benchmark(runners, batches=_ints(batch), prompts=_ints(prompt), gen=gen, warmup=warmup, iters=iters,
+        rows = benchmark(runners, batches=batch, prompts=prompt, gen=gen, warmup=warmup, iters=iters,
                          ideal=ideal, progress=lambda msg: click.echo(msg, err=True))
     finally:
         for runner in runners.values():
@@ -58,7 +71,8 @@ def latency_cmd(model, backend, plans, plan, scores, fuse_parallel, batch, promp
 @bench.command("check")
 @click.argument("result", type=click.Path(dir_okay=False))
 @click.option("--baseline", required=True, type=click.Path(dir_okay=False), help="Stored latency result to compare to.")
-@click.option("--max-regression", default=0.10, show_default=True, help="Allowed relative growth of a ratio.")
+@click.option("--max-regression", type=click.FloatRange(min=0), default=0.10, show_default=True,
+              help="Allowed relative growth of a ratio.")
 @handle_errors
 def check_cmd(result: str, baseline: str, max_regression: float) -> None:
     """Exit 1 when a plan's latency ratio regressed beyond --max-regression against the stored result."""

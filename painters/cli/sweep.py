@@ -18,14 +18,27 @@ from painters.cli import handle_errors, main
 @click.option("--backend", default=None, help="onnxruntime for an .onnx MODEL; torch for a source.")
 @click.option("--data", type=click.Path(file_okay=False), default=None)
 @click.option("--latency/--no-latency", default=True, show_default=True, help="Also time each plan vs baseline.")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+              help="Fan the runs out on Ray: alone starts a local instance; auto, ray://HOST:PORT or HOST:PORT "
+                   "connects. Paths must be on a filesystem every node sees.")
 @click.option("-o", "--out", type=click.Path(file_okay=False), default="sweep", show_default=True)
 @handle_errors
-def sweep_cmd(model, variants, n_range, tasks, limit, backend, data, latency, out) -> None:
+def sweep_cmd(model, variants, n_range, tasks, limit, backend, data, latency, ray_address, out) -> None:
     """Run the Painters grid on MODEL (resumable: finished runs in OUT/runs are kept)."""
     from painters.bench.setups import sweep_setup
     from painters.bench.sweep import parse_range, run_sweep
 
+    if ray_address:
+        from painters.bench.sweep_ray import import_ray, run_sweep_ray
+
+        import_ray()
     num_layers, open_plan, latency_ratio = sweep_setup(model, backend)
+    if ray_address:
+        result = run_sweep_ray(model, Path(out), variants.split(","), parse_range(n_range), tasks,
+                               num_layers=num_layers, backend=backend, limit=limit, latency=latency, data_dir=data,
+                               address=None if ray_address == "local" else ray_address)
+        click.echo(f"{result}: summary.csv, score_vs_layers.png, accuracy_vs_latency.png")
+        return
     result = run_sweep(model, Path(out), variants.split(","), parse_range(n_range), tasks, num_layers=num_layers,
                        open_plan=open_plan, limit=limit, latency=latency_ratio if latency else None, data_dir=data)
     click.echo(f"{result}: summary.csv, score_vs_layers.png, accuracy_vs_latency.png")

@@ -3,7 +3,7 @@
 A Llama-family decoder graph is a residual chain ``x_0 → [h_i = x_i + Attn_i(x_i); x_{i+1} = h_i + MLP_i(h_i)]
 → norm → lm_head``. Discovery follows that chain semantically, so it needs no node names: it works on graphs
 from ``painters export`` and on graphs from other exporters (Optimum / TorchScript ``/model/layers.{i}/…``
-names) that share the IO convention (``past_key_values.{i}.key/value`` → ``present.{i}.key/value``).
+names) that share the decoder IO convention of :mod:`painters.decoder_io` (past-KV inputs → present outputs).
 
 1. ``x_0`` is the output of the embedding ``Gather(weight, input_ids)``.
 2. The *residual set* R is every value computed from ``x_0`` or a past-KV input (plain dataflow; a
@@ -11,35 +11,34 @@ names) that share the IO convention (``past_key_values.{i}.key/value`` → ``pre
    block are first re-anchored on ``input_ids`` / ``attention_mask`` (:mod:`painters.compiler.passes.anchor_shapes`).
 3. From stream value ``x``, the residual ``Add`` is the one Add that reads ``x`` itself and a value in R;
    two of them make a block (attention, then MLP). The chain ends where no such Add exists.
-4. Block i's nodes are the R-nodes reached backwards from ``x_{i+1}`` and ``present.i.*`` without
-   passing ``x_i`` or the past inputs; its attention nodes are those reached from ``h_i`` and ``present.i.*``.
+4. Block i's nodes are the R-nodes reached backwards from ``x_{i+1}`` and its present outputs without
+   passing ``x_i`` or the past inputs; its attention nodes are those reached from ``h_i`` and the presents.
    Everything outside R (rotary tables, the mask, shape arithmetic) is shared *context*.
 
-Each failed expectation raises :class:`CompileError` naming the block and what was missing. The result is
-recorded by ``painters export`` in the model metadata ``painters.blocks`` (residual tensor names per block)
-and on every node as ``painters.block`` / ``painters.sublayer``.
+Each failed expectation raises :class:`CompileError` naming the block and what was missing. Then every
+matcher of ``MATCHERS`` is tried on each block; the first typed description that fits is the block's
+``form`` (what a wide block is built from), and otherwise ``mismatch`` says why none fits. A new graph form
+or architecture is a new matcher, not a new pass. The result is recorded by ``painters export`` in the model
+metadata ``painters.blocks`` (residual tensor names per block) and on every node as ``painters.block`` /
+``painters.sublayer``.
 """
 
 from __future__ import annotations
 
-import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import onnx_ir as ir
 
+from painters.compiler.passes.llama_match import LlamaBlock, Mismatch, match_llama
+from painters.decoder_io import INPUT_IDS, LOGITS, parse_past, past_name, present_name
 from painters.errors import CompileError
 
-__all__ = ["Block", "BlockStructure", "discover_blocks", "past_name", "present_name"]
+__all__ = ["Block", "BlockStructure", "BlockForm", "Matcher", "MATCHERS", "discover_blocks"]
 
-_KV_RE = re.compile(r"past_key_values\.(\d+)\.(key|value)\Z")
-
-
-def past_name(slot: int, kind: str) -> str:
-    return f"past_key_values.{slot}.{kind}"
-
-
-def present_name(slot: int, kind: str) -> str:
-    return f"present.{slot}.{kind}"
+BlockForm = LlamaBlock  # the typed descriptions matchers return (a Union once there are several)
+Matcher = Callable[["Block"], BlockForm]  # raises Mismatch with the reason
+MATCHERS: tuple[Matcher, ...] = (match_llama,)
 
 
 @dataclass
@@ -54,6 +53,14 @@ class Block:
     present: tuple[ir.Value, ir.Value]
     attn_nodes: list[ir.Node]  # in graph order, including the attention residual Add
     mlp_nodes: list[ir.Node]  # in graph order, including the MLP residual Add
+    form: BlockForm | None = None  # the first matcher's typed description that fits
+    mismatch: str | None = None  # why no matcher fits (None when one does)
+
+    @property
+    def kv_heads(self) -> int | str | None:
+        """Heads of the block's past-KV input (static in every graph painters can size a cache for)."""
+        shape = self.past[0].shape
+        return shape[1] if shape is not None and len(shape) == 4 else None
 
 
 @dataclass
@@ -86,13 +93,13 @@ class BlockStructure:
 
 def _fail(msg: str) -> CompileError:
     return CompileError(f"block discovery: {msg} (is this a Llama-family decoder exported with the "
-                        "past_key_values.{i}.key/value → present.{i}.key/value convention?)")
+                        f"{past_name('{i}', 'key/value')} → {present_name('{i}', 'key/value')} convention?)")
 
 
 def _find_embedding(graph: ir.Graph) -> ir.Value:
-    ids = next((v for v in graph.inputs if v.name == "input_ids"), None)
+    ids = next((v for v in graph.inputs if v.name == INPUT_IDS), None)
     if ids is None:
-        raise _fail("no graph input named 'input_ids'")
+        raise _fail(f"no graph input named {INPUT_IDS!r}")
     gathers = [u.node for u in ids.uses() if u.node.op_type == "Gather" and u.idx == 1]
     if len(gathers) != 1:
         raise _fail(f"expected one embedding Gather reading input_ids, found {len(gathers)}")
@@ -102,9 +109,9 @@ def _find_embedding(graph: ir.Graph) -> ir.Value:
 def _kv_io(graph: ir.Graph) -> tuple[dict[int, tuple[ir.Value, ir.Value]], dict[int, tuple[ir.Value, ir.Value]]]:
     past: dict[int, dict[str, ir.Value]] = {}
     for v in graph.inputs:
-        m = _KV_RE.match(v.name or "")
-        if m:
-            past.setdefault(int(m[1]), {})[m[2]] = v
+        parsed = parse_past(v.name)
+        if parsed:
+            past.setdefault(parsed[0], {})[parsed[1]] = v
     outputs = {v.name: v for v in graph.outputs}
     pasts, presents = {}, {}
     for i, kv in sorted(past.items()):
@@ -157,16 +164,27 @@ def _collect(
     return sorted(found, key=order.__getitem__)
 
 
-def discover_blocks(model: ir.Model) -> BlockStructure:
-    """Find the decoder blocks of ``model`` (see the module docstring for the rules)."""
+def _match(block: Block, matchers: Sequence[Matcher]) -> None:
+    reasons = []
+    for matcher in matchers:
+        try:
+            block.form = matcher(block)
+            return
+        except Mismatch as exc:
+            reasons.append(str(exc))
+    block.mismatch = "; ".join(reasons) or "no block matcher is registered"
+
+
+def discover_blocks(model: ir.Model, matchers: Sequence[Matcher] = MATCHERS) -> BlockStructure:
+    """Find the decoder blocks of ``model`` (see the module docstring for the rules) and match their forms."""
     graph = model.graph
     x0 = _find_embedding(graph)
     pasts, presents = _kv_io(graph)
     R = _residual_set(graph, x0, [v for kv in pasts.values() for v in kv])
     order = {node: k for k, node in enumerate(graph)}
-    logits = next((v for v in graph.outputs if v.name == "logits"), None)
+    logits = next((v for v in graph.outputs if v.name == LOGITS), None)
     if logits is None:
-        raise _fail("no graph output named 'logits'")
+        raise _fail(f"no graph output named {LOGITS!r}")
 
     stream = [x0]
     adds: list[tuple[ir.Node, ir.Node]] = []
@@ -215,4 +233,5 @@ def discover_blocks(model: ir.Model) -> BlockStructure:
                 raise CompileError(f"block discovery: block {i}: {value.name!r} is not computed by the block's "
                                    "attention")
         blocks.append(Block(i, x_in, h, x_out, pasts[i], presents[i], attn, mlp))
+        _match(blocks[-1], matchers)
     return BlockStructure(blocks, x0, stream[-1], logits)

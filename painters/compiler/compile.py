@@ -10,19 +10,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import onnx_ir as ir
-from onnx_ir.passes.common import RemoveUnusedNodesPass, ShapeInferencePass
+from onnx_ir.passes.common import CheckerPass, RemoveUnusedNodesPass, ShapeInferencePass, TopologicalSortPass
 
 from painters import __version__
-from painters.compiler.blocks import discover_blocks
-from painters.compiler.graph_io import initializer_bytes, load_graph, save_graph
+from painters.compiler.blocks import BlockStructure, discover_blocks
+from painters.compiler.graph_io import graph_inputs, initializer_bytes, load_graph, save_graph
+from painters.compiler.layout import METADATA_KEY as LAYOUT_KEY
+from painters.compiler.layout import SlotLayout, slot_layout
 from painters.compiler.passes.anchor_shapes import AnchorKVShapesPass
+from painters.compiler.passes.instantiate import InstantiateStagesPass
 from painters.compiler.passes.noops import RemoveNoOpsPass
-from painters.compiler.rewrite import RewriteToPlanPass
-from painters.errors import CompileError
-from painters.fileio import atomic_dir_outputs, check_output_path, file_hash
+from painters.decoder_io import past_slots
+from painters.errors import CompileError, PaintersError
+from painters.fileio import atomic_dir_outputs, check_output_path, check_outputs, file_hash
 from painters.plans import Plan, load_scores, parse_plan
 
-__all__ = ["compile_model", "CompileResult", "default_output", "prepare"]
+__all__ = ["compile_model", "CompileResult", "default_output", "prepare", "compile_passes", "run_passes", "describe"]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,7 @@ class CompileResult:
     output_bytes: int
     nodes: int
     kv_slots: int  # KV slots of the graph: the plan's, or fewer where parallel groups were fused
+    layout: SlotLayout  # which stages fused, and each compiled slot's stage, plan slots and heads
 
 
 def default_output(model: Path, plan_name: str) -> Path:
@@ -44,17 +48,39 @@ def default_output(model: Path, plan_name: str) -> Path:
     return model.with_name(f"{model.stem}.{safe}.onnx")
 
 
-def prepare(model: ir.Model):
+def run_passes(passes: list[ir.passes.PassBase], model: ir.Model) -> ir.passes.PassResult:
+    """Run ``passes`` in one onnx-ir ``PassManager``; a painters error inside a pass comes out as itself.
+
+    The manager wraps every exception in ``PassError`` (naming the passes already run); a ``PaintersError``
+    is the user's problem and keeps its one-line message, and any other failure is a bug that keeps its chain.
+    """
+    try:
+        return ir.passes.PassManager(passes)(model)
+    except ir.passes.PassError as exc:
+        cause: BaseException | None = exc
+        while cause is not None and not isinstance(cause, PaintersError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from None
+        raise
+
+
+def prepare(model: ir.Model) -> BlockStructure:
     """Normalize and discover: the shared first step of every rewrite (and of ``painters inspect``).
 
     Graphs without value types (the TorchScript exporter writes none) get ONNX shape inference first, so
     no-op Casts can be recognized; our own exports carry types and skip it.
     """
+    passes: list[ir.passes.PassBase] = [RemoveNoOpsPass(), AnchorKVShapesPass()]
     if any(v.dtype is None for node in model.graph for v in node.outputs):
-        ShapeInferencePass(strict_mode=False)(model)
-    RemoveNoOpsPass()(model)
-    AnchorKVShapesPass()(model)
+        passes.insert(0, ShapeInferencePass(strict_mode=False))
+    run_passes(passes, model)
     return discover_blocks(model)
+
+
+def compile_passes(structure: BlockStructure, layout: SlotLayout) -> list[ir.passes.PassBase]:
+    """The compile pipeline after discovery: instantiate the layout's stages, then clean up and check."""
+    return [InstantiateStagesPass(structure, layout), RemoveUnusedNodesPass(), TopologicalSortPass(), CheckerPass()]
 
 
 def compile_model(model_path: str | Path, plan: str | Plan, out: str | Path | None = None, *,
@@ -77,17 +103,9 @@ def compile_model(model_path: str | Path, plan: str | Plan, out: str | Path | No
         raise CompileError(f"plan {plan} was made for {plan.num_layers} layers; {src} has {structure.num_layers}")
     out = Path(out) if out else default_output(src, plan.name)
     check_output_path(out, src)
-    for key in ("painters.fused_stages", "painters.slot_heads"):  # a parent graph's, if any
-        model.metadata_props.pop(key, None)
-    RewriteToPlanPass(structure, plan)(model)
-    kv_slots = plan.kv_slots
-    if fuse_parallel:
-        from painters.compiler.passes.fuse_parallel import FuseParallelPass
-
-        fuse = FuseParallelPass(plan)
-        fuse(model)
-        kv_slots = fuse.kv_slots
-    RemoveUnusedNodesPass()(model)
+    check_outputs([out, out.with_name(out.name + ".fused.data")], graph_inputs(model, src))
+    layout = slot_layout(plan, structure, fuse_parallel=fuse_parallel, opset=model.opset_imports.get("", 0))
+    run_passes(compile_passes(structure, layout), model)
     output_bytes = initializer_bytes(model)
     if output_bytes > source_bytes:
         raise CompileError(f"internal error: plan {plan} grew the weights ({output_bytes} > {source_bytes} bytes)")
@@ -95,7 +113,8 @@ def compile_model(model_path: str | Path, plan: str | Plan, out: str | Path | No
         "painters.version": __version__,
         "painters.plan": plan.name,
         "painters.schedule": plan.to_json_text(),
-        "painters.kv_slots": str(kv_slots),
+        "painters.kv_slots": str(layout.kv_slots),
+        LAYOUT_KEY: json.dumps(layout.to_json(), separators=(",", ":")),
         "painters.source_hash": source_hash or file_hash(src),
         "painters.parent_graph_hash": file_hash(src),
     })
@@ -104,21 +123,47 @@ def compile_model(model_path: str | Path, plan: str | Plan, out: str | Path | No
         save_graph(model, src, out, tmp)
     seconds = time.perf_counter() - start
     log.info("compiled %s with %s in %.2f s → %s", src, plan, seconds, out)
-    return CompileResult(out, plan, seconds, source_bytes, output_bytes, len(model.graph), kv_slots)
+    return CompileResult(out, plan, seconds, source_bytes, output_bytes, len(model.graph), layout.kv_slots, layout)
+
+
+def _metadata_json(meta: dict[str, str], key: str):
+    try:
+        return json.loads(meta[key])
+    except ValueError as exc:
+        raise CompileError(f"metadata {key} is not valid JSON ({exc}); the graph was edited or written by another "
+                           "tool — recompile it with `painters compile`") from None
 
 
 def describe(path: str | Path) -> dict:
-    """What ``painters inspect`` prints: provenance metadata plus block and KV-slot counts."""
+    """What ``painters inspect`` prints: provenance metadata, block counts and the KV slot layout.
+
+    Malformed ``painters.*`` metadata is refused with the key's name (:class:`CompileError`).
+    """
     model = load_graph(Path(path))
-    meta = {k.removeprefix("painters."): v for k, v in model.metadata_props.items() if k.startswith("painters.")}
-    slots = sum(1 for v in model.graph.inputs if (v.name or "").startswith("past_key_values.")) // 2
+    meta = {k: v for k, v in model.metadata_props.items() if k.startswith("painters.")}
+    slots = len(past_slots(v.name for v in model.graph.inputs))
     info: dict = {"file": str(path), "nodes": len(model.graph), "kv_slots": slots,
                   "initializer_bytes": initializer_bytes(model)}
-    if "schedule" in meta:
-        schedule = json.loads(meta.pop("schedule"))
-        info.update(block_evals=schedule["block_evals"], schedule=schedule["steps"])
-    elif "blocks" in meta:
-        info["blocks"] = len(json.loads(meta.pop("blocks")))
+    if "painters.schedule" in meta:
+        try:
+            plan = Plan.from_json(_metadata_json(meta, "painters.schedule"))
+        except PaintersError as exc:
+            raise CompileError(f"metadata painters.schedule is malformed: {exc}") from None
+        info.update(block_evals=plan.block_evals, schedule=[s.to_json() for s in plan.steps])
+        meta.pop("painters.schedule")
+    elif "painters.blocks" in meta:
+        blocks = _metadata_json(meta, "painters.blocks")
+        if not isinstance(blocks, list):
+            raise CompileError("metadata painters.blocks is malformed (not a list); re-export the model")
+        info["blocks"] = len(blocks)
+        meta.pop("painters.blocks")
     else:
         info["blocks"] = prepare(model).num_layers
-    return {**info, **meta}
+    layout = SlotLayout.from_metadata(meta)
+    if layout is not None:
+        meta.pop(LAYOUT_KEY)
+        if len(layout["slots"]) != slots:
+            raise CompileError(f"metadata {LAYOUT_KEY} lists {len(layout['slots'])} KV slots but the graph has "
+                               f"{slots}; recompile it with `painters compile`")
+        info.update(fused_stages=layout["fused_stages"], slot_layout=layout["slots"])
+    return {**info, **{k.removeprefix("painters."): v for k, v in meta.items()}}

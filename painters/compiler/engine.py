@@ -23,8 +23,19 @@ from pathlib import Path
 from typing import Any
 
 from painters.cache import cache_dir
+from painters.decoder_io import (
+    INPUT_IDS,
+    LOGITS,
+    ONNX_DTYPES,
+    PRECISIONS,
+    dim_roles,
+    dtype_name,
+    is_past,
+    past_name,
+    precision_of,
+)
 from painters.errors import BuildError, CompileError
-from painters.fileio import check_output_path, file_hash
+from painters.fileio import check_output_path, check_outputs, file_hash
 
 __all__ = ["BACKENDS", "DEFAULT_PROFILE", "DEFAULT_COMPUTE_CAPABILITY", "DimRange", "GraphInfo", "EngineFromOnnx",
            "import_trt", "gpu_name", "trt_logger", "parse_profile", "profile_shapes", "graph_info", "engine_key",
@@ -35,13 +46,8 @@ log = logging.getLogger(__name__)
 BACKENDS = ("tensorrt-rtx", "tensorrt")
 DEFAULT_PROFILE = "batch=1:1:8,seq=1:128:512,past=0:128:512"
 DEFAULT_COMPUTE_CAPABILITY = "8.9"  # Ada: the oldest RTX target that runs fp32 GEMMs (SM75 refuses them)
-PRECISIONS = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 _DIMS = ("batch", "seq", "past")
-_KV_INPUT = re.compile(r"past_key_values\.\d+\.(key|value)\Z")
-# Named role of each dim of the IO-convention inputs; None = must be static in the graph (kv_heads, head_dim).
-_ROLES: dict[str, tuple[str | None, ...]] = {"input_ids": ("batch", "seq"), "position_ids": ("batch", "seq"),
-                                             "attention_mask": ("batch", "past+seq")}
-_KV_ROLES = ("batch", None, "past", None)
+_MAX_DIM = 2**31 - 1  # TensorRT shapes are int32
 
 
 @dataclass(frozen=True)
@@ -117,6 +123,9 @@ def _parse_items(spec: str) -> dict[str, DimRange]:
         except ValueError:
             raise BuildError(f"profile {item!r}: expected three integers MIN:OPT:MAX (or one, to fix the size), "
                              f"e.g. {name}=1:128:512") from None
+        if max(lo, opt, hi) > _MAX_DIM:
+            raise BuildError(f"profile {item!r}: {name} must be at most {_MAX_DIM} (TensorRT dims are 32-bit); "
+                             f"e.g. {name}=1:128:512")
         floor = 0 if name == "past" else 1
         if lo < floor:
             raise BuildError(f"profile {item!r}: {name} starts at {floor} or more; write {name}={floor}:{opt}:{hi}")
@@ -136,7 +145,7 @@ def profile_shapes(graph: GraphInfo, dims: dict[str, DimRange]) -> list[dict[str
 
     Static dims of the graph win over the spec, so a graph exported with a fixed batch still builds.
     """
-    has_kv = any(_KV_INPUT.match(name) for name, _, _ in graph.inputs)
+    has_kv = any(is_past(name) for name, _, _ in graph.inputs)
     dims = dims if has_kv else {**dims, "past": DimRange(0, 0, 0)}  # no cache: the mask covers seq only
     profiles = []
     for seq in (dims["seq"], DimRange(1, 1, 1)):
@@ -148,10 +157,11 @@ def profile_shapes(graph: GraphInfo, dims: dict[str, DimRange]) -> list[dict[str
 
 
 def _input_shapes(name: str, shape: tuple[int | str, ...], ranges: dict[str, DimRange]):
-    roles = _KV_ROLES if _KV_INPUT.match(name) else _ROLES.get(name)
+    roles = dim_roles(name)
     if roles is None or len(roles) != len(shape):
-        raise BuildError(f"input {name} {list(shape)} has symbolic dims but is not part of the decoder IO convention "
-                         "(input_ids, attention_mask, position_ids, past_key_values.N.key/value with the usual ranks); "
+        raise BuildError(f"input {name} {list(shape)} has symbolic dims but is not part of the decoder IO "
+                         f"convention (input_ids, attention_mask, position_ids, {past_name('N', 'key/value')} with "
+                         "the usual ranks); "
                          "painters cannot choose its shape range — export it with static dims or remove it")
     lows, opts, highs = [], [], []
     for axis, (dim, role) in enumerate(zip(shape, roles)):
@@ -168,7 +178,6 @@ def _input_shapes(name: str, shape: tuple[int | str, ...], ranges: dict[str, Dim
 
 def graph_info(onnx_path: str | Path) -> GraphInfo:
     """Read IO, float dtype, painters metadata and external data files of a graph; weights stay on disk."""
-    import onnx_ir as ir
 
     from painters.compiler.graph_io import external_files, load_graph
 
@@ -178,28 +187,32 @@ def graph_info(onnx_path: str | Path) -> GraphInfo:
         external = external_files(model, path.parent)
     except CompileError as exc:
         raise BuildError(str(exc)) from exc
-    floats = {ir.DataType.FLOAT: "float32", ir.DataType.FLOAT16: "float16", ir.DataType.BFLOAT16: "bfloat16"}
+    floats = {"float32", "float16", "bfloat16"}
 
     def io(values) -> list[tuple[str, str, tuple[int | str, ...]]]:
-        return [(v.name, _dtype_name(v.dtype, floats), tuple(d if isinstance(d, int) else str(d.value or f"?{i}")
+        return [(v.name, _dtype_name(v.dtype), tuple(d if isinstance(d, int) else str(d.value or f"?{i}")
                                                              for i, d in enumerate(v.shape or ())))
                 for v in values]
 
+    if INPUT_IDS not in {v.name for v in model.graph.inputs} or LOGITS not in {v.name for v in model.graph.outputs}:
+        raise BuildError(f"{path} is not a painters decoder graph (it needs an input {INPUT_IDS!r} and an output "
+                         f"{LOGITS!r}); export the model with `painters export` and build from that")
     # The KV cache's dtype is the activation dtype; without a cache, the float dtype with the most weights.
-    dtype = next((dt for name, dt, _ in io(model.graph.inputs) if _KV_INPUT.match(name)), None)
+    dtype = next((dt for name, dt, _ in io(model.graph.inputs) if is_past(name)), None)
     if dtype is None:
         counts: dict[str, int] = {}
         for v in model.graph.initializers.values():
-            if v.const_value is not None and v.const_value.dtype in floats:
-                counts[floats[v.const_value.dtype]] = counts.get(floats[v.const_value.dtype], 0) + v.const_value.size
+            name = _dtype_name(v.const_value.dtype) if v.const_value is not None else None
+            if name in floats:
+                counts[name] = counts.get(name, 0) + v.const_value.size
         dtype = max(counts, key=counts.get) if counts else None
     return GraphInfo(path, io(model.graph.inputs), io(model.graph.outputs), dtype,
                      {k: v for k, v in model.metadata_props.items() if k.startswith("painters.")},
                      [(name, (path.parent / name).stat().st_size) for name in external])
 
 
-def _dtype_name(dtype, floats) -> str:
-    return floats.get(dtype) or (dtype.name.lower() if dtype is not None else "unknown")
+def _dtype_name(dtype) -> str:
+    return dtype_name(ONNX_DTYPES, dtype.name if dtype is not None else None)
 
 
 def _check_precision(graph: GraphInfo, precision: str | None) -> str:
@@ -208,7 +221,7 @@ def _check_precision(graph: GraphInfo, precision: str | None) -> str:
     if precision not in PRECISIONS:
         raise BuildError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     if graph.dtype != PRECISIONS[precision]:
-        have = {v: k for k, v in PRECISIONS.items()}.get(graph.dtype or "", graph.dtype)
+        have = precision_of(graph.dtype) or graph.dtype
         raise BuildError(f"{graph.path} computes in {graph.dtype} but precision {precision} was asked; the engine "
                          f"is strongly typed and follows the graph's dtypes, so re-export the model with "
                          f"`painters export --dtype {precision}`, or drop --precision (or pass {have})")
@@ -238,8 +251,33 @@ def _target(trt, backend: str, compute_capability: str | None) -> tuple[str, Any
     return name, getattr(trt.ComputeCapability, name)
 
 
+def content_hash(path: str | Path) -> str:
+    """sha256 of every byte of ``path``, memoized by (resolved path, inode, size, mtime_ns, ctime_ns).
+
+    Why a full hash: an engine bakes in every weight byte, so the cache key must change with any byte of the
+    data (``file_hash`` samples files over 1 GiB and would miss an edit elsewhere). Why the memo is safe:
+    every write to a file, and every ``utime`` that restores its mtime, sets its ctime to the current time,
+    and nothing but the kernel can set ctime back, so an unchanged identity tuple means unchanged bytes;
+    the memo only saves re-reading multi-GB data on every build.
+    """
+    path = Path(path).resolve()
+    st = path.stat()
+    ident = f"{path}|{st.st_ino}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}"
+    memo = cache_dir("hashes") / (hashlib.sha256(ident.encode()).hexdigest() + ".sha256")
+    if memo.is_file():
+        return memo.read_text().strip()
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(16 << 20), b""):
+            h.update(chunk)
+    digest = h.hexdigest()
+    _write_atomic(memo, digest.encode())
+    return digest
+
+
 def _key_inputs(trt, graph: GraphInfo, backend: str, dtype: str, dims: dict[str, DimRange], target: str) -> dict:
-    return {"graph": file_hash(graph.path), "external": graph.external, "metadata": graph.metadata,
+    external = [(name, size, content_hash(graph.path.parent / name)) for name, size in graph.external]
+    return {"graph": content_hash(graph.path), "external": external, "metadata": graph.metadata,
             "backend": backend, "trt_version": trt.__version__, "precision": dtype,
             "profile": _profile_spec(dims), "target": target}
 
@@ -283,12 +321,18 @@ def trt_logger(trt):
 
 
 def _write_atomic(path: Path, data) -> None:
-    """Write via a temp file in the same directory and rename, so readers never see a partial file."""
+    """Write via a temp file in the same directory and rename, so readers never see a partial file.
+
+    The file gets the mode an ordinary new file gets (0666 less the umask), not mkstemp's private 0600.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -397,6 +441,9 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, backend: str
     """
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     check_output_path(engine_path, onnx_path)
+    from painters.compiler.graph_io import graph_inputs, load_graph
+
+    check_outputs([engine_path, sidecar_path(engine_path)], graph_inputs(load_graph(onnx_path), onnx_path))
     build = EngineFromOnnx(onnx_path, backend=backend, precision=precision, profile=profile,
                            compute_capability=compute_capability, timing_cache=timing_cache)
     engine = build()
@@ -432,7 +479,7 @@ def cached_engine(onnx_path: str | Path, *, backend: str = "tensorrt-rtx", preci
                   profile: str | None = None, compute_capability: str | None = None) -> Path:
     """An engine for these settings from ``$PAINTERS_CACHE/engines``, built on a miss.
 
-    The key hashes the graph (the .onnx bytes, its external data names and sizes, painters metadata),
+    The key hashes the graph (every byte of the .onnx and of its external data files, painters metadata),
     backend and TensorRT version, precision, profile and target GPU. A cached engine whose sidecar or
     checksum disagrees is rebuilt with a warning, never loaded blindly.
     """

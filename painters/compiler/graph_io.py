@@ -20,7 +20,7 @@ import onnx_ir as ir
 from painters.errors import CompileError
 
 __all__ = ["load_graph", "external_files", "save_graph", "initializer_bytes", "ChunkedTensor", "SIDE_FILES",
-           "NEW_DATA_THRESHOLD"]
+           "NEW_DATA_THRESHOLD", "graph_inputs"]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,13 @@ def external_files(model: ir.Model, base: Path) -> list[str]:
                 raise CompileError(f"initializer {value.name!r}: external data file {target} is truncated")
             files.add(location)
     return sorted(files)
+
+
+def graph_inputs(model: ir.Model, path: Path) -> list[Path]:
+    """Every file a command reads through the graph at ``path``: itself, its external data, its side files."""
+    path = Path(path)
+    return [path, *(path.parent / f for f in external_files(model, path.parent)),
+            *(f for f in (path.parent / n for n in SIDE_FILES) if f.is_file())]
 
 
 def initializer_bytes(model: ir.Model) -> int:

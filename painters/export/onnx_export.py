@@ -16,7 +16,9 @@ import types
 from pathlib import Path
 
 from painters import __version__
-from painters.compiler.blocks import past_name, present_name
+from painters.decoder_io import KINDS, LOGITS, TOKEN_INPUTS, past_name, present_name
+from painters.errors import ExportError
+from painters.export.quiet import quiet_exporter
 from painters.export.sources import LoadedModel, load_source
 from painters.fileio import atomic_dir_outputs, check_output_path
 
@@ -105,20 +107,22 @@ def trace_decoder(loaded: LoadedModel, *, opset: int | None = None):
     B, S, P = torch.export.Dim("batch"), torch.export.Dim("seq"), torch.export.Dim("past")
     # attention_mask's length is past + seq; torch.export only takes it as its own dynamic dim
     dynamic = ({0: B, 1: S}, {0: B, 1: torch.export.Dim.DYNAMIC}, {0: B, 1: S}, tuple({0: B, 2: P} for _ in past_kv))
-    names = [past_name(i, kind) for i in range(L) for kind in ("key", "value")]
-    outputs = ["logits", *[present_name(i, kind) for i in range(L) for kind in ("key", "value")]]
+    names = [past_name(i, kind) for i in range(L) for kind in KINDS]
+    outputs = [LOGITS, *[present_name(i, kind) for i in range(L) for kind in KINDS]]
     start = time.perf_counter()
-    program = torch.onnx.export(
-        _wrapper(loaded), args, dynamic_shapes=dynamic, dynamo=True, optimize=True, opset_version=opset,
-        input_names=["input_ids", "attention_mask", "position_ids", *names], output_names=outputs,
-        external_data=True, verbose=False,
-    )
+    with quiet_exporter():
+        program = torch.onnx.export(
+            _wrapper(loaded), args, dynamic_shapes=dynamic, dynamo=True, optimize=True, opset_version=opset,
+            input_names=[*TOKEN_INPUTS, *names], output_names=outputs,
+            external_data=True, verbose=False,
+        )
     log.info("traced in %.1f s", time.perf_counter() - start)
     return program.model
 
 
 def export_model(loaded: LoadedModel, out: str | Path, *, opset: int | None = None) -> Path:
     """Export a loaded model to ``out`` (+ ``out.data`` and tokenizer files beside it), atomically."""
+    check_opset(opset)
     out = Path(out)
     check_output_path(out)
     with atomic_dir_outputs(out) as tmp, linears_as_matmul(loaded.model):
@@ -156,8 +160,55 @@ def _annotate_and_save(model, path: Path, loaded: LoadedModel, *, weights_writte
     ir.save(model, path)
 
 
+def check_export_outputs(out: Path, src: Path) -> None:
+    """Refuse an export that would write over a file of SRC or a data file other graphs in OUT's folder use.
+
+    Export writes OUT, OUT.data and the tokenizer/generation-config files beside OUT, so each of those is
+    checked against every file of SRC; an existing OUT.data referenced by another ``.onnx`` in the folder
+    (compiled graphs share it) would silently break those graphs, so it is refused too.
+    """
+    from painters.compiler.graph_io import SIDE_FILES
+    from painters.fileio import check_outputs
+
+    check_output_path(out, src)
+    reads = [f for f in src.rglob("*") if f.is_file()] if src.is_dir() else [src]
+    check_outputs([out, out.with_name(out.name + ".data"), *(out.parent / n for n in (*SIDE_FILES, "config.json"))],
+                  reads)
+    data = out.with_name(out.name + ".data")
+    if data.exists():
+        import onnx
+
+        for other in out.parent.glob("*.onnx"):
+            if other.resolve() == out.resolve() or not other.is_file():
+                continue
+            try:
+                graph = onnx.load(other, load_external_data=False).graph
+            except Exception:  # not a readable graph: it references nothing we can see
+                continue
+            locations = {e.value for t in graph.initializer for e in t.external_data if e.key == "location"}
+            if data.name in locations:
+                raise ExportError(f"{data} is the weights file of {other}; exporting to {out} would replace it "
+                                  "and break that graph; choose another output directory with -o")
+
+
+# torch's dynamo exporter emits onnxscript's torchlib, written at opset 18; it converts up to torch's maximum.
+MIN_OPSET = 18
+
+
+def check_opset(opset: int | None) -> None:
+    """Refuse an opset the exporter cannot write (it would otherwise fail deep in tracing, or ignore it)."""
+    if opset is None:
+        return
+    from torch.onnx._constants import ONNX_MAX_OPSET
+
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= ONNX_MAX_OPSET:
+        raise ExportError(f"--opset {opset!r} is not supported: the exporter writes opsets {MIN_OPSET}..."
+                          f"{ONNX_MAX_OPSET}; pick one in that range or leave --opset out for the default")
+
+
 def export_onnx(src: str | Path, out: str | Path, *, dtype: str = "fp32", opset: int | None = None) -> Path:
     """Load SRC and export it: the importable twin of ``painters export``."""
-    check_output_path(Path(out), Path(src))
+    check_opset(opset)
+    check_export_outputs(Path(out), Path(src))
     loaded = load_source(src, dtype=dtype)
     return export_model(loaded, out, opset=opset)

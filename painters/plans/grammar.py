@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from painters.errors import PlanError
-from painters.plans.schedule import MAX_LOOPS, Plan, Step
+from painters.plans.schedule import MAX_LOOPS, MAX_STEPS, Plan, Step, check_layers
 from painters.plans.scores import Scores, least_important
 
 __all__ = ["parse_plan", "load_plan_file", "GRAMMAR", "painters_reference_plan", "symmetric_plan", "split_plans"]
@@ -64,8 +64,7 @@ def parse_plan(text: str, num_layers: int, *, scores: Scores | None = None) -> P
     text = str(text).strip()
     if text.endswith((".yaml", ".yml", ".json")):
         return load_plan_file(text, num_layers)
-    if num_layers < 1:
-        raise PlanError(f"a model needs at least one layer, got {num_layers}")
+    check_layers(num_layers)
     body, kv = text, "exact"
     if ":" in text:
         body, _, suffix = text.partition(":")
@@ -166,6 +165,7 @@ def _drop(part, L, scores, kind, listing):
     for item in listing.split(","):
         lo, _, hi = item.partition("-")
         if hi:
+            _index(part, hi, L)  # before the range is listed: drop_attn_0-999999999 must not build a huge list
             if int(lo) > int(hi):
                 raise PlanError(f"{part!r}: range {item!r} runs backwards; write LO-HI with LO ≤ HI (inclusive)")
             blocks += [_index(part, str(b), L) for b in range(int(lo), int(hi) + 1)]
@@ -209,15 +209,24 @@ _BUILDERS = {
 }
 
 _STEP_KEYS = {"block", "attn", "mlp"}
+MAX_PLAN_FILE_BYTES = 1 << 20
 _GROUP_KEYS = {"parallel", "loops", "attn", "mlp"}
 
 
 def load_plan_file(path: str | Path, num_layers: int) -> Plan:
     """Read a plan file: ``{name?, kv?, steps: [3, {block: 4, attn: false}, {parallel: [5, 6], loops: 2}]}``."""
     path = Path(path)
+    check_layers(num_layers)
     try:
-        text = path.read_text()
-    except (OSError, ValueError) as exc:  # ValueError: a path with a NUL byte
+        if not path.is_file():  # a FIFO would block and /dev/zero never ends
+            raise PlanError(f"plan file {path} is not a regular file; give a .yaml or .json plan file")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_PLAN_FILE_BYTES + 1)
+        if len(raw) > MAX_PLAN_FILE_BYTES:
+            raise PlanError(f"plan file {path} is over {MAX_PLAN_FILE_BYTES} bytes; a plan file lists at most "
+                            f"{MAX_STEPS} steps")
+        text = raw.decode("utf-8")
+    except (OSError, ValueError) as exc:  # ValueError: a path with a NUL byte, or bytes that are not UTF-8
         raise PlanError(f"plan file {path} cannot be read ({getattr(exc, 'strerror', None) or exc})") from exc
     try:
         if path.suffix == ".json":
@@ -242,8 +251,17 @@ def load_plan_file(path: str | Path, num_layers: int) -> Plan:
     if not isinstance(raw_steps, list):
         raise PlanError(f"plan file {path}: 'steps' must be a list, got {raw_steps!r}; "
                         "e.g. steps: [0, {block: 1, attn: false}, {parallel: [2, 3], loops: 2}]")
+    if len(raw_steps) > MAX_STEPS:
+        raise PlanError(f"plan file {path} has {len(raw_steps)} steps; at most {MAX_STEPS}")
+    name = data.get("name")
+    name = path.stem if name is None else name
+    if not isinstance(name, str) or not name.strip():
+        raise PlanError(f"plan file {path}: name must be a non-empty string, got {name!r}")
+    if not _FILE_NAME.match(name):
+        raise PlanError(f"plan file {path}: name {name[:40]!r} may use only letters, digits and _.,+:=- "
+                        "(it becomes part of output file names)")
     steps = tuple(_file_step(path, raw) for raw in raw_steps)
-    return Plan(str(data.get("name") or path.stem), steps, num_layers, kv).validate()
+    return Plan(name, steps, num_layers, kv).validate()
 
 
 def _file_step(path: Path, raw) -> Step:
@@ -271,6 +289,7 @@ def _file_step(path: Path, raw) -> Step:
     return Step((raw["block"],), **flags)
 
 
+_FILE_NAME = re.compile(r"[A-Za-z0-9_.,+:=-]+\Z", re.ASCII)
 _LIST_ITEM = re.compile(r"\d+(?:-\d+)?\Z", re.ASCII)
 
 

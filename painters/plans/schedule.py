@@ -9,19 +9,27 @@ slots, so the reference executor, the ONNX rewrite and the engines agree on slot
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
 from painters.errors import PlanError
 
-__all__ = ["Step", "Stage", "Plan", "KVMode", "MAX_LOOPS"]
+__all__ = ["Step", "Stage", "Plan", "KVMode", "MAX_LOOPS", "MAX_LAYERS", "MAX_STEPS", "MAX_BLOCK_EVALS", "MAX_NAME"]
 
 KVMode = Literal["exact", "mean"]
 
 # Upper bound on a step's loops (and dup's K): schedules are unrolled into stages, so an absurd count from a
 # typo would hang or exhaust memory instead of failing with a message.
 MAX_LOOPS = 1000
+# No released decoder has more than a few hundred blocks; 10,000 leaves room and keeps every O(layers) loop
+# of the plan code instant. Checked before anything is built from the count.
+MAX_LAYERS = 10_000
+# Steps of one schedule and block evaluations after unrolling loops: a 20,000-step plan file otherwise compiles
+# for minutes. parallel_0_L_x1000 on a 32-block model (32,000 evaluations) stays inside the cap.
+MAX_STEPS = 10_000
+MAX_BLOCK_EVALS = 100_000
+# A plan's name becomes part of file names (M.NAME.onnx); file names are at most 255 bytes.
+MAX_NAME = 200
 
 
 @dataclass(frozen=True)
@@ -59,9 +67,12 @@ class Stage:
 
 @dataclass(frozen=True)
 class Plan:
-    """A validated schedule for a model with ``num_layers`` decoder blocks."""
+    """A validated schedule for a model with ``num_layers`` decoder blocks.
 
-    name: str
+    Plans compare (and hash) by schedule, not by name: ``drop_attn_1,2`` and ``drop_attn_1-2`` are one plan.
+    """
+
+    name: str = field(compare=False)
     steps: tuple[Step, ...]
     num_layers: int
     kv: KVMode = "exact"
@@ -129,9 +140,45 @@ class Plan:
     def to_json_text(self) -> str:
         return json.dumps(self.to_json(), separators=(",", ":"))
 
+    @classmethod
+    def from_json(cls, data: dict | str) -> Plan:
+        """The plan :meth:`to_json` wrote (a dict, or its JSON text), validated; derived fields are checked.
+
+        Raises :class:`PlanError` naming what is missing or inconsistent.
+        """
+        try:
+            if isinstance(data, str):
+                data = json.loads(data)
+            steps = tuple(Step(tuple(int(b) for b in s["blocks"]), bool(s["parallel"]), int(s["loops"]),
+                               bool(s["attn"]), bool(s["mlp"])) for s in data["steps"])
+            plan = cls(str(data["plan"]), steps, int(data["num_layers"]), data.get("kv", "exact"))
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise PlanError(f"not a painters schedule ({type(exc).__name__}: {exc}); write it with Plan.to_json") \
+                from None
+        if plan.kv not in ("exact", "mean"):
+            raise PlanError(f"schedule {plan.name!r}: kv must be exact or mean, got {plan.kv!r}")
+        plan.validate()
+        for key in ("kv_slots", "block_evals"):
+            if key in data and data[key] != getattr(plan, key):
+                raise PlanError(f"schedule {plan.name!r}: {key} is {data[key]} but its steps give "
+                                f"{getattr(plan, key)}")
+        return plan
+
     def validate(self) -> Plan:
         """Check indices, loops and that something runs; return self for chaining."""
         L = self.num_layers
+        check_layers(L)
+        if not isinstance(self.name, str) or not self.name:
+            raise PlanError(f"plan name must be a non-empty string, got {self.name!r}")
+        if len(self.name.encode("utf-8", "surrogatepass")) > MAX_NAME:
+            raise PlanError(f"plan name {self.name[:40]!r}... is {len(self.name)} characters; at most {MAX_NAME} "
+                            "(it becomes part of output file names, capped at 255 bytes)")
+        if len(self.steps) > MAX_STEPS:
+            raise PlanError(f"plan {self.name!r} has {len(self.steps)} steps; at most {MAX_STEPS}")
+        evals = sum(len(step.blocks) * step.loops for step in self.steps
+                    if isinstance(step.loops, int) and 0 < step.loops <= MAX_LOOPS)
+        if evals > MAX_BLOCK_EVALS:
+            raise PlanError(f"plan {self.name!r} runs {evals} block evaluations; at most {MAX_BLOCK_EVALS}")
         if not self.steps:
             raise PlanError(f"plan {self.name!r} leaves zero blocks; keep at least one block of 0..{L - 1}")
         for step in self.steps:
@@ -153,26 +200,10 @@ class Plan:
         return self
 
 
-def fusible_stages(plan: Plan) -> list[int]:
-    """Stages a fused compile may turn into one wide block: groups of k > 1 members keeping attention and MLP."""
-    return [i for i, s in enumerate(plan.stages()) if len(s.blocks) > 1 and s.attn and s.mlp]
+def check_layers(num_layers: object) -> int:
+    """``num_layers`` as a checked int: 1..MAX_LAYERS (before any loop over it runs)."""
+    if isinstance(num_layers, bool) or not isinstance(num_layers, int) or not 1 <= num_layers <= MAX_LAYERS:
+        raise PlanError(f"a model needs at least one layer and at most {MAX_LAYERS} (no real decoder has more "
+                        f"than a few hundred), got {num_layers!r}")
+    return num_layers
 
-
-def fused_slot_layout(plan: Plan, fused: Iterable[int] | None = None) -> list[tuple[int, tuple[int, ...]]]:
-    """The KV slots of a graph whose ``fused`` stages (default: every fusible one) run as wide blocks.
-
-    Entry i describes compiled slot i as (stage index, the plan slots of :meth:`Plan.stages` it holds). A
-    fused ``kv=exact`` stage holds its members' slots side by side on the head axis (k × kv_heads heads,
-    member-major); a fused ``kv=mean`` stage holds its one shared slot; every other plan slot is its own
-    compiled slot. The compiler may leave a group unfused (it then logs why): a compiled graph records the
-    stages it fused in its metadata ``painters.fused_stages``, which is what to pass here.
-    """
-    fused = set(fusible_stages(plan) if fused is None else fused)
-    layout: list[tuple[int, tuple[int, ...]]] = []
-    for index, stage in enumerate(plan.stages()):
-        slots = tuple(dict.fromkeys(s for s in stage.slots if s is not None))
-        if index in fused and slots:
-            layout.append((index, slots))
-        else:
-            layout.extend((index, (s,)) for s in slots)
-    return layout

@@ -28,6 +28,18 @@ from typing import Any
 
 import numpy as np
 
+from painters.decoder_io import (
+    ATTENTION_MASK,
+    INPUT_IDS,
+    KINDS,
+    LOGITS,
+    POSITION_IDS,
+    is_past,
+    is_present,
+    past_name,
+    present_name,
+    present_to_past,
+)
 from painters.runtime.base import KV, Runner, positions_from_mask
 
 __all__ = ["GreedyLoop", "ForwardLoop", "StaticLoop", "StaticBuffers", "DeviceRunner", "bucket_for", "kv_nbytes",
@@ -75,10 +87,12 @@ class GreedyLoop(ABC):
 
 
 class ForwardLoop(GreedyLoop):
-    """The portable loop: ``Runner.prefill`` / ``Runner.decode``, logits and argmax on the host."""
+    """The portable loop: ``Runner.prefill`` / ``Runner.decode``, logits and argmax (or ``pick``) on the host."""
 
-    def __init__(self, runner: Runner, input_ids: np.ndarray, attention_mask: np.ndarray):
+    def __init__(self, runner: Runner, input_ids: np.ndarray, attention_mask: np.ndarray,
+                 pick: Callable[[np.ndarray], np.ndarray] | None = None):
         self.runner = runner
+        self.pick = pick or (lambda last: last.argmax(-1))  # logits [batch, vocab] → tokens (sampling: serve)
         self.ids = np.asarray(input_ids, dtype=np.int64)
         self.mask = np.asarray(attention_mask, dtype=np.int64)
         self.kv = None
@@ -86,12 +100,12 @@ class ForwardLoop(GreedyLoop):
 
     def prefill(self) -> None:
         logits, self.kv = self.runner.prefill(self.ids, self.mask)
-        self.next = logits[:, -1].argmax(-1)
+        self.next = self.pick(logits[:, -1])
 
     def step(self) -> None:
         self.mask = np.concatenate([self.mask, np.ones((len(self.mask), 1), np.int64)], axis=1)
         logits, self.kv = self.runner.decode(self.next, self.mask, self.kv)
-        self.next = logits[:, -1].argmax(-1)
+        self.next = self.pick(logits[:, -1])
 
     def tokens(self) -> np.ndarray:
         return np.asarray(self.next, dtype=np.int64)
@@ -113,8 +127,8 @@ class StaticBuffers:
 
     batch: int
     bucket: int
-    inputs: dict[str, Any]  # input_ids [B,1], attention_mask [B,P+1], position_ids [B,1], past_key_values.*
-    outputs: dict[str, Any]  # logits [B,1,V], present.* [B,H,P+1,D]
+    inputs: dict[str, Any]  # input_ids [B,1], attention_mask [B,P+1], position_ids [B,1], past KV [B,H,P,D]
+    outputs: dict[str, Any]  # logits [B,1,V], present KV [B,H,P+1,D]
     past_groups: list[Any]  # per head count: [2·slots, B, H, P, D]
     present_groups: list[Any]  # per head count: [2·slots, B, H, P+1, D]
     t: Any  # int64 [1]: the next buffer position to fill (device-side counter)
@@ -125,27 +139,27 @@ class StaticBuffers:
         P = self.bucket
         for past, present in zip(self.past_groups, self.present_groups):
             past.index_copy_(3, self.t, present[:, :, :, P:P + 1])
-        mask = self.inputs["attention_mask"]
+        mask = self.inputs[ATTENTION_MASK]
         mask.index_fill_(1, self.t, 1)
-        self.inputs["position_ids"].add_(1)
+        self.inputs[POSITION_IDS].add_(1)
         self.t.add_(1)
-        self.next.copy_(self.outputs["logits"][:, -1].argmax(-1))
-        self.inputs["input_ids"].copy_(self.next[:, None])
+        self.next.copy_(self.outputs[LOGITS][:, -1].argmax(-1))
+        self.inputs[INPUT_IDS].copy_(self.next[:, None])
 
     def load(self, kv: dict[str, Any], mask: Any, positions: Any, filled: Any, tokens: Any) -> None:
-        """Set the state: cache positions ``0..n-1`` from ``kv`` (``past_key_values.*`` → [B, H, n, D]), the
+        """Set the state: cache positions ``0..n-1`` from ``kv`` (past-KV input name → [B, H, n, D]), the
         mask over them (``mask`` [B, n]), the new token's position ids, the fill counter and the next tokens."""
         n = mask.shape[1]
         for name, value in kv.items():
             self.inputs[name][:, :, :n].copy_(value)
-        full = self.inputs["attention_mask"]
+        full = self.inputs[ATTENTION_MASK]
         full.zero_()
         full[:, :n].copy_(mask)
         full[:, self.bucket] = 1
-        self.inputs["position_ids"].copy_(positions)
+        self.inputs[POSITION_IDS].copy_(positions)
         self.t.fill_(filled)
         self.next.copy_(tokens)
-        self.inputs["input_ids"].copy_(self.next[:, None])
+        self.inputs[INPUT_IDS].copy_(self.next[:, None])
 
     def nbytes(self) -> int:
         return sum(int(g.numel() * g.element_size()) for g in self.past_groups)
@@ -177,10 +191,9 @@ class StaticLoop(GreedyLoop):
         inputs, outputs = runner.bound_io(self.ids, self.mask, positions, runner.empty_kv(batch))
         runner.run_bound(inputs, outputs)
         buf = runner.static_buffers(batch, bucket_for(seq + self.max_new_tokens))
-        kv = {"past_key_values." + name.removeprefix("present."): value for name, value in outputs.items()
-              if name.startswith("present.")}
-        buf.load(kv, inputs["attention_mask"], inputs["position_ids"][:, -1:] + 1, seq,
-                 outputs["logits"][:, -1].argmax(-1))
+        kv = {present_to_past(name): value for name, value in outputs.items() if is_present(name)}
+        buf.load(kv, inputs[ATTENTION_MASK], inputs[POSITION_IDS][:, -1:] + 1, seq,
+                 outputs[LOGITS][:, -1].argmax(-1))
         self.buffers, self.filled = buf, seq
 
     def step(self) -> None:
@@ -242,15 +255,15 @@ class DeviceRunner(Runner):
 
         batch, seq = np.shape(input_ids)
         inputs = {name: torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64)).to(self.device)
-                  for name, a in (("input_ids", input_ids), ("attention_mask", attention_mask),
-                                  ("position_ids", position_ids))}
-        outputs = {"logits": torch.empty((batch, seq, self.info.vocab_size), dtype=self.logits_dtype,
+                  for name, a in ((INPUT_IDS, input_ids), (ATTENTION_MASK, attention_mask),
+                                  (POSITION_IDS, position_ids))}
+        outputs = {LOGITS: torch.empty((batch, seq, self.info.vocab_size), dtype=self.logits_dtype,
                                          device=self.device)}
         for slot, pair in enumerate(past):
-            for kind, t in zip(("key", "value"), pair):
+            for kind, t in zip(KINDS, pair):
                 t = t if isinstance(t, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(t))
-                inputs[f"past_key_values.{slot}.{kind}"] = t.to(self.device, self.kv_dtype).contiguous()
-                outputs[f"present.{slot}.{kind}"] = torch.empty((batch, t.shape[1], t.shape[2] + seq, t.shape[3]),
+                inputs[past_name(slot, kind)] = t.to(self.device, self.kv_dtype).contiguous()
+                outputs[present_name(slot, kind)] = torch.empty((batch, t.shape[1], t.shape[2] + seq, t.shape[3]),
                                                                 dtype=self.kv_dtype, device=self.device)
         return inputs, outputs
 
@@ -263,8 +276,8 @@ class DeviceRunner(Runner):
             past = past if past is not None else self.empty_kv(np.shape(input_ids)[0])
             inputs, outputs = self.bound_io(input_ids, attention_mask, position_ids, past)
             self.run_bound(inputs, outputs)
-            logits = outputs["logits"].float().cpu().numpy()  # waits for the stream, so `present` is ready too
-        return logits, [(outputs[f"present.{s}.key"], outputs[f"present.{s}.value"]) for s in range(len(past))]
+            logits = outputs[LOGITS].float().cpu().numpy()  # waits for the stream, so `present` is ready too
+        return logits, [tuple(outputs[present_name(s, kind)] for kind in KINDS) for s in range(len(past))]
 
     def empty_kv(self, batch: int) -> KV:
         import torch
@@ -307,8 +320,8 @@ class DeviceRunner(Runner):
     def grow_static(self, old: StaticBuffers, bucket: int) -> StaticBuffers:
         """Move a full bucket's state into the buffers of a larger one."""
         new = self.static_buffers(old.batch, bucket)
-        kv = {name: value for name, value in old.inputs.items() if name.startswith("past_key_values.")}
-        new.load(kv, old.inputs["attention_mask"][:, :old.bucket], old.inputs["position_ids"], old.t[0], old.next)
+        kv = {name: value for name, value in old.inputs.items() if is_past(name)}
+        new.load(kv, old.inputs[ATTENTION_MASK][:, :old.bucket], old.inputs[POSITION_IDS], old.t[0], old.next)
         return new
 
     def release_static(self) -> None:
@@ -321,20 +334,20 @@ def allocate_static(torch, device, batch: int, bucket: int, slot_heads: list[int
     """Buffers for one (batch, bucket); slots with the same head count share one tensor."""
     P = bucket
     inputs: dict[str, Any] = {
-        "input_ids": torch.zeros((batch, 1), dtype=torch.int64, device=device),
-        "attention_mask": torch.zeros((batch, P + 1), dtype=torch.int64, device=device),
-        "position_ids": torch.zeros((batch, 1), dtype=torch.int64, device=device),
+        INPUT_IDS: torch.zeros((batch, 1), dtype=torch.int64, device=device),
+        ATTENTION_MASK: torch.zeros((batch, P + 1), dtype=torch.int64, device=device),
+        POSITION_IDS: torch.zeros((batch, 1), dtype=torch.int64, device=device),
     }
-    outputs: dict[str, Any] = {"logits": torch.empty((batch, 1, vocab), dtype=logits_dtype, device=device)}
+    outputs: dict[str, Any] = {LOGITS: torch.empty((batch, 1, vocab), dtype=logits_dtype, device=device)}
     past_groups, present_groups = [], []
     for heads in sorted(set(slot_heads)):
         slots = [s for s, h in enumerate(slot_heads) if h == heads]
         past = torch.zeros((2 * len(slots), batch, heads, P, head_dim), dtype=kv_dtype, device=device)
         present = torch.zeros((2 * len(slots), batch, heads, P + 1, head_dim), dtype=kv_dtype, device=device)
         for j, slot in enumerate(slots):
-            for k, kind in enumerate(("key", "value")):
-                inputs[f"past_key_values.{slot}.{kind}"] = past[2 * j + k]
-                outputs[f"present.{slot}.{kind}"] = present[2 * j + k]
+            for k, kind in enumerate(KINDS):
+                inputs[past_name(slot, kind)] = past[2 * j + k]
+                outputs[present_name(slot, kind)] = present[2 * j + k]
         past_groups.append(past)
         present_groups.append(present)
     t = torch.zeros(1, dtype=torch.int64, device=device)

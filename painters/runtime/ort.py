@@ -15,12 +15,12 @@ model it is opened without, with one warning line.
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from painters.decoder_io import LOGITS, ORT_DTYPES, past_name, past_slots
 from painters.errors import PaintersError
 from painters.runtime.base import ModelInfo
 from painters.runtime.decode import DeviceRunner, StaticBuffers
@@ -29,9 +29,6 @@ __all__ = ["OrtRunner", "load_tokenizer"]
 
 log = logging.getLogger(__name__)
 
-_PAST = re.compile(r"past_key_values\.(\d+)\.key\Z")
-_ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(bfloat16)": "bfloat16",
-              "tensor(double)": "float64", "tensor(int64)": "int64"}
 
 
 def load_tokenizer(model_dir: Path):
@@ -85,15 +82,16 @@ class OrtRunner(DeviceRunner):
         outputs = self.session.get_outputs()
         self._input_names = [i.name for i in self.session.get_inputs()]
         self._output_names = [o.name for o in outputs]
-        slots = sorted(int(m[1]) for n in inputs if (m := _PAST.match(n)))
-        first = inputs.get("past_key_values.0.key")
+        slots = past_slots(inputs)
+        first = inputs.get(past_name(0, "key"))
         kv_heads, head_dim = (int(first.shape[1]), int(first.shape[3])) if first is not None else (0, 0)
-        self.kv_dtype = getattr(torch, _ORT_TYPES.get(first.type if first else "tensor(float)", "float32"))
-        self.logits_dtype = getattr(torch, _ORT_TYPES.get(outputs[0].type, "float32"))
+        logits = next(o for o in outputs if o.name == LOGITS)
+        self.kv_dtype = getattr(torch, ORT_DTYPES.get(first.type if first else "tensor(float)", "float32"))
+        self.logits_dtype = getattr(torch, ORT_DTYPES.get(logits.type, "float32"))
         # heads per slot: a fused parallel group's slot holds k × kv_heads heads
-        self.slot_heads = [int(inputs[f"past_key_values.{s}.key"].shape[1]) for s in slots]
+        self.slot_heads = [int(inputs[past_name(s, "key")].shape[1]) for s in slots]
         meta = self.session.get_modelmeta().custom_metadata_map
-        self.info = ModelInfo(len(slots), kv_heads, head_dim, int(outputs[0].shape[-1]),
+        self.info = ModelInfo(len(slots), kv_heads, head_dim, int(logits.shape[-1]),
                               str(self.kv_dtype).removeprefix("torch."), meta.get("painters.plan", "baseline"),
                               meta.get("painters.source_hash", ""))
         self.tokenizer = load_tokenizer(path.parent)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from painters.decoder_io import HF_CACHE_ARG
 from painters.plans import Plan, Stage
 from painters.runtime.base import KV, ModelInfo, Runner
 
@@ -63,8 +64,8 @@ def _forward_params(cls: type) -> frozenset[str]:
 
 def cache_kwarg(module: Any) -> str:
     """The keyword a transformers module takes its KV cache by: ``cache`` in newer 5.x releases,
-    ``past_key_values`` before (still accepted there, with a deprecation warning, until 5.40)."""
-    return "cache" if "cache" in _forward_params(type(module)) else "past_key_values"
+    :data:`~painters.decoder_io.HF_CACHE_ARG` before (still accepted there, with a deprecation warning, until 5.40)."""
+    return "cache" if "cache" in _forward_params(type(module)) else HF_CACHE_ARG
 
 
 def mlp_delta(layer: Any, h: torch.Tensor) -> torch.Tensor:

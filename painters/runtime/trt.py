@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from pathlib import Path
 
+from painters.decoder_io import INPUT_IDS, LOGITS, TRT_DTYPES, is_io_input, past_name, past_slots
 from painters.errors import BuildError
 from painters.runtime.base import ModelInfo
 from painters.runtime.decode import DeviceRunner, StaticBuffers
@@ -15,8 +15,6 @@ __all__ = ["TrtRunner"]
 
 log = logging.getLogger(__name__)
 
-_PAST = re.compile(r"past_key_values\.(\d+)\.key\Z")
-_INPUTS = re.compile(r"input_ids|attention_mask|position_ids|past_key_values\.\d+\.(key|value)\Z")
 
 
 class TrtRunner(DeviceRunner):
@@ -60,32 +58,30 @@ class TrtRunner(DeviceRunner):
         self.stream = torch.cuda.Stream(self.device)  # TensorRT syncs the whole device on the default stream
         self._scratch = torch.empty(256, dtype=torch.uint8, device=self.device)  # address for empty tensors
 
-        torch_dtypes = {"FLOAT": torch.float32, "HALF": torch.float16, "BF16": torch.bfloat16, "INT64": torch.int64,
-                        "INT32": torch.int32, "INT8": torch.int8, "UINT8": torch.uint8, "BOOL": torch.bool}
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self._inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self._outputs = [n for n in names if n not in self._inputs]
-        self._dtypes = {n: torch_dtypes[self.engine.get_tensor_dtype(n).name] for n in names}
-        unknown = [n for n in self._inputs if not _INPUTS.fullmatch(n)]
+        self._dtypes = {n: getattr(torch, TRT_DTYPES[self.engine.get_tensor_dtype(n).name]) for n in names}
+        unknown = [n for n in self._inputs if not is_io_input(n)]
         if unknown:
             raise BuildError(f"{path}: inputs {unknown} are outside the decoder IO convention; TrtRunner "
-                             "feeds only input_ids, attention_mask, position_ids and past_key_values.N.key/value")
-        self._slots = sorted(int(m[1]) for n in self._inputs if (m := _PAST.match(n)))
+                             f"feeds only the token inputs and {past_name('N', 'key/value')}")
+        self._slots = past_slots(self._inputs)
         self._decode_profile = 1 if self.engine.num_optimization_profiles > 1 else 0
         self._profile = 0  # a new context starts on profile 0
 
-        first = f"past_key_values.{self._slots[0]}.key" if self._slots else None
+        first = past_name(self._slots[0], "key") if self._slots else None
         kv = tuple(self.engine.get_tensor_shape(first)) if first else (0, 0, 0, 0)
         self.kv_dtype = self._dtypes[first] if first else torch.float32
-        self.logits_dtype = self._dtypes["logits"]
+        self.logits_dtype = self._dtypes[LOGITS]
         self.cuda_graph = cuda_graph
         self._graphs: dict[int, object] = {}  # id(StaticBuffers) → captured CUDA graph
         # heads per slot: a fused parallel group's slot holds k × kv_heads heads
-        self.slot_heads = [self.engine.get_tensor_shape(f"past_key_values.{s}.key")[1] for s in self._slots]
+        self.slot_heads = [self.engine.get_tensor_shape(past_name(s, "key"))[1] for s in self._slots]
         sidecar = sidecar_path(path)
         record = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
         meta = record.get("inputs", {}).get("metadata", {})
-        self.info = ModelInfo(len(self._slots), kv[1], kv[3], int(self.engine.get_tensor_shape("logits")[-1]),
+        self.info = ModelInfo(len(self._slots), kv[1], kv[3], int(self.engine.get_tensor_shape(LOGITS)[-1]),
                               str(self.kv_dtype).removeprefix("torch."), meta.get("painters.plan", "baseline"),
                               meta.get("painters.source_hash", ""))
         self.tokenizer = load_tokenizer(Path(record["onnx"]).parent) if record.get("onnx") else None
@@ -98,7 +94,7 @@ class TrtRunner(DeviceRunner):
 
     def run_bound(self, inputs: dict, outputs: dict) -> None:
         """Set shapes and addresses (switching to the decode profile for seq = 1) and enqueue on the stream."""
-        seq = inputs["input_ids"].shape[1]
+        seq = inputs[INPUT_IDS].shape[1]
         profile = self._decode_profile if seq == 1 else 0
         if profile != self._profile:
             if not self.context.set_optimization_profile_async(profile, self.stream.cuda_stream):

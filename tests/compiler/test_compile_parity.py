@@ -23,7 +23,7 @@ def test_tiny_plan_parity(tiny, tiny_onnx, tmp_path, plan, kv):
 def test_tiny_unfused_parallel_parity(tiny, tiny_onnx, tmp_path, plan, kv):
     """Parallel plans compile fused by default; the rewrite's own (unfused) groups must be right too."""
     result = assert_plan_parity(tiny, tiny_onnx, plan + kv, tmp_path, PROMPTS, fuse_parallel=False)
-    assert "painters.fused_stages" not in load_graph(result.output).metadata_props
+    assert json.loads(load_graph(result.output).metadata_props["painters.slot_layout"])["fused_stages"] == []
 
 
 def test_plan_file_parity(tiny, tiny_onnx, tmp_path):

@@ -63,7 +63,7 @@ def test_smollm2_fp16_fuses(smollm2_fp16_onnx, tmp_path):
 
     fused = compile_model(smollm2_fp16_onnx, "parallel_4_26", tmp_path / "fused.onnx").output
     plain = compile_model(smollm2_fp16_onnx, "parallel_4_26", tmp_path / "plain.onnx", fuse_parallel=False).output
-    assert json.loads(load_graph(fused).metadata_props["painters.fused_stages"]) == [4]
+    assert json.loads(load_graph(fused).metadata_props["painters.slot_layout"])["fused_stages"] == [4]
     ids, mask = left_pad([[1, 504, 3458, 282, 4649, 314], [1, 19842, 28]])
     got, _ = OrtRunner(fused).prefill(ids, mask)
     want, _ = OrtRunner(plain).prefill(ids, mask)

@@ -1,9 +1,8 @@
-"""FuseParallelPass: parallel groups compiled as one wide block equal the reference executor, with fewer
+"""Wide blocks: parallel groups compiled as one wide block equal the reference executor, with fewer
 nodes, no more weight bytes and one KV slot per (stage, loop); groups it cannot fuse stay correct, unfused."""
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 
@@ -11,10 +10,10 @@ import numpy as np
 import onnx_ir as ir
 import pytest
 
-from painters.compiler.compile import compile_model
+from painters.compiler.compile import compile_model, prepare
 from painters.compiler.graph_io import initializer_bytes, load_graph
-from painters.plans import parse_plan
-from painters.plans.schedule import fused_slot_layout, fusible_stages
+from painters.compiler.layout import SlotLayout, slot_layout
+from painters.plans import Plan, Step, parse_plan
 from painters.runtime.base import left_pad
 from painters.runtime.ort import OrtRunner
 from painters.runtime.torch_ref import TorchRunner
@@ -22,22 +21,41 @@ from tests.compiler.parity import assert_plan_parity
 
 PROMPTS = [[1, 17, 99, 3, 45, 8, 200], [1, 5, 6]]
 KV_HEADS = 2  # tiny-llama: 4 heads, 2 KV heads, head_dim 16
-FUSE_LOG = "painters.compiler.passes.fuse_parallel"
+FUSE_LOG = "painters.compiler.layout"
 
 
 def _kv_inputs(model: ir.Model) -> list[ir.Value]:
     return [v for v in model.graph.inputs if (v.name or "").startswith("past_key_values.")]
 
 
-def test_slot_layout():
+def _slots(layout: SlotLayout) -> list[tuple[int, tuple[int, ...]]]:
+    return [(s.stage, s.plan_slots) for s in layout.slots]
+
+
+def test_slot_layout(tiny_onnx):
+    structure = prepare(load_graph(tiny_onnx))
     plan = parse_plan("parallel_1_7_x3+dup_0_x2", 8)
-    assert fusible_stages(plan) == [2, 3, 4]
-    assert fused_slot_layout(plan) == [(0, (0,)), (1, (1,)), (2, (2, 3, 4, 5, 6, 7)), (3, (8, 9, 10, 11, 12, 13)),
-                                       (4, (14, 15, 16, 17, 18, 19)), (5, (20,))]
-    assert fused_slot_layout(plan, []) == [(i, (s,))
-                                           for i, s in zip([0, 1, *[2] * 6, *[3] * 6, *[4] * 6, 5], range(21))]
-    mean = parse_plan("parallel_2_5+drop_attn_6-7:kvmean", 8)
-    assert fused_slot_layout(mean) == [(0, (0,)), (1, (1,)), (2, (2,)), (3, (3,))]
+    layout = slot_layout(plan, structure)
+    assert layout.fused_stages == [2, 3, 4]
+    assert _slots(layout) == [(0, (0,)), (1, (1,)), (2, (2, 3, 4, 5, 6, 7)), (3, (8, 9, 10, 11, 12, 13)),
+                              (4, (14, 15, 16, 17, 18, 19)), (5, (20,))]
+    assert layout.slot_heads == [KV_HEADS, KV_HEADS, 6 * KV_HEADS, 6 * KV_HEADS, 6 * KV_HEADS, KV_HEADS]
+    assert [s.member_slots for s in layout.stages][2] == (2,) * 6
+    plain = slot_layout(plan, structure, fuse_parallel=False)
+    assert _slots(plain) == [(i, (s,)) for i, s in zip([0, 1, *[2] * 6, *[3] * 6, *[4] * 6, 5], range(21))]
+    assert plain.fused_stages == [] and plain.slot_heads == [KV_HEADS] * 21
+    mean = slot_layout(parse_plan("parallel_2_5+drop_attn_6-7:kvmean", 8), structure)
+    assert _slots(mean) == [(0, (0,)), (1, (1,)), (2, (2,)), (3, (3,))] and mean.slot_heads == [KV_HEADS] * 4
+    assert mean.stages[4].member_slots == (None,) and mean.kv_slots == 4
+
+
+def test_slot_layout_decides_weight_sharing_before_rewriting(tiny_onnx):
+    """A group whose block also runs alone is unfused in the layout itself, with the reason recorded."""
+    structure = prepare(load_graph(tiny_onnx))
+    steps = (Step((0,)), Step((1, 2, 3), parallel=True), Step((3,)), *(Step((b,)) for b in range(4, 8)))
+    layout = slot_layout(Plan("shared", steps, 8).validate(), structure, warn=False)
+    assert layout.fused_stages == []
+    assert layout.stages[1].reason == "block 3 also runs outside this group; fusing would copy its weights"
 
 
 @pytest.mark.parametrize("kv", ["", ":kvmean"])
@@ -48,41 +66,40 @@ def test_fused_parity(tiny, tiny_onnx, tmp_path, plan, kv, caplog):
     assert not caplog.records
     unfused = compile_model(tiny_onnx, plan + kv, tmp_path / "unfused" / "out.onnx", fuse_parallel=False)
     fused = load_graph(result.output)
-    layout = fused_slot_layout(result.plan)
+    layout = result.layout
     assert result.nodes < unfused.nodes and len(fused.graph) == result.nodes
     assert initializer_bytes(fused) <= initializer_bytes(load_graph(unfused.output))
     assert (tmp_path / "out.onnx.fused.data").is_file()
 
     meta = fused.metadata_props
-    stages = fusible_stages(result.plan)
-    heads = [len(slots) * KV_HEADS for _, slots in layout]
-    assert json.loads(meta["painters.fused_stages"]) == stages
-    assert json.loads(meta["painters.slot_heads"]) == heads
-    assert int(meta["painters.kv_slots"]) == result.kv_slots == len(layout)
+    stages = [i for i, s in enumerate(result.plan.stages()) if len(s.blocks) > 1 and s.attn and s.mlp]
+    heads = [len(s.plan_slots) * KV_HEADS for s in layout.slots]
+    assert SlotLayout.from_metadata(meta) == layout.to_json() and layout.fused_stages == stages
+    assert layout.slot_heads == heads
+    assert int(meta["painters.kv_slots"]) == result.kv_slots == layout.kv_slots
     # one slot per (stage, loop) of each group: k·kv_heads heads (kv=exact) or kv_heads (kv=mean)
     k = len(result.plan.stages()[stages[0]].blocks)
-    fused_heads = [heads[i] for i, (stage, _) in enumerate(layout) if stage in stages]
+    fused_heads = [heads[i] for i, s in enumerate(layout.slots) if s.stage in stages]
     assert fused_heads == [KV_HEADS * (1 if kv else k)] * len(stages)
     names = [v.name for v in _kv_inputs(fused)]
-    assert names == [f"past_key_values.{i}.{kind}" for i in range(len(layout)) for kind in ("key", "value")]
+    assert names == [f"past_key_values.{i}.{kind}" for i in range(layout.kv_slots) for kind in ("key", "value")]
     assert [v.shape[1] for v in _kv_inputs(fused)][::2] == heads
-    assert [v.name for v in fused.graph.outputs][1:] == [f"present.{i}.{kind}" for i in range(len(layout))
+    assert [v.name for v in fused.graph.outputs][1:] == [f"present.{i}.{kind}" for i in range(layout.kv_slots)
                                                           for kind in ("key", "value")]
 
 
 @pytest.mark.parametrize("kv", ["", ":kvmean"])
 def test_fused_cache_is_the_reference_cache_laid_out(tiny, tiny_onnx, tmp_path, kv):
-    """``fused_slot_layout`` maps the reference executor's cache onto the fused graph's, slot by slot."""
+    """The recorded slot layout maps the reference executor's cache onto the fused graph's, slot by slot."""
     result = compile_model(tiny_onnx, "parallel_2_6" + kv, tmp_path / "out.onnx", fuse_parallel=True)
     ids, mask = left_pad(PROMPTS)
     _, got = OrtRunner(result.output).prefill(ids, mask)
     _, want = TorchRunner(tiny.model, result.plan, device="cpu").prefill(ids, mask)
-    layout = fused_slot_layout(result.plan,
-                               json.loads(load_graph(result.output).metadata_props["painters.fused_stages"]))
+    layout = SlotLayout.from_metadata(load_graph(result.output).metadata_props)["slots"]
     assert len(got) == len(layout)
-    for compiled, (_, slots) in zip(got, layout):
+    for compiled, slot in zip(got, layout):
         for kind in (0, 1):
-            expected = np.concatenate([want[s][kind].numpy() for s in slots], axis=1)
+            expected = np.concatenate([want[s][kind].numpy() for s in slot["plan_slots"]], axis=1)
             np.testing.assert_allclose(compiled[kind], expected, rtol=1e-4, atol=1e-5)
 
 
@@ -93,7 +110,7 @@ def test_fallback_when_attention_dropped(tiny, tiny_onnx, tmp_path, caplog):
         result = assert_plan_parity(tiny, tiny_onnx, str(plan), tmp_path, PROMPTS, fuse_parallel=True)
     assert [r.getMessage() for r in caplog.records] == [
         "fuse-parallel: stage 2 (parallel blocks 2,3) left unfused: its attention is dropped"]
-    assert "painters.fused_stages" not in load_graph(result.output).metadata_props
+    assert result.layout.fused_stages == [] and result.layout.stages[2].reason == "its attention is dropped"
     assert result.kv_slots == result.plan.kv_slots == 6
     assert not (tmp_path / "out.onnx.fused.data").exists()
 
@@ -107,7 +124,7 @@ def test_fallback_when_a_member_runs_elsewhere(tiny, tiny_onnx, tmp_path, caplog
     assert [r.getMessage() for r in caplog.records] == [
         "fuse-parallel: stages 1-2 (parallel blocks 1,2,3) left unfused: block 3 also runs outside this group; "
         "fusing would copy its weights"]
-    assert json.loads(load_graph(result.output).metadata_props["painters.fused_stages"]) == [5]
+    assert SlotLayout.from_metadata(load_graph(result.output).metadata_props)["fused_stages"] == [5]
 
 
 def test_fallback_on_projection_bias(tiny_onnx, tmp_path, caplog):
@@ -147,5 +164,6 @@ def test_smollm2_fused_and_unfused_parity(smollm2, smollm2_onnx, tmp_path, plan,
     tok = smollm2.tokenizer
     prompts = [tok.encode("The capital of France is"), tok.encode("Q: What is 2 + 3?\nA:")]
     fused = compile_model(smollm2_onnx, plan + kv, tmp_path / "fused.onnx")
-    assert json.loads(load_graph(fused.output).metadata_props["painters.fused_stages"]) == fusible_stages(fused.plan)
+    stages = [i for i, s in enumerate(fused.plan.stages()) if len(s.blocks) > 1]
+    assert SlotLayout.from_metadata(load_graph(fused.output).metadata_props)["fused_stages"] == stages
     assert_plan_parity(smollm2, smollm2_onnx, plan + kv, tmp_path, prompts, fuse_parallel=False)

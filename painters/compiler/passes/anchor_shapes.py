@@ -1,7 +1,7 @@
 """Re-anchor shape reads of past-KV inputs on ``input_ids`` / ``attention_mask``.
 
 Exporters pick any input that carries a symbolic dim: the dynamo exporter reads the batch size from, say,
-``past_key_values.4.value`` and the past length from ``past_key_values.2.value``, then shares the result
+the past-KV value input of layer 4 and the past length from that of layer 2, then shares the result
 across all layers. A plan that drops layer 4's attention removes that input, so before any rewrite every
 such ``Shape`` is replaced by the same numbers computed from the inputs every plan keeps:
 batch = ``input_ids.shape[0]``, past = ``attention_mask.shape[1] − input_ids.shape[1]``, and the static
@@ -13,18 +13,18 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from painters.compiler.blocks import _KV_RE
+from painters.decoder_io import ATTENTION_MASK, INPUT_IDS, is_past
 
 __all__ = ["AnchorKVShapesPass"]
 
 
 class AnchorKVShapesPass(ir.passes.InPlacePass):
-    """Replace ``Shape(past_key_values.*)`` with arithmetic on ``input_ids`` and ``attention_mask``."""
+    """Replace ``Shape`` of past-KV inputs with arithmetic on ``input_ids`` and ``attention_mask``."""
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
         inputs = {v.name: v for v in graph.inputs}
-        shapes = [u.node for v in graph.inputs if _KV_RE.match(v.name or "")
+        shapes = [u.node for v in graph.inputs if is_past(v.name)
                   for u in v.uses() if u.node.op_type == "Shape"]
         for node in shapes:
             kv = node.inputs[0]
@@ -46,10 +46,10 @@ class AnchorKVShapesPass(ir.passes.InPlacePass):
 
     def _dim(self, graph, before, inputs, kv: ir.Value, d: int) -> ir.Value:
         if d == 0:
-            return self._add(graph, before, "Shape", [inputs["input_ids"]], start=0, end=1)
+            return self._add(graph, before, "Shape", [inputs[INPUT_IDS]], start=0, end=1)
         if d == 2:
-            total = self._add(graph, before, "Shape", [inputs["attention_mask"]], start=1, end=2)
-            seq = self._add(graph, before, "Shape", [inputs["input_ids"]], start=1, end=2)
+            total = self._add(graph, before, "Shape", [inputs[ATTENTION_MASK]], start=1, end=2)
+            seq = self._add(graph, before, "Shape", [inputs[INPUT_IDS]], start=1, end=2)
             return self._add(graph, before, "Sub", [total, seq])
         size = kv.shape[d]
         if not isinstance(size, int):

@@ -1,8 +1,9 @@
-"""Match one cloned Llama-family block node for node, and name the weights and context values it reads.
+"""The Llama block matcher: match one discovered block node for node, and name the weights and context it reads.
 
-:mod:`painters.compiler.passes.fuse_parallel` rebuilds a parallel group as one wide block from these parts,
-so a block is accepted only when *every* node of it is explained by this template (read backwards from the
-block output ``x_out``)::
+Discovery (:func:`painters.compiler.blocks.discover_blocks`) runs each matcher of ``MATCHERS`` on every block and
+records the first typed description that fits (:class:`LlamaBlock`); :mod:`painters.compiler.passes.wide_block`
+rebuilds a parallel group as one wide block from these parts. A block is accepted only when *every* node of it
+is explained by this template (read backwards from the block output ``x_out``)::
 
     x_out = h + down(silu(gate(b)) · up(b))          b = RMSNorm₂(h)      (SiLU as Mul(g, Sigmoid(g)))
     h     = x + o_proj(merge(softmax(q·s_q @ (Kᵀ·s_k) + mask) @ V))
@@ -13,17 +14,23 @@ block output ``x_out``)::
 
 Kᵀ is ``Transpose(perm=(0,1,3,2))`` or the exporter's Reshape → Transpose(0,2,1) → Reshape, whose shape
 arithmetic is checked symbolically. Anything else (a projection bias, another norm, a fused attention op)
-raises :class:`Mismatch` with the reason, and the group stays unfused.
+raises :class:`Mismatch` with the reason, and a group with that block stays unfused. Another graph form
+(a fused attention operator, quantized MatMuls) or architecture is another matcher: a function from a
+:class:`~painters.compiler.blocks.Block` to a typed description, raising :class:`Mismatch`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx_ir as ir
 
-__all__ = ["Mismatch", "Norm", "MemberMatch", "match_member"]
+if TYPE_CHECKING:
+    from painters.compiler.blocks import Block
+
+__all__ = ["Mismatch", "Norm", "LlamaBlock", "match_member", "match_llama"]
 
 
 class Mismatch(Exception):
@@ -58,8 +65,8 @@ class Norm:
 
 
 @dataclass
-class MemberMatch:
-    """The parts of one block that the wide block needs."""
+class LlamaBlock:
+    """A Llama-family block's weights, norms and context values: the parts the wide block needs."""
 
     x: ir.Value
     cos: ir.Value
@@ -295,11 +302,22 @@ class _Matcher:
                     o=self.weight(wo, "o_proj"), scale=s_q * s_k)
 
 
-def match_member(nodes: set[ir.Node], x_out: ir.Value, head_dim: int) -> MemberMatch:
+def match_member(nodes: set[ir.Node], x_out: ir.Value, head_dim: int) -> LlamaBlock:
     """Match the block whose nodes are ``nodes`` and whose output is ``x_out``; raise :class:`Mismatch`."""
     m = _Matcher(nodes, head_dim)
     h, norm2, gate, up, down = m.mlp(x_out)
     parts = m.attention(h)
     extra = sorted({n.op_type for n in nodes - m.used})
     need(not extra, f"unexpected nodes in the block ({', '.join(extra)})")
-    return MemberMatch(norm2=norm2, gate=gate, up=up, down=down, **parts)
+    return LlamaBlock(norm2=norm2, gate=gate, up=up, down=down, **parts)
+
+
+def match_llama(block: Block) -> LlamaBlock:
+    """The typed description of a discovered block, or :class:`Mismatch` saying why it is not a Llama block."""
+    past_k = block.past[0]
+    need(past_k.shape is not None and len(past_k.shape) == 4 and isinstance(past_k.shape[1], int)
+         and isinstance(past_k.shape[3], int), "the past input has no static kv heads and head dim")
+    form = match_member({*block.attn_nodes, *block.mlp_nodes}, block.x_out, past_k.shape[3])
+    need(form.x is block.x_in, "the block's norm does not read the block input")
+    need(form.past[0] is block.past[0] and form.past[1] is block.past[1], "the block does not read its own KV slot")
+    return form

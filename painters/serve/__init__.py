@@ -1,0 +1,1 @@
+"""Serving compiled plans: an OpenAI-compatible HTTP server and Triton model repositories."""
