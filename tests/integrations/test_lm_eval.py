@@ -111,7 +111,8 @@ def test_plugin_matches_bench_accuracy_for_a_plan(graphs, task_manager):
         for metric, value in bench[name]["metrics"].items():
             got = ours["results"][task][f"{metric},none"]
             if metric == "perplexity":
-                assert got == pytest.approx(value, rel=1e-9), (task, metric)
+                # same scoring code; lm-eval hands over its own request order, so batches (padding) differ
+                assert got == pytest.approx(value, rel=1e-5), (task, metric)
             else:
                 assert got == value, (task, metric)
 
