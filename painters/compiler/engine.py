@@ -443,7 +443,11 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, backend: str
     check_output_path(engine_path, onnx_path)
     from painters.compiler.graph_io import graph_inputs, load_graph
 
-    check_outputs([engine_path, sidecar_path(engine_path)], graph_inputs(load_graph(onnx_path), onnx_path))
+    try:
+        graph = load_graph(onnx_path)
+    except CompileError as exc:  # an engine build reports its input's problems as build errors
+        raise BuildError(str(exc)) from exc
+    check_outputs([engine_path, sidecar_path(engine_path)], graph_inputs(graph, onnx_path))
     build = EngineFromOnnx(onnx_path, backend=backend, precision=precision, profile=profile,
                            compute_capability=compute_capability, timing_cache=timing_cache)
     engine = build()
