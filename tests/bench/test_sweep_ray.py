@@ -9,25 +9,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from tests.byte_tokenizer import byte_tokenizer
 from tests.conftest import requires_data
 
 ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'painters[ray]')")
 
 ARGS = ["--variants", "skip,parallel", "--n", "2", "--tasks", "arc_easy", "--limit", "4", "--no-latency"]
-
-
-def _byte_tokenizer():
-    """A 256-token byte-level tokenizer (token id i is byte i): tiny-llama's vocabulary, saved as a real one."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    extra = iter(range(256, 512))
-    chars = [chr(b) if b in printable else chr(next(extra)) for b in range(256)]  # GPT-2's bytes_to_unicode
-    tok = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(chars)}, merges=[]))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    tok.decoder = decoders.ByteLevel()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=chars[1], eos_token=chars[2])
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +24,7 @@ def graph(tiny_onnx, tmp_path_factory) -> Path:
     for f in tiny_onnx.parent.iterdir():
         if f.is_file():
             os.link(f, out / f.name)
-    _byte_tokenizer().save_pretrained(out)
+    byte_tokenizer().save_pretrained(out)
     return out / tiny_onnx.name
 
 
