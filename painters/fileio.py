@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_dir_outputs", "file_hash", "check_output_path", "check_outputs"]
+__all__ = ["atomic_dir_outputs", "file_hash", "check_output_path", "check_outputs", "write_atomic", "write_json"]
 
 _FULL_HASH_LIMIT = 1 << 30
 
@@ -115,3 +115,31 @@ def atomic_dir_outputs(out: Path) -> Iterator[Path]:
             os.replace(entry, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_atomic(path: str | os.PathLike, data: bytes | memoryview) -> Path:
+    """Write ``data`` via a temp file in the same directory and a rename, so readers never see a partial file.
+
+    The file gets the mode an ordinary new file gets (0666 less the umask), not mkstemp's private 0600.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json(path: str | os.PathLike, data: object) -> Path:
+    """Write ``data`` as indented JSON (one trailing newline) with :func:`write_atomic`."""
+    import json
+
+    return write_atomic(path, (json.dumps(data, indent=2, allow_nan=True) + "\n").encode())

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from painters.bench.latency import benchmark, compiled_variants, format_table, rows_to_json
 from painters.bench.runners import open_runner
+from painters.fileio import write_json
 from painters.plans import split_plans
 
 __all__ = ["fusion_rows", "main"]
@@ -73,8 +74,6 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| {r['plan']} | {r['batch']} | {r['prompt']} | {r['prefill_fused_over_unfused']:.3f} "
               f"| {r['decode_fused_over_unfused']:.3f} |")
     if args.json:
-        from painters.cli.bench import write_json
-
         write_json(args.json, {**rows_to_json(rows, model=str(args.model)), "fused_vs_unfused": ratios})
 
 

@@ -2,34 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
-from pathlib import Path
-
 import click
 
 from painters.cli import handle_errors, main
+from painters.fileio import write_json
 
-__all__ = ["bench", "write_json"]
+__all__ = ["bench"]
 
 BACKEND_CHOICES = ["torch", "onnxruntime", "onnxruntime-cuda", "tensorrt", "tensorrt-rtx"]
-
-
-def write_json(path: str | os.PathLike, data: object) -> Path:
-    """Write ``data`` as JSON atomically: a temp file beside ``path``, then a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, allow_nan=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 @main.group("bench")

@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 
 from painters.cli import handle_errors
-from painters.cli.bench import BACKEND_CHOICES, bench, write_json
+from painters.cli.bench import BACKEND_CHOICES, bench
+from painters.fileio import write_json
 
 
 class _Sizes(click.ParamType):

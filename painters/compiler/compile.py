@@ -23,6 +23,7 @@ from painters.compiler.passes.noops import RemoveNoOpsPass
 from painters.decoder_io import past_slots
 from painters.errors import CompileError, PaintersError
 from painters.fileio import atomic_dir_outputs, check_output_path, check_outputs, file_hash
+from painters.graph_metadata import SCHEDULE, painters_metadata, read_schedule, read_slot_layout
 from painters.plans import Plan, load_scores, parse_plan
 
 __all__ = ["compile_model", "CompileResult", "default_output", "prepare", "compile_passes", "run_passes", "describe"]
@@ -126,40 +127,31 @@ def compile_model(model_path: str | Path, plan: str | Plan, out: str | Path | No
     return CompileResult(out, plan, seconds, source_bytes, output_bytes, len(model.graph), layout.kv_slots, layout)
 
 
-def _metadata_json(meta: dict[str, str], key: str):
-    try:
-        return json.loads(meta[key])
-    except ValueError as exc:
-        raise CompileError(f"metadata {key} is not valid JSON ({exc}); the graph was edited or written by another "
-                           "tool — recompile it with `painters compile`") from None
-
-
 def describe(path: str | Path) -> dict:
     """What ``painters inspect`` prints: provenance metadata, block counts and the KV slot layout.
 
     Malformed ``painters.*`` metadata is refused with the key's name (:class:`CompileError`).
     """
     model = load_graph(Path(path))
-    meta = {k: v for k, v in model.metadata_props.items() if k.startswith("painters.")}
+    meta = painters_metadata(model.metadata_props)
     slots = len(past_slots(v.name for v in model.graph.inputs))
     info: dict = {"file": str(path), "nodes": len(model.graph), "kv_slots": slots,
                   "initializer_bytes": initializer_bytes(model)}
-    if "painters.schedule" in meta:
-        try:
-            plan = Plan.from_json(_metadata_json(meta, "painters.schedule"))
-        except PaintersError as exc:
-            raise CompileError(f"metadata painters.schedule is malformed: {exc}") from None
+    plan = read_schedule(meta)
+    if plan is not None:
         info.update(block_evals=plan.block_evals, schedule=[s.to_json() for s in plan.steps])
-        meta.pop("painters.schedule")
+        meta.pop(SCHEDULE)
     elif "painters.blocks" in meta:
-        blocks = _metadata_json(meta, "painters.blocks")
+        try:
+            blocks = json.loads(meta.pop("painters.blocks"))
+        except ValueError as exc:
+            raise CompileError(f"metadata painters.blocks is not valid JSON ({exc}); re-export the model") from None
         if not isinstance(blocks, list):
             raise CompileError("metadata painters.blocks is malformed (not a list); re-export the model")
         info["blocks"] = len(blocks)
-        meta.pop("painters.blocks")
     else:
         info["blocks"] = prepare(model).num_layers
-    layout = SlotLayout.from_metadata(meta)
+    layout = read_slot_layout(meta)
     if layout is not None:
         meta.pop(LAYOUT_KEY)
         if len(layout["slots"]) != slots:

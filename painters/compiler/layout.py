@@ -17,21 +17,20 @@ same members (fused weights replace the members', so fusing it would copy its we
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 
 from painters.compiler.blocks import BlockStructure
 from painters.compiler.passes.llama_match import Mismatch
 from painters.compiler.passes.wide_block import group_dims
-from painters.errors import CompileError
+from painters.graph_metadata import SLOT_LAYOUT, read_slot_layout
 from painters.plans import Plan, Stage
 
 __all__ = ["SlotLayout", "StageLayout", "Slot", "slot_layout", "METADATA_KEY", "MIN_FUSE_OPSET"]
 
 log = logging.getLogger(__name__)
 
-METADATA_KEY = "painters.slot_layout"
+METADATA_KEY = SLOT_LAYOUT
 MIN_FUSE_OPSET = 13  # Split with sizes as an input, ReduceMean semantics the wide block relies on
 
 
@@ -86,18 +85,7 @@ class SlotLayout:
     @staticmethod
     def from_metadata(meta: dict[str, str]) -> dict | None:
         """The recorded layout of a compiled graph (``to_json``'s form), None if absent; refuses malformed ones."""
-        text = meta.get(METADATA_KEY)
-        if text is None:
-            return None
-        try:
-            data = json.loads(text)
-            fused = [int(i) for i in data["fused_stages"]]
-            slots = [{"stage": int(s["stage"]), "plan_slots": [int(p) for p in s["plan_slots"]],
-                      "heads": None if s["heads"] is None else int(s["heads"])} for s in data["slots"]]
-        except (ValueError, TypeError, KeyError) as exc:
-            raise CompileError(f"metadata {METADATA_KEY} is malformed ({type(exc).__name__}: {exc}); the graph was "
-                               "edited or written by another tool — recompile it with `painters compile`") from None
-        return {"fused_stages": fused, "slots": slots}
+        return read_slot_layout(meta)
 
 
 def _fuse_reason(structure: BlockStructure, stage: Stage, opset: int) -> str | None:

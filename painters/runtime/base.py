@@ -11,12 +11,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from painters.runtime.decode import GreedyLoop
+from painters.runtime.decode import ForwardLoop, GreedyLoop
+from painters.runtime.tokens import left_pad, positions_from_mask
 
 __all__ = ["Runner", "KV", "ModelInfo", "positions_from_mask", "left_pad"]
 
@@ -36,25 +36,6 @@ class ModelInfo:
     plan: str = "baseline"
     model_hash: str = ""
     eos_token_id: int | None = None
-
-
-def positions_from_mask(attention_mask: np.ndarray, seq: int) -> np.ndarray:
-    """Position ids of the last ``seq`` tokens: the count of real tokens before each (left padding → 0s)."""
-    pos = np.cumsum(attention_mask, axis=1) - 1
-    pos = np.maximum(pos, 0)
-    return pos[:, -seq:].astype(np.int64)
-
-
-def left_pad(sequences: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Left-pad token lists into (input_ids, attention_mask)."""
-    width = max(len(s) for s in sequences)
-    ids = np.full((len(sequences), width), pad_id, dtype=np.int64)
-    mask = np.zeros((len(sequences), width), dtype=np.int64)
-    for row, seq in enumerate(sequences):
-        if len(seq):
-            ids[row, width - len(seq):] = seq
-            mask[row, width - len(seq):] = 1
-    return ids, mask
 
 
 class Runner(ABC):
@@ -105,8 +86,6 @@ class Runner(ABC):
     def greedy_loop(self, input_ids: np.ndarray, attention_mask: np.ndarray, max_new_tokens: int,
                     static: bool | None = None) -> GreedyLoop:
         """A greedy decoding loop over this runner (device runners return a static-shape one)."""
-        from painters.runtime.decode import ForwardLoop
-
         return ForwardLoop(self, input_ids, attention_mask)
 
     def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int,

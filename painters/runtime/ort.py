@@ -22,8 +22,10 @@ import numpy as np
 
 from painters.decoder_io import LOGITS, ORT_DTYPES, past_name, past_slots
 from painters.errors import PaintersError
+from painters.graph_metadata import PLAN, SOURCE_HASH, painters_metadata, slot_heads
 from painters.runtime.base import ModelInfo
-from painters.runtime.decode import DeviceRunner, StaticBuffers
+from painters.runtime.decode import StaticBuffers
+from painters.runtime.device import DeviceRunner
 
 __all__ = ["OrtRunner", "load_tokenizer"]
 
@@ -84,16 +86,18 @@ class OrtRunner(DeviceRunner):
         self._output_names = [o.name for o in outputs]
         slots = past_slots(inputs)
         first = inputs.get(past_name(0, "key"))
-        kv_heads, head_dim = (int(first.shape[1]), int(first.shape[3])) if first is not None else (0, 0)
         logits = next(o for o in outputs if o.name == LOGITS)
         self.kv_dtype = getattr(torch, ORT_DTYPES.get(first.type if first else "tensor(float)", "float32"))
         self.logits_dtype = getattr(torch, ORT_DTYPES.get(logits.type, "float32"))
-        # heads per slot: a fused parallel group's slot holds k × kv_heads heads
-        self.slot_heads = [int(inputs[past_name(s, "key")].shape[1]) for s in slots]
-        meta = self.session.get_modelmeta().custom_metadata_map
+        self.metadata = painters_metadata(self.session.get_modelmeta().custom_metadata_map)
+        # heads per slot as the compiler laid them out: a fused parallel group's slot holds k × kv_heads heads
+        io_heads = [_static(inputs[past_name(s, "key")].shape[1]) for s in slots]
+        self.slot_heads = slot_heads(self.metadata, io_heads, str(path))
+        kv_heads = min(self.slot_heads, default=0)
+        head_dim = _static(first.shape[3]) if first is not None else 0
         self.info = ModelInfo(len(slots), kv_heads, head_dim, int(logits.shape[-1]),
-                              str(self.kv_dtype).removeprefix("torch."), meta.get("painters.plan", "baseline"),
-                              meta.get("painters.source_hash", ""))
+                              str(self.kv_dtype).removeprefix("torch."), self.metadata.get(PLAN, "baseline"),
+                              self.metadata.get(SOURCE_HASH, ""))
         self.tokenizer = load_tokenizer(path.parent)
         if self.tokenizer is not None:
             self.info.eos_token_id = self.tokenizer.eos_token_id
@@ -155,6 +159,11 @@ class OrtRunner(DeviceRunner):
         self._bindings.clear()
         self._step_options.clear()
         self.release_static()
+
+
+def _static(dim) -> int | None:
+    """An IO dim onnxruntime reports: an int when static, a name or None when symbolic."""
+    return dim if isinstance(dim, int) else None
 
 
 def _numpy_dtype(dtype) -> type:

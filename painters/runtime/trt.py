@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 from painters.decoder_io import INPUT_IDS, LOGITS, TRT_DTYPES, is_io_input, past_name, past_slots
 from painters.errors import BuildError
+from painters.graph_metadata import PLAN, SOURCE_HASH, painters_metadata, slot_heads
 from painters.runtime.base import ModelInfo
-from painters.runtime.decode import DeviceRunner, StaticBuffers
+from painters.runtime.decode import StaticBuffers
+from painters.runtime.device import DeviceRunner
+from painters.tensorrt_lib import gpu_name, import_trt, read_sidecar, trt_logger
 
 __all__ = ["TrtRunner"]
 
@@ -33,13 +35,12 @@ class TrtRunner(DeviceRunner):
                  cuda_graph: bool = True):
         import torch
 
-        from painters.compiler.engine import gpu_name, import_trt, sidecar_path, trt_logger
         from painters.runtime.ort import load_tokenizer
 
         path = Path(engine_path)
         if not torch.cuda.is_available():
-            raise BuildError(f"{path}: running a {backend} engine needs a CUDA GPU and torch sees none; "
-                             "use the onnxruntime backend on this machine")
+            raise BuildError(f"{path}: no CUDA GPU is available (torch sees none), and running a {backend} engine "
+                             "needs one; run the .onnx with --backend onnxruntime on this machine")
         if not path.is_file():
             raise BuildError(f"{path}: no such engine; build one with `painters engine build MODEL.onnx -o {path}`")
         trt = import_trt(backend)
@@ -76,14 +77,14 @@ class TrtRunner(DeviceRunner):
         self.logits_dtype = self._dtypes[LOGITS]
         self.cuda_graph = cuda_graph
         self._graphs: dict[int, object] = {}  # id(StaticBuffers) → captured CUDA graph
-        # heads per slot: a fused parallel group's slot holds k × kv_heads heads
-        self.slot_heads = [self.engine.get_tensor_shape(past_name(s, "key"))[1] for s in self._slots]
-        sidecar = sidecar_path(path)
-        record = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
-        meta = record.get("inputs", {}).get("metadata", {})
-        self.info = ModelInfo(len(self._slots), kv[1], kv[3], int(self.engine.get_tensor_shape(LOGITS)[-1]),
-                              str(self.kv_dtype).removeprefix("torch."), meta.get("painters.plan", "baseline"),
-                              meta.get("painters.source_hash", ""))
+        record = read_sidecar(path)  # the graph's painters metadata, recorded at build time
+        self.metadata = painters_metadata(record.get("inputs", {}).get("metadata", {}))
+        # heads per slot as the compiler laid them out: a fused parallel group's slot holds k × kv_heads heads
+        io_heads = [int(self.engine.get_tensor_shape(past_name(s, "key"))[1]) for s in self._slots]
+        self.slot_heads = slot_heads(self.metadata, [h if h >= 0 else None for h in io_heads], str(path))
+        self.info = ModelInfo(len(self._slots), min(self.slot_heads, default=0), kv[3],
+                              int(self.engine.get_tensor_shape(LOGITS)[-1]), str(self.kv_dtype).removeprefix("torch."),
+                              self.metadata.get(PLAN, "baseline"), self.metadata.get(SOURCE_HASH, ""))
         self.tokenizer = load_tokenizer(Path(record["onnx"]).parent) if record.get("onnx") else None
         if self.tokenizer is not None:
             self.info.eos_token_id = self.tokenizer.eos_token_id

@@ -13,7 +13,9 @@ import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
+from painters.cache import cache_dir
 from painters.compiler import engine as eng
+from painters.compiler.engine import builder as engine_builder
 from painters.errors import BuildError
 
 VOCAB, HIDDEN, KV_HEADS, HEAD_DIM, SLOTS = 32, 16, 2, 8, 2
@@ -95,13 +97,13 @@ def engine_cache(tmp_path, monkeypatch) -> Path:
     """A private $PAINTERS_CACHE, and a counter of real builds behind cached_engine."""
     monkeypatch.setenv("PAINTERS_CACHE", str(tmp_path / "cache"))
     builds = []
-    real = eng.build_engine
+    real = engine_builder.build_engine
 
     def counting(*args, **kwargs):
         builds.append(args)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(eng, "build_engine", counting)
+    monkeypatch.setattr(engine_builder, "build_engine", counting)
     return builds
 
 
@@ -249,7 +251,7 @@ def test_cache_hit_skips_rebuild(toy_fp32, engine_cache):
     assert again == first and len(engine_cache) == 1 and first.stat().st_mtime_ns == mtime
     other = eng.cached_engine(toy_fp32, profile="batch=1:1:2", compute_capability="8.9")
     assert other != first and len(engine_cache) == 2
-    assert first.parent == Path(eng.cache_dir("engines")) and first.name.startswith("model-tensorrt-rtx-")
+    assert first.parent == Path(cache_dir("engines")) and first.name.startswith("model-tensorrt-rtx-")
 
 
 def _truncate(engine: Path) -> None:
