@@ -15,7 +15,7 @@ from pathlib import Path
 
 from painters.errors import BuildError
 
-__all__ = ["BACKENDS", "import_trt", "gpu_name", "trt_logger", "sidecar_path", "read_sidecar"]
+__all__ = ["BACKENDS", "import_trt", "gpu_name", "require_cuda", "trt_logger", "sidecar_path", "read_sidecar"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,13 @@ def gpu_name() -> str | None:
     import torch
 
     return torch.cuda.get_device_name() if torch.cuda.is_available() else None
+
+
+def require_cuda(what: str) -> None:
+    """Refuse ``what`` (running an engine) on a machine without a CUDA GPU, before anything is built or loaded."""
+    if gpu_name() is None:
+        raise BuildError(f"{what} needs a CUDA GPU and no CUDA GPU is available (torch sees none); run the .onnx "
+                         "with --backend onnxruntime on this machine, or run the engine on a GPU machine")
 
 
 def trt_logger(trt):

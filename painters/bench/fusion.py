@@ -12,8 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from painters.bench.latency import benchmark, compiled_variants, format_table, rows_to_json
-from painters.bench.runners import open_runner
+from painters.bench.latency import benchmark, format_table, rows_to_json
+from painters.bench.runners import open_runners
 from painters.fileio import write_json
 from painters.plans import split_plans
 
@@ -25,10 +25,14 @@ FUSED = "+fused"  # suffix of a fused graph's row
 def fusion_rows(model: Path, plans: list[str], *, backend: str | None = None, threads: int | None = None,
                 batches=(1,), prompts=(128,), gen: int = 32, warmup: int = 1, iters: int = 5):
     """Latency rows for baseline, each plan unfused and each plan fused (named ``PLAN+fused``)."""
-    unfused = compiled_variants(model, ["baseline", *plans], fuse_parallel=False)
-    fused = compiled_variants(model, plans, fuse_parallel=True)
-    paths = {**unfused, **{p + FUSED: path for p, path in fused.items()}}
-    runners = {name: open_runner(str(path), backend, None, threads=threads) for name, path in paths.items()}
+    runners = open_runners(str(model), ["baseline", *plans], backend, fuse_parallel=False, threads=threads)
+    try:
+        fused = open_runners(str(model), plans, backend, fuse_parallel=True, threads=threads)
+    except BaseException:
+        for runner in runners.values():
+            runner.close()
+        raise
+    runners.update({plan + FUSED: runner for plan, runner in fused.items()})
     try:
         return benchmark(runners, batches=batches, prompts=prompts, gen=gen, warmup=warmup, iters=iters,
                          progress=lambda msg: print(msg, file=sys.stderr))

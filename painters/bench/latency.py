@@ -21,7 +21,7 @@ import numpy as np
 from painters import __version__
 from painters.runtime.base import Runner
 
-__all__ = ["LatencyRow", "measure_once", "benchmark", "compiled_variants", "format_table"]
+__all__ = ["LatencyRow", "measure_once", "benchmark", "compiled_variants", "engine_profile", "format_table"]
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +155,16 @@ def compiled_variants(model: Path, plans: Sequence[str], *, scores: str | None =
             compile_model(model, plan, out, scores=scores, fuse_parallel=fuse_parallel)
         paths[plan] = out
     return paths
+
+
+def engine_profile(batches: Sequence[int], prompts: Sequence[int], gen: int) -> str:
+    """Engine shape ranges covering a latency run: the largest batch and prompt, and the static decode loop's
+    cache bucket for prompt + gen (decode steps feed the whole bucket)."""
+    from painters.runtime.decode import bucket_for
+
+    batch, prompt = max(batches), max(prompts)
+    past = bucket_for(prompt + gen)
+    return f"batch=1:{batch}:{batch},seq=1:{prompt}:{prompt},past=0:{past}:{past}"
 
 
 def _compiler_fingerprint() -> str:

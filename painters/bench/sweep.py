@@ -12,13 +12,17 @@ import json
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from painters.errors import BenchError
 from painters.fileio import atomic_dir_outputs
 from painters.plans import symmetric_plan
 
-__all__ = ["sweep_plans", "run_sweep", "pending_runs", "run_plan", "save_run", "write_summary", "parse_range",
-           "VARIANTS"]
+if TYPE_CHECKING:
+    from painters.bench.runners import ModelRunners
+
+__all__ = ["sweep_plans", "sweep_runners", "latency_ratio", "run_sweep", "pending_runs", "run_plan", "save_run",
+           "write_summary", "parse_range", "VARIANTS"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +48,32 @@ def sweep_plans(variants: Sequence[str], ns: Sequence[int], num_layers: int) -> 
     if any(n < 1 or n > num_layers for n in ns):
         raise BenchError(f"--n values must lie in 1..{num_layers} (the model has {num_layers} layers)")
     return [(v, n, symmetric_plan(v, n, num_layers)) for v in variants for n in ns]
+
+
+def sweep_runners(model: str, backend: str | None, threads: int | None = None) -> ModelRunners:
+    """MODEL opened once for a sweep (a source loads once; an exported graph compiles each plan as it comes).
+
+    ``threads`` caps CPU threads per runner (a Ray worker gets as many as its task reserved).
+    """
+    from painters.bench.runners import ModelRunners
+
+    models = ModelRunners(model, backend, threads=threads)
+    if models.fixed is not None or models.kind == "engine":
+        raise BenchError(f"{model} is already compiled for a plan; sweep an exported baseline graph or a source model")
+    return models
+
+
+def latency_ratio(models: ModelRunners, plan: str) -> float:
+    """Prefill latency of ``plan`` over baseline's, measured interleaved (a short run: prompt 128, 8 steps)."""
+    from painters.bench.latency import benchmark
+
+    runners = {"baseline": models.open("baseline"), plan: models.open(plan)}
+    try:
+        rows = benchmark(runners, prompts=(128,), gen=8, warmup=1, iters=3)
+    finally:
+        for runner in runners.values():
+            runner.close()
+    return next(r.prefill_ratio for r in rows if r.plan == plan)
 
 
 def _main_score(result: dict) -> float:

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from painters.bench.sweep import pending_runs, run_plan, save_run, write_summary
+from painters.bench.sweep import latency_ratio, pending_runs, run_plan, save_run, sweep_runners, write_summary
 from painters.errors import BenchError, PaintersError
 
 __all__ = ["run_sweep_ray", "import_ray", "CPUS_PER_TASK"]
@@ -42,11 +42,9 @@ def import_ray() -> Any:
 
 
 @functools.lru_cache(maxsize=4)
-def _setup(model: str, backend: str | None, threads: int | None):
+def _runners(model: str, backend: str | None, threads: int | None):
     # A worker process serves many Ray tasks: load the source (or compile cache lookups) once per process.
-    from painters.bench.setups import sweep_setup
-
-    return sweep_setup(model, backend, threads)
+    return sweep_runners(model, backend, threads)
 
 
 def _run_on_worker(label: str, model: str, backend: str | None, threads: int | None, variant: str, n: int,
@@ -54,9 +52,9 @@ def _run_on_worker(label: str, model: str, backend: str | None, threads: int | N
     """Body of one Ray task: a one-task run record from ``run_plan``."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    _, open_plan, latency_ratio = _setup(model, backend, threads)
-    return run_plan(label, variant, n, plan, task, open_plan=open_plan, limit=limit,
-                    latency=latency_ratio if latency else None, **evaluate_kw)
+    models = _runners(model, backend, threads)
+    return run_plan(label, variant, n, plan, task, open_plan=models.open, limit=limit,
+                    latency=functools.partial(latency_ratio, models) if latency else None, **evaluate_kw)
 
 
 def _worker_model(model: str) -> str:

@@ -23,7 +23,8 @@ def bench() -> None:
               help="Comma-separated: arc_easy,arc_challenge,hellaswag,winogrande,lambada,gsm8k.")
 @click.option("--backend", type=click.Choice(BACKEND_CHOICES), default=None,
               help="Executor [onnxruntime for .onnx, tensorrt for .engine, torch for a source].")
-@click.option("--plan", default=None, help="Plan for a source model on the torch backend [baseline].")
+@click.option("--plan", default=None, help="Plan: run by torch on a source, compiled from an exported .onnx "
+              "[the model's own: baseline, or a compiled graph's plan].")
 @click.option("--scores", type=click.Path(dir_okay=False), default=None, help="Importance scores for drop_*_kN plans.")
 @click.option("--data", "data_dir", type=click.Path(file_okay=False), default=None,
               help="Task data directory [../shared/data, else $PAINTERS_DATA].")

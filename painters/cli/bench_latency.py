@@ -33,7 +33,8 @@ class _Sizes(click.ParamType):
 @click.argument("model")
 @click.option("--backend", type=click.Choice([*BACKEND_CHOICES, "hf"]), default=None,
               help="hf = the papers' path: Hugging Face modules called eagerly in the plan's order.")
-@click.option("--plans", default=None, help="Comma-separated plans, measured interleaved (compiled from MODEL.onnx).")
+@click.option("--plans", default=None, help="Comma-separated plans, measured interleaved (compiled from MODEL.onnx; "
+              "with --backend tensorrt/tensorrt-rtx each is built into a cached engine).")
 @click.option("--plan", default=None, help="One plan (torch/hf backends on a source model).")
 @click.option("--scores", type=click.Path(dir_okay=False), default=None)
 @click.option("--fuse-parallel/--no-fuse-parallel", default=True, show_default=True,
@@ -53,11 +54,14 @@ class _Sizes(click.ParamType):
 def latency_cmd(model, backend, plans, plan, scores, fuse_parallel, batch, prompt, gen, warmup, iters, threads,
                 anchor, dtype, json_out) -> None:
     """Prefill latency, decode ms/token and KV bytes of MODEL; several plans interleaved, as ratios to baseline."""
-    from painters.bench.latency import benchmark, format_table, rows_to_json
-    from painters.bench.setups import latency_runners
+    from painters.bench.latency import benchmark, engine_profile, format_table, rows_to_json
+    from painters.bench.runners import ideal_ratio, open_runners
+    from painters.plans import split_plans
 
-    runners, ideal = latency_runners(model, backend, plans or plan or "baseline", scores=scores,
-                                     fuse_parallel=fuse_parallel, threads=threads, anchor=anchor, dtype=dtype)
+    runners = open_runners(model, split_plans(plans or plan or "baseline"), backend, anchor=anchor, scores=scores,
+                           fuse_parallel=fuse_parallel, threads=threads, dtype=dtype,
+                           profile=engine_profile(batch, prompt, gen))
+    ideal = {name: ideal_ratio(runner) for name, runner in runners.items()}
     try:
         rows = benchmark(runners, batches=batch, prompts=prompt, gen=gen, warmup=warmup, iters=iters,
                          ideal=ideal, progress=lambda msg: click.echo(msg, err=True))

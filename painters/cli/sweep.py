@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import click
@@ -25,14 +26,14 @@ from painters.cli import handle_errors, main
 @handle_errors
 def sweep_cmd(model, variants, n_range, tasks, limit, backend, data, latency, ray_address, out) -> None:
     """Run the Painters grid on MODEL (resumable: finished runs in OUT/runs are kept)."""
-    from painters.bench.setups import sweep_setup
-    from painters.bench.sweep import parse_range, run_sweep
+    from painters.bench.sweep import latency_ratio, parse_range, run_sweep, sweep_runners
 
     if ray_address:
         from painters.bench.sweep_ray import import_ray, run_sweep_ray
 
         import_ray()
-    num_layers, open_plan, latency_ratio = sweep_setup(model, backend)
+    models = sweep_runners(model, backend)
+    num_layers = models.num_layers
     if ray_address:
         result = run_sweep_ray(model, Path(out), variants.split(","), parse_range(n_range), tasks,
                                num_layers=num_layers, backend=backend, limit=limit, latency=latency, data_dir=data,
@@ -40,5 +41,6 @@ def sweep_cmd(model, variants, n_range, tasks, limit, backend, data, latency, ra
         click.echo(f"{result}: summary.csv, score_vs_layers.png, accuracy_vs_latency.png")
         return
     result = run_sweep(model, Path(out), variants.split(","), parse_range(n_range), tasks, num_layers=num_layers,
-                       open_plan=open_plan, limit=limit, latency=latency_ratio if latency else None, data_dir=data)
+                       open_plan=models.open, limit=limit,
+                       latency=functools.partial(latency_ratio, models) if latency else None, data_dir=data)
     click.echo(f"{result}: summary.csv, score_vs_layers.png, accuracy_vs_latency.png")

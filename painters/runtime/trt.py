@@ -11,7 +11,7 @@ from painters.graph_metadata import PLAN, SOURCE_HASH, painters_metadata, slot_h
 from painters.runtime.base import ModelInfo
 from painters.runtime.decode import StaticBuffers
 from painters.runtime.device import DeviceRunner
-from painters.tensorrt_lib import gpu_name, import_trt, read_sidecar, trt_logger
+from painters.tensorrt_lib import gpu_name, import_trt, read_sidecar, require_cuda, trt_logger
 
 __all__ = ["TrtRunner"]
 
@@ -38,9 +38,7 @@ class TrtRunner(DeviceRunner):
         from painters.runtime.ort import load_tokenizer
 
         path = Path(engine_path)
-        if not torch.cuda.is_available():
-            raise BuildError(f"{path}: no CUDA GPU is available (torch sees none), and running a {backend} engine "
-                             "needs one; run the .onnx with --backend onnxruntime on this machine")
+        require_cuda(f"{path}: running a {backend} engine")
         if not path.is_file():
             raise BuildError(f"{path}: no such engine; build one with `painters engine build MODEL.onnx -o {path}`")
         trt = import_trt(backend)

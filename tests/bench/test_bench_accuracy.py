@@ -178,17 +178,22 @@ def test_open_runner_errors(tmp_path):
         open_runner("tiny-llama", backend="jax")
 
 
-def test_compiled_plan_is_fixed(tiny_onnx):
-    with pytest.raises(BenchError, match="compiled for plan 'baseline'"):
-        open_runner(str(tiny_onnx), plan="skip_2_4")
+def test_compiled_plan_is_fixed(tiny_onnx, tmp_path):
+    """An exported graph compiles a plan; a compiled graph runs its own, compared by schedule, not by name."""
+    from painters.compiler.compile import compile_model
+
     assert open_runner(str(tiny_onnx), plan="baseline").info.plan == "baseline"
+    compiled = compile_model(tiny_onnx, "drop_attn_1,2", tmp_path / "drop.onnx").output
+    assert open_runner(str(compiled), plan="drop_attn_1-2").info.plan == "drop_attn_1,2"
+    with pytest.raises(BenchError, match="compiled for plan 'drop_attn_1,2'"):
+        open_runner(str(compiled), plan="skip_2_4")
 
 
 def test_cli_accuracy(tiny_runner, toy_data, tmp_path, monkeypatch):
     from painters.bench import runners
     from painters.cli import main
 
-    monkeypatch.setattr(runners, "open_runner", lambda *a, **k: tiny_runner)
+    monkeypatch.setattr(runners, "open_runner", lambda *a, **k: tiny_runner)  # the CLI imports it when run
     out = tmp_path / "res" / "acc.json"
     result = CliRunner().invoke(main, ["bench", "accuracy", "tiny-llama", "--tasks", "arc_easy", "--data",
                                        str(toy_data), "--limit", "1", "--json", str(out)])

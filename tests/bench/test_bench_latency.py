@@ -9,17 +9,18 @@ from click.testing import CliRunner
 
 from painters.bench.gate import check_regressions
 from painters.bench.latency import benchmark, format_table
-from painters.bench.setups import latency_runners
+from painters.bench.runners import ideal_ratio, open_runners
 from painters.cli import main
 from painters.errors import BenchError
 
 
 def test_plans_side_by_side_with_the_papers_path(tiny_onnx):
-    runners, ideal = latency_runners(str(tiny_onnx), None, "baseline,skip_2_6,drop_attn_0-3", anchor="tiny-llama")
+    runners = open_runners(str(tiny_onnx), ["baseline", "skip_2_6", "drop_attn_0-3"], anchor="tiny-llama")
+    ideal = {name: ideal_ratio(runner) for name, runner in runners.items()}
     assert list(runners) == ["baseline", "skip_2_6", "drop_attn_0-3", "hf/baseline", "hf/skip_2_6", "hf/drop_attn_0-3"]
     assert [runners[n].name for n in runners] == ["onnxruntime"] * 3 + ["hf"] * 3
     assert ideal["skip_2_6"] == ideal["hf/skip_2_6"] == 0.5 and ideal["drop_attn_0-3"] == 0.75
-    rows = benchmark(runners, prompts=(16,), gen=4, warmup=0, iters=2)
+    rows = benchmark(runners, prompts=(16,), gen=4, warmup=0, iters=2, ideal=ideal)
     by = {r.plan: r for r in rows}
     assert by["baseline"].prefill_ratio == by["baseline"].decode_ratio == 1.0
     assert all(r.prefill_ratio > 0 and r.decode_ratio > 0 and len(r.samples["decode_ms"]) == 2 for r in rows)
@@ -72,9 +73,9 @@ def test_gate_refuses_unrelated_results(tmp_path):
 
 def test_source_model_rejects_anchor_and_graph_backends():
     with pytest.raises(BenchError, match="--backend hf instead"):
-        latency_runners("tiny-llama", None, "baseline", anchor="tiny-llama")
-    with pytest.raises(BenchError, match="needs an exported .onnx"):
-        latency_runners("tiny-llama", "onnxruntime", "baseline")
+        open_runners("tiny-llama", ["baseline"], anchor="tiny-llama")
+    with pytest.raises(BenchError, match="needs a graph or engine"):
+        open_runners("tiny-llama", ["baseline"], "onnxruntime")
 
 
 def test_fusion_benchmark_times_both_twins(tiny_onnx, tmp_path, capsys):
