@@ -1,55 +1,23 @@
-"""The `painters` command line: a thin shell over the importable API (one module per command group)."""
+"""The `painters` command line: a thin shell over the importable API (one module per command group).
+
+The root group and the error handler live in :mod:`painters.cli.root`; importing a command module attaches its
+commands to the group, so this package imports each of them once, here.
+"""
 
 from __future__ import annotations
 
-import functools
-import logging
-import sys
-
-import click
-
-from painters import __version__
-from painters.errors import PaintersError
+import painters.cli.analysis  # noqa: F401  (each import registers its commands)
+import painters.cli.bench  # noqa: F401
+import painters.cli.bench_latency  # noqa: F401
+import painters.cli.compile  # noqa: F401
+import painters.cli.engine  # noqa: F401
+import painters.cli.export  # noqa: F401
+import painters.cli.plans  # noqa: F401
+import painters.cli.serve  # noqa: F401
+import painters.cli.sweep  # noqa: F401
+from painters.cli.root import handle_errors, main
 
 __all__ = ["main", "compile_main", "handle_errors"]
-
-
-def handle_errors(fn):
-    """Turn a PaintersError into a one-line message and exit code 2; anything else is a bug (traceback)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except PaintersError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(2)
-
-    return wrapper
-
-
-@click.group()
-@click.version_option(__version__, prog_name="painters")
-@click.option("-v", "--verbose", is_flag=True, help="Log progress to stderr.")
-def main(verbose: bool) -> None:
-    """Compile layer plans for pretrained transformers into deployable graphs and engines."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
-
-
-def _register() -> None:
-    # Each command group lives in its own module; importing it attaches its commands to `main`.
-    import importlib
-
-    for module in ("export", "plans", "compile", "engine", "bench", "bench_latency", "sweep", "analysis", "serve"):
-        try:
-            importlib.import_module(f"painters.cli.{module}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"painters.cli.{module}":
-                raise
-
-
-_register()
 
 
 def compile_main() -> None:

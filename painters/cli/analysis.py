@@ -6,7 +6,7 @@ import time
 
 import click
 
-from painters.cli import handle_errors, main
+from painters.cli.root import handle_errors, main
 
 __all__ = ["importance_cmd", "similarity_cmd"]
 

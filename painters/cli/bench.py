@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from painters.cli import handle_errors, main
+from painters.cli.root import handle_errors, main
 from painters.fileio import write_json
 
 __all__ = ["bench"]

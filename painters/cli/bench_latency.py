@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from painters.cli import handle_errors
 from painters.cli.bench import BACKEND_CHOICES, bench
+from painters.cli.root import handle_errors
 from painters.fileio import write_json
 
 

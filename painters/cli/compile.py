@@ -6,7 +6,7 @@ import json
 
 import click
 
-from painters.cli import handle_errors, main
+from painters.cli.root import handle_errors, main
 
 
 @main.command("compile")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from painters.cli import handle_errors, main
+from painters.cli.root import handle_errors, main
 
 
 @main.group("engine")

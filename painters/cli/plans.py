@@ -11,7 +11,7 @@ import json
 
 import click
 
-from painters.cli import handle_errors, main
+from painters.cli.root import handle_errors, main
 from painters.plans import GRAMMAR, Plan, Step, load_scores, parse_plan
 
 __all__ = ["plans_group"]

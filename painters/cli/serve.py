@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from painters.cli import handle_errors, main
+from painters.cli.root import handle_errors, main
 
 
 @main.command("serve")
