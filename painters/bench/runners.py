@@ -60,12 +60,16 @@ class ModelRunners:
         self.backend = backend or {"graph": "onnxruntime", "engine": "tensorrt-rtx", "source": "torch"}[self.kind]
         self._check_backend()
         self.fixed: Plan | None = None  # the plan a compiled graph or an engine runs
-        self.num_layers: int | None = None
+        self._num_layers: int | None = None
         self._meta: dict[str, str] = {}
         if self.kind == "source":
             self._load_source(dtype or "fp32")
         else:
             self._read_artifact()
+        if self.backend in ENGINE_BACKENDS:  # before any engine is built or loaded
+            from painters.tensorrt_lib import require_cuda
+
+            require_cuda(f"{model}: running a {self.backend} engine")
 
     # ---- what MODEL is --------------------------------------------------------------------------------------
 
@@ -92,7 +96,7 @@ class ModelRunners:
 
             torch.set_num_threads(self.threads)
         self.loaded = load_source(self.model, dtype=dtype)
-        self.num_layers = self.loaded.num_layers
+        self._num_layers = self.loaded.num_layers
         self._scores = load_scores(self.scores, model_hash=self.loaded.hash) if self.scores else None
 
     def _read_artifact(self) -> None:
@@ -108,16 +112,21 @@ class ModelRunners:
             self._meta = painters_metadata(load_graph(self.path).metadata_props)
         self.fixed = read_schedule(self._meta)
         if self.fixed is not None:
-            self.num_layers = self.fixed.num_layers
-        elif self.kind == "graph":
-            from painters.compiler.compile import describe
-
-            self.num_layers = describe(self.path).get("blocks")
+            self._num_layers = self.fixed.num_layers
         self._scores = None
         if self.scores:
             from painters.plans import load_scores
 
             self._scores = load_scores(self.scores, model_hash=self._meta.get("painters.source_hash", ""))
+
+    @property
+    def num_layers(self) -> int | None:
+        """Decoder blocks of the source MODEL was made from (None: an engine without its sidecar)."""
+        if self._num_layers is None and self.kind == "graph":
+            from painters.compiler.compile import describe
+
+            self._num_layers = describe(self.path).get("blocks")  # read once, when a plan needs it
+        return self._num_layers
 
     # ---- plans ----------------------------------------------------------------------------------------------
 
@@ -183,7 +192,7 @@ class ModelRunners:
         """An engine runs as it is; a graph is built into a cached engine first (never without a GPU to run it)."""
         from painters.tensorrt_lib import require_cuda
 
-        require_cuda(f"{path}: running a {self.backend} engine")
+        require_cuda(f"{path}: running a {self.backend} engine")  # checked on entry too; kept beside the build
         if path.suffix != ".engine":
             from painters.compiler.engine import cached_engine
 
