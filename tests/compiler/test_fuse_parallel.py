@@ -103,6 +103,45 @@ def test_fused_cache_is_the_reference_cache_laid_out(tiny, tiny_onnx, tmp_path, 
             np.testing.assert_allclose(compiled[kind], expected, rtol=1e-4, atol=1e-5)
 
 
+def test_inspect_and_runners_read_the_recorded_layout(tiny_onnx, tmp_path):
+    """``painters inspect`` prints the slot layout compile wrote; runners take heads per slot from it and refuse
+    a graph whose metadata no longer matches its inputs."""
+    import json
+
+    import onnx
+    from click.testing import CliRunner
+
+    from painters.cli import main
+    from painters.errors import CompileError
+
+    result = compile_model(tiny_onnx, "parallel_2_6", tmp_path / "p.onnx", fuse_parallel=True)
+    heads = [KV_HEADS, KV_HEADS, 4 * KV_HEADS, KV_HEADS, KV_HEADS]
+    assert result.layout.slot_heads == heads
+    shown = CliRunner().invoke(main, ["inspect", str(result.output)])
+    assert shown.exit_code == 0, shown.output
+    lines = {line.split(":", 1)[0].strip(): line.split(":", 1)[1].strip() for line in shown.output.splitlines()}
+    assert json.loads(lines["fused_stages"]) == [2]
+    assert json.loads(lines["slot_layout"]) == [{"stage": 0, "plan_slots": [0], "heads": 2},
+                                                {"stage": 1, "plan_slots": [1], "heads": 2},
+                                                {"stage": 2, "plan_slots": [2, 3, 4, 5], "heads": 8},
+                                                {"stage": 3, "plan_slots": [6], "heads": 2},
+                                                {"stage": 4, "plan_slots": [7], "heads": 2}]
+    as_json = json.loads(CliRunner().invoke(main, ["inspect", str(result.output), "--json"]).output)
+    assert [s["heads"] for s in as_json["slot_layout"]] == heads and "painters.slot_layout" not in as_json
+    with OrtRunner(result.output) as runner:
+        assert runner.slot_heads == heads and runner.metadata["painters.slot_layout"]
+
+    model = onnx.load(result.output, load_external_data=False)  # the layout edited after compiling
+    layout = json.loads(next(p.value for p in model.metadata_props if p.key == "painters.slot_layout"))
+    layout["slots"][2]["heads"] = 6
+    onnx.helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props},
+                                        "painters.slot_layout": json.dumps(layout)})
+    edited = tmp_path / "edited.onnx"
+    onnx.save(model, edited)
+    with pytest.raises(CompileError, match="gives KV slot 2 6 heads but its input has 8"):
+        OrtRunner(edited)
+
+
 def test_fallback_when_attention_dropped(tiny, tiny_onnx, tmp_path, caplog):
     plan = tmp_path / "drop.yaml"
     plan.write_text("steps:\n  - 0\n  - 1\n  - {parallel: [2, 3], attn: false}\n  - 4\n  - 5\n  - 6\n  - 7\n")
