@@ -113,6 +113,10 @@ class Family:
             return [SLIDING] * n
         return [FULL] * n
 
+    def kinds(self) -> list[str]:
+        """The layer kinds present, sorted (a fixed order keeps traced graphs reproducible)."""
+        return sorted(set(self.layer_kinds()))
+
     def window(self, kind: str) -> int | None:
         return int(self.config.sliding_window) if kind == SLIDING else None
 
@@ -125,11 +129,11 @@ class Family:
     def rotary(self, model: Any, x: torch.Tensor, position_ids: torch.Tensor) -> dict[str, Any]:
         """(cos, sin) per layer kind; one table shared by every kind here (Gemma3 has one per kind)."""
         pe = model.model.rotary_emb(x, position_ids)
-        return {kind: pe for kind in set(self.layer_kinds())}
+        return {kind: pe for kind in self.kinds()}
 
     def masks(self, attention_mask: torch.Tensor, seq: int, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         """One additive mask per layer kind present in the model (built once, shared by its layers)."""
-        return {kind: additive_mask(attention_mask, seq, dtype, self.window(kind)) for kind in set(self.layer_kinds())}
+        return {kind: additive_mask(attention_mask, seq, dtype, self.window(kind)) for kind in self.kinds()}
 
     def attention_delta(self, layer: Any, x: torch.Tensor, pe, mask: torch.Tensor, cache: Any) -> torch.Tensor:
         """Attn(LN(x)): what the attention sublayer adds to the residual stream."""
@@ -203,7 +207,7 @@ class GptNeoX(Family):
 
     def rotary(self, model, x, position_ids):
         pe = model.gpt_neox.rotary_emb(x, position_ids)
-        return {kind: pe for kind in set(self.layer_kinds())}
+        return {kind: pe for kind in self.kinds()}
 
     def attention_delta(self, layer, x, pe, mask, cache):
         out, _ = layer.attention(layer.input_layernorm(x), attention_mask=mask, layer_past=cache,
@@ -232,7 +236,7 @@ class Gemma2(Family):
     def rotary(self, model, x, position_ids):
         if self.config.model_type == "gemma2":
             return super().rotary(model, x, position_ids)
-        return {kind: model.model.rotary_emb(x, position_ids, kind) for kind in set(self.layer_kinds())}
+        return {kind: model.model.rotary_emb(x, position_ids, kind) for kind in self.kinds()}
 
     def attention_delta(self, layer, x, pe, mask, cache):
         return layer.post_attention_layernorm(super().attention_delta(layer, x, pe, mask, cache))

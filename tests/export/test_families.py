@@ -101,22 +101,26 @@ def test_reference_matches_hf(family):
     assert runner.generate(PROMPTS, N_TOKENS) == [_hf_greedy(loaded.model, p, N_TOKENS) for p in PROMPTS]
 
 
-def test_window_is_exercised(family):
+@pytest.mark.parametrize("name", [n for n, (_, o) in FAMILIES.items() if o.get("sliding_window")])
+def test_window_is_exercised(name):
     """A sliding-window family's prompts are longer than the window: a plain causal mask gives other logits."""
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
-    name, loaded, _ = family
-    if not getattr(loaded.config, "sliding_window", None):
-        pytest.skip(f"{name} has no sliding window")
-    fields = {**loaded.config.to_dict(), "sliding_window": None, "use_sliding_window": False}
-    if fields.get("layer_types"):
-        fields["layer_types"] = ["full_attention"] * len(fields["layer_types"])
-    full = AutoModelForCausalLM.from_config(type(loaded.config)(**fields))
-    full.load_state_dict(loaded.model.state_dict())
+    model_type, overrides = FAMILIES[name]
+    fields = {**COMMON, **overrides}
+    windowed = AutoConfig.for_model(model_type, **fields)
+    if getattr(windowed, "layer_types", None):  # Qwen2, Gemma2/3: every layer global
+        full = AutoConfig.for_model(model_type, **{**fields, "layer_types": ["full_attention"] * 4})
+    else:
+        full = AutoConfig.for_model(model_type, **{**fields, "sliding_window": None})
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(windowed).eval()
+    causal = AutoModelForCausalLM.from_config(full).eval()
+    causal.load_state_dict(model.state_dict())
     ids = torch.tensor([PROMPTS[0]])
     with torch.no_grad():
-        windowed, causal = loaded.model(ids).logits, full.eval()(ids).logits
-    assert (windowed - causal).abs().max() > 1e-2 * windowed.abs().max()
+        a, b = model(ids).logits, causal(ids).logits
+    assert (a - b).abs().max() > 1e-2 * a.abs().max()
 
 
 def _visible(loaded, plan_name):
@@ -132,9 +136,24 @@ def _visible(loaded, plan_name):
     return float((got - base).abs().max() / base.abs().max())
 
 
+# Compiler findings on parallel-residual blocks (painters-compile raises; nothing passes silently), not yet fixed:
+# - a sublayer drop of a block whose MLP reads a norm node of its attention sublayer (StableLM's shared ln1; and
+#   GPT-NeoX's ln1/ln2 when the exporter merges them because their weights are equal, as in a random init)
+#   fails in InstantiateStagesPass ("output value ... is still being used");
+# - every GPT-NeoX compile fails the CheckerPass: "Data of TensorProto (…query_key_value.bias) should be stored in
+#   model.onnx.data, but it is not regular file".
+KNOWN_COMPILE_FAILURES = {("stablelm", PLANS[0]), *(("gpt_neox", p) for p in [*PLANS, *UNFUSED])}
+
+
+def _known(name: str, plan: str) -> None:
+    if (name, plan) in KNOWN_COMPILE_FAILURES:
+        pytest.xfail("known compiler failure on parallel-residual blocks (see KNOWN_COMPILE_FAILURES)")
+
+
 @pytest.mark.parametrize("plan", PLANS)
 def test_plan_parity(family, tmp_path, plan):
-    _, loaded, onnx_path = family
+    name, loaded, onnx_path = family
+    _known(name, plan)
     assert_plan_parity(loaded, onnx_path, plan, tmp_path, PROMPTS, n_tokens=8)
     assert _visible(loaded, plan) > 1e-2, f"{plan} barely changes the logits: the test would not see a no-op"
 
@@ -143,7 +162,8 @@ def test_plan_parity(family, tmp_path, plan):
 def test_unfused_parallel_parity(family, tmp_path, plan):
     from painters.compiler.graph_io import load_graph
 
-    _, loaded, onnx_path = family
+    name, loaded, onnx_path = family
+    _known(name, plan)
     result = assert_plan_parity(loaded, onnx_path, plan, tmp_path, PROMPTS, n_tokens=8, fuse_parallel=False)
     layout = json.loads(load_graph(result.output).metadata_props["painters.slot_layout"])
     assert layout["fused_stages"] == []
