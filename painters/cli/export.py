@@ -15,12 +15,15 @@ from painters.cli.root import handle_errors, main
               help="Output .onnx (weights go to OUT.data).")
 @click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True)
 @click.option("--opset", type=int, default=None, help="ONNX opset (default: the exporter's).")
+@click.option("--check/--no-check", default=True, show_default=True,
+              help="Run the written graph once against the source model and refuse it if they differ "
+                   "(--no-check: for a model that does not fit in memory twice).")
 @handle_errors
-def export_cmd(src: str, out: str, dtype: str, opset: int | None) -> None:
+def export_cmd(src: str, out: str, dtype: str, opset: int | None, check: bool) -> None:
     """Export SRC (smollm2-135m, tiny-llama, a .gguf file or a checkpoint directory) to one ONNX decoder graph
     that serves prefill and cached decoding."""
     from painters.export.onnx_export import export_onnx
 
     start = time.perf_counter()
-    path = export_onnx(src, out, dtype=dtype, opset=opset)
+    path = export_onnx(src, out, dtype=dtype, opset=opset, check=check)
     click.echo(f"exported {src} ({dtype}) → {path} in {time.perf_counter() - start:.1f} s")

@@ -5,7 +5,8 @@ A Llama-family decoder graph is a residual chain ``x_0 → [h_i = x_i + Attn_i(x
 from ``painters export`` and on graphs from other exporters (Optimum / TorchScript ``/model/layers.{i}/…``
 names) that share the decoder IO convention of :mod:`painters.decoder_io` (past-KV inputs → present outputs).
 
-1. ``x_0`` is the output of the embedding ``Gather(weight, input_ids)``.
+1. ``x_0`` is the output of the embedding ``Gather(weight, input_ids)``, after its scaling (a Mul or Cast that
+   is the Gather's only data consumer: Gemma, Granite).
 2. The *residual set* R is every value computed from ``x_0`` or a past-KV input (plain dataflow; a
    ``Shape`` of ``x_0`` carries no data and stays context). Shape reads of past-KV inputs outside their
    block are first re-anchored on ``input_ids`` / ``attention_mask`` (:mod:`painters.compiler.passes.anchor_shapes`).
@@ -103,7 +104,14 @@ def _find_embedding(graph: ir.Graph) -> ir.Value:
     gathers = [u.node for u in ids.uses() if u.node.op_type == "Gather" and u.idx == 1]
     if len(gathers) != 1:
         raise _fail(f"expected one embedding Gather reading input_ids, found {len(gathers)}")
-    return gathers[0].outputs[0]
+    x = gathers[0].outputs[0]
+    # A scaled embedding (Gemma's √d, Granite's embedding_multiplier) is one elementwise Mul/Cast whose only
+    # data consumer it is: the residual stream starts after it. (A Llama x_0 also feeds the first norm.)
+    while True:
+        uses = [u.node for u in x.uses() if u.node.op_type != "Shape"]
+        if len(uses) != 1 or uses[0].op_type not in ("Mul", "Div", "Cast") or len(uses[0].outputs) != 1:
+            return x
+        x = uses[0].outputs[0]
 
 
 def _kv_io(graph: ir.Graph) -> tuple[dict[int, tuple[ir.Value, ir.Value]], dict[int, tuple[ir.Value, ir.Value]]]:

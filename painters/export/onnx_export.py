@@ -3,6 +3,8 @@
 The graph is traced from the reference executor running the ``baseline`` plan, so export, compiler and
 oracle share one definition of a decoder block. The block structure is then discovered once
 (:mod:`painters.compiler.blocks`) and recorded in the model's metadata; export fails if it cannot be found.
+Last, the graph is run once against the source model (:mod:`painters.export.self_check`); export refuses a
+graph that differs, and nothing is written.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from painters.errors import ExportError
 from painters.export.quiet import quiet_exporter
 from painters.export.sources import LoadedModel, load_source
 from painters.fileio import atomic_dir_outputs, check_output_path
+from painters.runtime.families import family_for
 
 __all__ = ["export_onnx", "export_model"]
 
@@ -98,10 +101,10 @@ def trace_decoder(loaded: LoadedModel, *, opset: int | None = None):
 
     cfg = loaded.config
     L = loaded.num_layers
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    kv_heads, head_dim = family_for(cfg).kv_shape()
     dtype = next(loaded.model.parameters()).dtype
     batch, seq, past = 2, 3, 4
-    past_kv = [torch.zeros(batch, cfg.num_key_value_heads, past, head_dim, dtype=dtype) for _ in range(2 * L)]
+    past_kv = [torch.zeros(batch, kv_heads, past, head_dim, dtype=dtype) for _ in range(2 * L)]
     args = (torch.ones(batch, seq, dtype=torch.long), torch.ones(batch, past + seq, dtype=torch.long),
             torch.arange(past, past + seq).repeat(batch, 1), *past_kv)
     B, S, P = torch.export.Dim("batch"), torch.export.Dim("seq"), torch.export.Dim("past")
@@ -120,18 +123,27 @@ def trace_decoder(loaded: LoadedModel, *, opset: int | None = None):
     return program.model
 
 
-def export_model(loaded: LoadedModel, out: str | Path, *, opset: int | None = None) -> Path:
-    """Export a loaded model to ``out`` (+ ``out.data`` and tokenizer files beside it), atomically."""
+def export_model(loaded: LoadedModel, out: str | Path, *, opset: int | None = None, check: bool = True) -> Path:
+    """Export a loaded model to ``out`` (+ ``out.data`` and tokenizer files beside it), atomically.
+
+    With ``check`` (the default) the written graph is run once against the source model
+    (:func:`painters.export.self_check.check_export`) before anything lands at ``out``.
+    """
     check_opset(opset)
     out = Path(out)
     check_output_path(out)
-    with atomic_dir_outputs(out) as tmp, linears_as_matmul(loaded.model):
-        _annotate_and_save(trace_decoder(loaded, opset=opset), tmp / out.name, loaded)
+    with atomic_dir_outputs(out) as tmp:
+        with linears_as_matmul(loaded.model):
+            _annotate_and_save(trace_decoder(loaded, opset=opset), tmp / out.name, loaded)
         if loaded.tokenizer is not None:
             loaded.tokenizer.save_pretrained(tmp)
         gen = getattr(loaded.model, "generation_config", None)
         if gen is not None:
             gen.save_pretrained(tmp)
+        if check:
+            from painters.export.self_check import check_export
+
+            check_export(loaded.model, tmp / out.name)
     return out
 
 
@@ -154,7 +166,7 @@ def _annotate_and_save(model, path: Path, loaded: LoadedModel, *, weights_writte
         "painters.blocks": json.dumps(structure.to_json()),
         "painters.config": json.dumps({"num_layers": loaded.num_layers, "hidden_size": cfg.hidden_size,
                                        "num_attention_heads": cfg.num_attention_heads,
-                                       "num_key_value_heads": cfg.num_key_value_heads,
+                                       "num_key_value_heads": family_for(cfg).kv_shape()[0],
                                        "vocab_size": cfg.vocab_size, "model_type": cfg.model_type}),
     })
     ir.save(model, path)
@@ -206,9 +218,10 @@ def check_opset(opset: int | None) -> None:
                           f"{ONNX_MAX_OPSET}; pick one in that range or leave --opset out for the default")
 
 
-def export_onnx(src: str | Path, out: str | Path, *, dtype: str = "fp32", opset: int | None = None) -> Path:
+def export_onnx(src: str | Path, out: str | Path, *, dtype: str = "fp32", opset: int | None = None,
+                check: bool = True) -> Path:
     """Load SRC and export it: the importable twin of ``painters export``."""
     check_opset(opset)
     check_export_outputs(Path(out), Path(src))
     loaded = load_source(src, dtype=dtype)
-    return export_model(loaded, out, opset=opset)
+    return export_model(loaded, out, opset=opset, check=check)

