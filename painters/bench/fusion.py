@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| {r['plan']} | {r['batch']} | {r['prompt']} | {r['prefill_fused_over_unfused']:.3f} "
               f"| {r['decode_fused_over_unfused']:.3f} |")
     if args.json:
-        from painters.cli.bench import write_json
+        from painters.fileio import write_json
 
         write_json(args.json, {**rows_to_json(rows, model=str(args.model)), "fused_vs_unfused": ratios})
 

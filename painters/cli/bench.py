@@ -2,34 +2,35 @@
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
+import glob
 from pathlib import Path
 
 import click
 
 from painters.cli import handle_errors, main
+from painters.fileio import check_outputs, write_json
 
-__all__ = ["bench", "write_json"]
+__all__ = ["bench", "write_json", "model_reads"]
 
 BACKEND_CHOICES = ["torch", "onnxruntime", "onnxruntime-cuda", "tensorrt", "tensorrt-rtx"]
 
 
-def write_json(path: str | os.PathLike, data: object) -> Path:
-    """Write ``data`` as JSON atomically: a temp file beside ``path``, then a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, allow_nan=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+def model_reads(model: str, *others: str | None) -> list[Path]:
+    """Files a bench run reads through MODEL (a graph or engine file): results must never be written over them.
+
+    A model file reads the files beside it that share its name (``.onnx.data``, an engine's sidecar) and the
+    tokenizer/config side files; a source name (``tiny-llama``) reads nothing of the user's.
+    """
+    from painters.compiler.graph_io import SIDE_FILES
+
+    path = Path(model)
+    reads = [Path(o) for o in others if o is not None]
+    if path.is_file():
+        reads += [path, *(f for f in path.parent.glob(f"{glob.escape(path.name)}*") if f.is_file()),
+                  *(path.parent / n for n in (*SIDE_FILES, "config.json"))]
+    elif path.is_dir():
+        reads.append(path)
+    return reads
 
 
 @main.group("bench")
@@ -63,6 +64,7 @@ def accuracy_cmd(model, tasks, backend, plan, scores, data_dir, limit, num_fewsh
 
     parse_tasks(tasks)  # fail on a typo before a model loads
     resolve_data_dir(data_dir)
+    check_outputs([json_out], model_reads(model, scores))  # before the run, not after it
     with open_runner(model, backend, plan, scores=scores, threads=threads) as runner:
         results = evaluate(runner, tasks, limit=limit, num_fewshot=num_fewshot, batch_size=batch_size,
                            data_dir=data_dir)

@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 
 from painters.cli import handle_errors
-from painters.cli.bench import BACKEND_CHOICES, bench, write_json
+from painters.cli.bench import BACKEND_CHOICES, bench, model_reads
+from painters.fileio import check_outputs, write_json
 
 
 class _Sizes(click.ParamType):
@@ -55,6 +56,7 @@ def latency_cmd(model, backend, plans, plan, scores, fuse_parallel, batch, promp
     from painters.bench.latency import benchmark, format_table, rows_to_json
     from painters.bench.setups import latency_runners
 
+    check_outputs([json_out], model_reads(model, scores, anchor))  # before the run, not after it
     runners, ideal = latency_runners(model, backend, plans or plan or "baseline", scores=scores,
                                      fuse_parallel=fuse_parallel, threads=threads, anchor=anchor, dtype=dtype)
     try:

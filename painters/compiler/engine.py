@@ -14,9 +14,7 @@ import hashlib
 import importlib
 import json
 import logging
-import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +33,7 @@ from painters.decoder_io import (
     precision_of,
 )
 from painters.errors import BuildError, CompileError
-from painters.fileio import check_output_path, check_outputs, file_hash
+from painters.fileio import atomic_write, check_outputs, file_hash
 
 __all__ = ["BACKENDS", "DEFAULT_PROFILE", "DEFAULT_COMPUTE_CAPABILITY", "DimRange", "GraphInfo", "EngineFromOnnx",
            "import_trt", "gpu_name", "trt_logger", "parse_profile", "profile_shapes", "graph_info", "engine_key",
@@ -321,22 +319,8 @@ def trt_logger(trt):
 
 
 def _write_atomic(path: Path, data) -> None:
-    """Write via a temp file in the same directory and rename, so readers never see a partial file.
-
-    The file gets the mode an ordinary new file gets (0666 less the umask), not mkstemp's private 0600.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write via a temp file in the same directory and rename (:func:`painters.fileio.atomic_write`)."""
+    atomic_write(path, data)
 
 
 class EngineFromOnnx:
@@ -440,7 +424,6 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, backend: str
         timing_cache: timing cache file, used only with a GPU (None: one beside the engine cache).
     """
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
-    check_output_path(engine_path, onnx_path)
     from painters.compiler.graph_io import graph_inputs, load_graph
 
     try:
