@@ -133,7 +133,13 @@ def _tiny_llama() -> LoadedModel:
 
 
 def _check_architecture(config: Any, where: Path) -> None:
-    archs = list(getattr(config, "architectures", None) or [])
+    archs = getattr(config, "architectures", None) or []
+    if isinstance(archs, str):  # one class name written without the list: read it as one, not as letters
+        archs = [archs]
+    if not isinstance(archs, (list, tuple)) or not all(isinstance(a, str) for a in archs):
+        raise ExportError(f"{where}: config.json 'architectures' must be a list of class names such as "
+                          f"[\"LlamaForCausalLM\"], got {archs!r:.80}")
+    archs = list(archs)
     if not any(a in SUPPORTED_ARCHITECTURES for a in archs):
         raise ExportError(
             f"{where}: architecture {archs or config.model_type!r} is not supported; "

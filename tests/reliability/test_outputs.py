@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -15,14 +14,6 @@ from painters.cli import main
 
 def _hashes(folder: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
-
-
-@pytest.fixture
-def model_dir(tiny_onnx, tmp_path) -> Path:
-    """A private copy of the tiny exported model folder, so a failed refusal cannot hurt other tests."""
-    dst = tmp_path / "m"
-    shutil.copytree(Path(tiny_onnx).parent, dst)
-    return dst / Path(tiny_onnx).name
 
 
 def _refused(args: list[str], folder: Path, message: str) -> None:
