@@ -42,13 +42,12 @@ def load_scores(path: str | Path, *, model_hash: str | None = None) -> Scores:
                         f"write one with `painters importance SRC --json {path}`")
     if not path.is_file():  # a FIFO would block, /dev/zero never ends
         raise PlanError(f"scores file {path} is not a regular file; give the JSON written by `painters importance`")
+    if path.stat().st_size > MAX_SCORES_FILE_BYTES:
+        raise PlanError(f"scores file {path} is over {MAX_SCORES_FILE_BYTES} bytes; it is not a scores file "
+                        "(regenerate it with `painters importance`)")
     try:
         with open(path, "rb") as f:
-            raw = f.read(MAX_SCORES_FILE_BYTES + 1)
-        if len(raw) > MAX_SCORES_FILE_BYTES:
-            raise PlanError(f"scores file {path} is over {MAX_SCORES_FILE_BYTES} bytes; it is not a scores file "
-                            "(regenerate it with `painters importance`)")
-        data = json.loads(raw.decode("utf-8"))
+            data = json.loads(f.read(MAX_SCORES_FILE_BYTES + 1).decode("utf-8"))
     except (OSError, ValueError) as exc:  # ValueError: not UTF-8 (a binary file) or not JSON
         reason = getattr(exc, "strerror", None) or f"{type(exc).__name__}: {str(exc)[:80]}"
         raise PlanError(f"scores file {path} cannot be read as JSON ({reason}); regenerate it with "
