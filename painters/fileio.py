@@ -72,9 +72,12 @@ def check_outputs(outputs: Iterable[str | os.PathLike | None], inputs: Iterable[
 
     inputs = [Path(p) for p in inputs if p is not None and Path(p).exists()]
     for out in (Path(o) for o in outputs if o is not None):
-        if len(os.fsencode(out.name)) > 255:
-            raise PaintersError(f"output name {out.name[:40]}... is {len(os.fsencode(out.name))} bytes; file "
-                                "systems allow 255; choose a shorter path with -o")
+        for part in out.parts:
+            if len(os.fsencode(part)) > 255:
+                raise PaintersError(f"output name {part[:40]}... is {len(os.fsencode(part))} bytes; file "
+                                    "systems allow 255; choose a shorter path with -o")
+        if len(os.fsencode(str(out.absolute()))) >= 4096:
+            raise PaintersError(f"output path {str(out)[:40]}... is over 4096 bytes; choose a shorter path with -o")
         if out.is_dir():
             raise PaintersError(f"output {out} is a directory; give a file path such as {out / 'model.onnx'}")
         if os.path.lexists(out) and not out.is_file():

@@ -108,7 +108,13 @@ def compile_model(model_path: str | Path, plan: str | Plan, out: str | Path | No
     elif plan.num_layers != structure.num_layers:
         raise CompileError(f"plan {plan} was made for {plan.num_layers} layers; {src} has {structure.num_layers}")
     out = Path(out) if out else default_output(src, plan.name)
-    check_outputs([out, out.with_name(out.name + ".fused.data")], graph_inputs(model, src))
+    reads = graph_inputs(model, src)
+    check_outputs([out, out.with_name(out.name + ".fused.data")], reads)
+    beside = {str(p.relative_to(src.parent)) for p in reads[1:]}  # linked next to the output under these names
+    for name in (out.name, out.name + ".fused.data"):
+        if name in beside:
+            raise CompileError(f"output name {name} is the name of a file the graph needs beside it "
+                               f"({src.parent / name}); choose another name with -o, e.g. one ending in .onnx")
     layout = slot_layout(plan, structure, fuse_parallel=fuse_parallel, opset=model.opset_imports.get("", 0))
     run_passes(compile_passes(structure, layout), model)
     output_bytes = initializer_bytes(model)

@@ -193,6 +193,8 @@ def link_side_files(src_dir: Path, out_dir: Path, tmp: Path, names: list[str]) -
             raise CompileError(f"{final} already exists and is not {src}; it may belong to another model — "
                                "choose another output directory with -o")
         (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+        if os.path.lexists(tmp / name):  # never write through a link into an input
+            raise CompileError(f"{name} would be placed beside the output twice; choose another output name with -o")
         _link(src, tmp / name)
 
 
@@ -221,7 +223,7 @@ class ChunkedTensor(ir.LazyTensor):
 def _write_new_tensors(values: list[ir.Value], tmp: Path, name: str) -> None:
     """Append the values' tensors to ``tmp/name`` (chunk by chunk where chunked) and point them at it."""
     offset = 0
-    with open(tmp / name, "wb") as f:
+    with open(tmp / name, "xb") as f:  # exclusive: a linked input of that name must never be written through
         for value in values:
             tensor = value.const_value
             pad = -offset % _ALIGN
@@ -258,4 +260,7 @@ def save_graph(model: ir.Model, src: Path, out: Path, tmp: Path) -> None:
            and v.const_value.nbytes > NEW_DATA_THRESHOLD]
     if new:
         _write_new_tensors(new, tmp, f"{out.name}.fused.data")
+    if os.path.lexists(tmp / out.name):  # a linked input of that name: writing would go through the link
+        raise CompileError(f"output name {out.name} is the name of a file the graph needs beside it; choose "
+                           "another name with -o")
     ir.save(model, tmp / out.name)

@@ -125,6 +125,11 @@ def export_model(loaded: LoadedModel, out: str | Path, *, opset: int | None = No
     check_opset(opset)
     out = Path(out)
     check_outputs([out, out.with_name(out.name + ".data")])
+    from painters.compiler.graph_io import SIDE_FILES
+
+    if out.name in (*SIDE_FILES, "config.json"):
+        raise ExportError(f"output name {out.name} is the name of a file export writes beside the graph; choose "
+                          "a name ending in .onnx with -o")
     with atomic_dir_outputs(out) as tmp, linears_as_matmul(loaded.model):
         _annotate_and_save(trace_decoder(loaded, opset=opset), tmp / out.name, loaded)
         if loaded.tokenizer is not None:
