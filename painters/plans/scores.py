@@ -50,7 +50,7 @@ def load_scores(path: str | Path, *, model_hash: str | None = None) -> Scores:
             data = json.loads(f.read(MAX_SCORES_FILE_BYTES + 1).decode("utf-8"))
     except (OSError, ValueError) as exc:  # ValueError: not UTF-8 (a binary file) or not JSON
         reason = getattr(exc, "strerror", None) or f"{type(exc).__name__}: {str(exc)[:80]}"
-        raise PlanError(f"scores file {path} cannot be read as JSON ({reason}); regenerate it with "
+        raise PlanError(f"scores file {path} is not JSON or cannot be read ({reason}); regenerate it with "
                         "`painters importance`") from exc
     if not isinstance(data, dict) or data.get("format") != SCORES_FORMAT:
         raise PlanError(f"{path} is not a painters scores file (expected format {SCORES_FORMAT!r})")

@@ -24,6 +24,11 @@ def tree_state(*folders: Path) -> tuple[dict[str, str], set[str]]:
 
 def run_cli(args: list) -> tuple[int, str]:
     result = CliRunner().invoke(main, [str(a) for a in args])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        import traceback
+
+        tb = "".join(traceback.format_exception(result.exception))
+        return result.exit_code, f"{result.output}Traceback (uncaught, as the CLI would print it):\n{tb}"
     return result.exit_code, result.output
 
 
