@@ -20,7 +20,7 @@ import onnx_ir as ir
 from painters.errors import CompileError
 
 __all__ = ["load_graph", "external_files", "save_graph", "initializer_bytes", "ChunkedTensor", "SIDE_FILES",
-           "NEW_DATA_THRESHOLD", "graph_inputs"]
+           "NEW_DATA_THRESHOLD", "graph_inputs", "allowed_dir"]
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +57,22 @@ def load_graph(path: str | Path) -> ir.Model:
             length = None if length in (None, "") else int(length)
         except ValueError:
             raise CompileError(f"{where}: external data offset/length {info} are not integers") from None
-        _check_location(where, info.get("location", ""), path.parent, offset, length)
+        _check_location(where, info.get("location", ""), path.parent, offset, length, allowed_dir(path))
     try:
         model = ir.load(path)
     except Exception as exc:
         raise CompileError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from exc
-    external_files(model, path.parent)
+    external_files(model, path.parent, allowed=allowed_dir(path))
     return model
+
+
+def allowed_dir(path: Path) -> Path:
+    """Where a graph's external data may live: the folder of the real graph file, symlinks resolved.
+
+    This is onnxruntime's rule too (it loads ``L/model.onnx → M/model.onnx`` with ``L/model.onnx.data →
+    M/model.onnx.data``, and refuses data that resolves anywhere else), so what compile accepts also runs.
+    """
+    return Path(path).resolve().parent
 
 
 def _external_tensor_protos(proto) -> Iterator[tuple[str, object]]:
@@ -96,23 +105,25 @@ def _external_tensor_protos(proto) -> Iterator[tuple[str, object]]:
             stack.extend((label, item) for item in items)
 
 
-def _check_location(where: str, location: str, base: Path, offset: int | None, length: int | None) -> Path:
+def _check_location(where: str, location: str, base: Path, offset: int | None, length: int | None,
+                    allowed: Path | None = None) -> Path:
     """Refuse external data outside the model's directory, missing, not a regular file or too short.
 
     The location is written by whoever wrote the graph, so it must stay inside the model's directory by
-    its own spelling: not absolute, no ``..``. A *symlink* in that directory is the directory owner's
-    choice (Hugging Face's cache links every file into ``blobs/``; a compiled graph may link the weights
-    of the model it came from), so a link is followed wherever it points, as long as it ends at a regular
-    file — never a device or FIFO. Directories on the way must stay inside: only the last part may link out.
+    its own spelling (not absolute, no ``..``), and what it resolves to, symlinks followed, must lie in
+    ``allowed`` (:func:`allowed_dir`; default ``base`` resolved): a symlink pointing to the model's own
+    real data is fine, one pointing anywhere else (or a folder symlink on the way out) is not. It must end
+    at a regular file — never a device or FIFO, which would hang or never end.
     """
     parts = Path(location).parts
     if not location or os.path.isabs(location) or ".." in parts or "\0" in location:
         raise CompileError(f"{where}: external data location {location!r} points outside the model's "
                            f"directory {base}; refusing it (path traversal)")
     link = base / location
-    if not link.parent.resolve().is_relative_to(base.resolve()):
-        raise CompileError(f"{where}: external data location {location!r} goes through a folder that links "
-                           f"outside the model's directory {base}; refusing it (path traversal)")
+    allowed = Path(allowed) if allowed is not None else Path(base).resolve()
+    if not link.resolve().is_relative_to(allowed):
+        raise CompileError(f"{where}: external data {link} resolves to {link.resolve()}, outside the model's "
+                           f"directory {allowed}; refusing it (path traversal)")
     if not link.exists():
         raise CompileError(f"{where}: external data file {link} is missing; keep the .data file beside the "
                            ".onnx it was saved with")
@@ -147,12 +158,15 @@ def _all_tensors(model: ir.Model) -> Iterator[tuple[str, ir.TensorProtocol]]:
                     graphs.extend((at, g) for g in attr.value)
 
 
-def external_files(model: ir.Model, base: Path) -> list[str]:
-    """Relative locations of the external data files the model references (any tensor), after safety checks."""
+def external_files(model: ir.Model, base: Path, *, allowed: Path | None = None) -> list[str]:
+    """Relative locations of the external data files the model references (any tensor), after safety checks.
+
+    ``allowed`` is where the data may resolve to (:func:`allowed_dir` of the graph's path; default ``base``).
+    """
     files: set[str] = set()
     for where, tensor in _all_tensors(model):
         if isinstance(tensor, ir.ExternalTensor):
-            _check_location(where, tensor.location, Path(base), tensor.offset, tensor.length)
+            _check_location(where, tensor.location, Path(base), tensor.offset, tensor.length, allowed)
             files.add(tensor.location)
     return sorted(files)
 
@@ -160,7 +174,7 @@ def external_files(model: ir.Model, base: Path) -> list[str]:
 def graph_inputs(model: ir.Model, path: Path) -> list[Path]:
     """Every file a command reads through the graph at ``path``: itself, its external data, its side files."""
     path = Path(path)
-    return [path, *(path.parent / f for f in external_files(model, path.parent)),
+    return [path, *(path.parent / f for f in external_files(model, path.parent, allowed=allowed_dir(path))),
             *(f for f in (path.parent / n for n in SIDE_FILES) if f.is_file())]
 
 
@@ -170,6 +184,7 @@ def initializer_bytes(model: ir.Model) -> int:
 
 
 def _link(src: Path, dst: Path) -> None:
+    src = src.resolve()  # link the real file: a link to a symlink would resolve elsewhere from the new folder
     try:
         os.link(src, dst)
     except OSError:
@@ -252,7 +267,7 @@ def save_graph(model: ir.Model, src: Path, out: Path, tmp: Path) -> None:
     memory (lazy, chunked or not) and larger than ``NEW_DATA_THRESHOLD`` bytes are written to
     ``OUT.onnx.fused.data``.
     """
-    data = external_files(model, src.parent)
+    data = external_files(model, src.parent, allowed=allowed_dir(src))
     side = [f.name for f in (src.parent / n for n in SIDE_FILES) if f.is_file()]
     link_side_files(src.parent, out.parent, tmp, [*data, *side])
     new = [v for v in model.graph.initializers.values() if v.const_value is not None

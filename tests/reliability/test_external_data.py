@@ -1,8 +1,8 @@
 """Issue 15 items 14 and 15: every tensor that can name external data is checked; symlinks and empty files.
 
 A graph's author chooses its external-data locations, so a location must stay inside the model's folder by
-its own spelling, wherever the tensor sits (initializer, a Constant's value, a subgraph, a sparse tensor).
-A symlink the folder's owner placed there may point elsewhere, if it ends at a regular file.
+its own spelling, wherever the tensor sits (initializer, a Constant's value, a subgraph, a sparse tensor),
+and resolve, symlinks followed, inside the real graph file's folder (onnxruntime's rule) to a regular file.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def test_a_folder_symlink_cannot_carry_a_location_out(model_dir, tmp_path):
     (tmp_path / "secret.bin").write_bytes(np.arange(4, dtype=np.float32).tobytes())
     (model_dir.parent / "sub").symlink_to(tmp_path, target_is_directory=True)
     _plant(model_dir, "constant", "sub/secret.bin")
-    assert_refused(["inspect", model_dir], [tmp_path], "links outside the model's directory")
+    assert_refused(["inspect", model_dir], [tmp_path], "outside the model's directory", "path traversal")
 
 
 def test_external_data_inside_the_folder_in_a_constant_is_carried_along(model_dir, tmp_path):
@@ -83,10 +83,11 @@ def test_external_data_inside_the_folder_in_a_constant_is_carried_along(model_di
 
 
 def test_symlinked_data_pointing_to_the_models_real_data_is_accepted(model_dir, tmp_path):
-    """A second folder whose model.onnx.data links to the first's (as Hugging Face's cache does): it works."""
+    """A folder of links to a model (the graph and its data, as a model store or cache lays it out): the data
+    resolves beside the real graph file, so inspect, compile and onnxruntime all accept it."""
     alias = tmp_path / "alias"
     alias.mkdir()
-    shutil.copy(model_dir, alias / "model.onnx")
+    (alias / "model.onnx").symlink_to(model_dir)
     (alias / "model.onnx.data").symlink_to(model_dir.with_name("model.onnx.data"))
     code, output = run_cli(["inspect", alias / "model.onnx"])
     assert code == 0, output
@@ -95,19 +96,34 @@ def test_symlinked_data_pointing_to_the_models_real_data_is_accepted(model_dir, 
     assert code == 0, output
     assert (out.parent / "model.onnx.data").read_bytes() == model_dir.with_name("model.onnx.data").read_bytes()
     assert (alias / "model.onnx.data").is_symlink()  # the link is left as it was
+    code, output = run_cli(["bench", "latency", alias / "model.onnx", "--prompt", "4", "--gen", "1", "--iters", "1",
+                            "--warmup", "0"])
+    assert code == 0, output
+
+
+def test_symlinked_data_pointing_away_from_the_graph_file_is_refused(model_dir, tmp_path):
+    """A real graph file whose data links into another folder: onnxruntime refuses it, so compile does too."""
+    alias = tmp_path / "alias"
+    alias.mkdir()
+    shutil.copy(model_dir, alias / "model.onnx")
+    (alias / "model.onnx.data").symlink_to(model_dir.with_name("model.onnx.data"))
+    for args in (["inspect", alias / "model.onnx"], ["compile", "--plan", "skip_1_3", alias / "model.onnx"]):
+        assert_refused(args, [tmp_path], "outside the model's directory")
 
 
 @pytest.mark.parametrize("target", ["/dev/zero", "fifo"])
 def test_symlinked_data_to_something_not_a_file_is_refused(model_dir, tmp_path, target):
     data = model_dir.with_name("model.onnx.data")
     data.unlink()
-    if target == "fifo":
-        os.mkfifo(tmp_path / "fifo")
-        target = tmp_path / "fifo"
+    if target == "fifo":  # inside the folder: passes the place check, must fail the kind check
+        os.mkfifo(model_dir.with_name("fifo"))
+        target, needle = model_dir.with_name("fifo"), "not a regular file"
     elif not os.path.exists(target):
         pytest.skip(f"{target} is absent")
+    else:
+        needle = "outside the model's directory"
     data.symlink_to(target)
-    assert_refused(["inspect", model_dir], [tmp_path], "not a regular file")
+    assert_refused(["inspect", model_dir], [tmp_path], needle, "refusing it")
 
 
 @pytest.mark.parametrize("content, needle", [(b"", "is empty (0 bytes)"), (b"hello world\n", "not a readable ONNX"),
