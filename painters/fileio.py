@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
+import json
+import logging
 import os
+import re
 import shutil
+import socket
+import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-__all__ = ["atomic_dir_outputs", "file_hash", "check_output_path", "check_outputs", "write_atomic", "write_json"]
+__all__ = ["atomic_dir_outputs", "atomic_write", "write_json", "file_hash", "check_outputs", "clean_stale_temps",
+           "disk_error"]
+
+log = logging.getLogger(__name__)
 
 _FULL_HASH_LIMIT = 1 << 30
 
@@ -46,52 +55,124 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def check_outputs(outputs, inputs) -> None:
-    """Refuse writing any of ``outputs`` when it is (or links to) one of ``inputs`` or is not a regular file.
+def check_outputs(outputs: Iterable[str | os.PathLike | None], inputs: Iterable[str | os.PathLike | None] = ()
+                  ) -> None:
+    """Refuse writing any of ``outputs`` before any work is done; raise a one-line :class:`PaintersError`.
+
+    Refused: an output that is (or links to) one of ``inputs`` or an existing file inside an input
+    directory; an existing output that is not a regular file (FIFO, device, directory); a name over 255
+    bytes; an output whose directory cannot be created or written.
 
     Why one check for every command: the outputs a command writes include side files (``.onnx.data``,
     tokenizer files, ``generation_config.json``, engine sidecars), and comparing only the main path let
     ``-o M/model.onnx.data`` overwrite the input's weights. Callers pass everything they read and write.
-    A name over 255 bytes is refused here too, before any long run, instead of failing with OSError later.
+    Checking before the run turns a failure that used to come after minutes of work into one in seconds.
     """
     from painters.errors import PaintersError
 
     inputs = [Path(p) for p in inputs if p is not None and Path(p).exists()]
     for out in (Path(o) for o in outputs if o is not None):
-        if len(os.fsencode(out.name)) > 255:
-            raise PaintersError(f"output name {out.name[:40]}... is {len(os.fsencode(out.name))} bytes; file "
-                                "systems allow 255; choose a shorter path with -o")
-        if os.path.lexists(out):
-            if not out.resolve().exists() or not out.resolve().is_file():
-                kind = "a directory" if out.is_dir() else "not a regular file"
-                raise PaintersError(f"output {out} exists and is {kind}; refusing to replace it; choose a "
-                                    "regular file path with -o")
+        for part in out.parts:
+            if len(os.fsencode(part)) > 255:
+                raise PaintersError(f"output name {part[:40]}... is {len(os.fsencode(part))} bytes; file "
+                                    "systems allow 255; choose a shorter path with -o")
+        if len(os.fsencode(str(out.absolute()))) >= 4096:
+            raise PaintersError(f"output path {str(out)[:40]}... is over 4096 bytes; choose a shorter path with -o")
+        if out.is_dir():
+            raise PaintersError(f"output {out} is a directory; give a file path such as {out / 'model.onnx'}")
+        if os.path.lexists(out) and not out.is_file():
+            raise PaintersError(f"output {out} exists and is not a regular file; refusing to replace it; choose "
+                                "a regular file path with -o")
         for src in inputs:
-            if out.exists() and _same_file(out, src):
+            inside = src.is_dir() and out.resolve().is_relative_to(src.resolve())
+            if out.exists() and (inside or _same_file(out, src)):
                 raise PaintersError(f"output {out} would overwrite the input {src}; choose another path with -o")
+        ancestor = out.absolute().parent
+        while not os.path.lexists(ancestor):
+            ancestor = ancestor.parent
+        if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+            raise PaintersError(f"cannot write {out}: {ancestor} is not a writable directory; choose another "
+                                "path with -o")
 
 
-def check_output_path(out: Path, *inputs: Path) -> None:
-    """Refuse an output that would overwrite an input or land in a missing/unwritable directory."""
+# Temp directories are named ``.OUT.painters-HOST-PID-XXXX`` so a later run can tell a dead run's leftovers
+# (SIGKILL skips every ``finally``) from a live run's work in progress.
+_HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:32] or "host"
+_TEMP_RE = re.compile(r"\.(?P<name>.+)\.painters-(?P<host>[A-Za-z0-9]+)-(?P<pid>\d+)-[A-Za-z0-9_]+\Z")
+
+
+def _temp_prefix(name: str) -> str:
+    return f".{name}.painters-{_HOST}-{os.getpid()}-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):  # no such process (or a pid no process can have)
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def clean_stale_temps(out: Path) -> list[Path]:
+    """Remove temp directories of ``out`` left by runs that were killed; return what was removed.
+
+    Only directories (not symlinks) whose name says they were made for this output, on this host, by a
+    process that no longer exists, and that belong to this user, are removed: a live run's temp (even
+    another user's) and anything not ours is left alone. A reused pid only makes us keep a stale one.
+    """
+    removed = []
+    try:
+        entries = list(Path(out).parent.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        m = _TEMP_RE.match(entry.name)
+        if (m is None or m["name"] != Path(out).name or m["host"] != _HOST or int(m["pid"]) == os.getpid()
+                or _alive(int(m["pid"]))):
+            continue
+        try:
+            st = entry.lstat()
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid():
+            shutil.rmtree(entry, ignore_errors=True)
+            log.info("removed %s, left by a run that was killed", entry)
+            removed.append(entry)
+    return removed
+
+
+def _make_parents(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents; return the ones created, deepest first."""
+    missing = []
+    while not os.path.lexists(folder):
+        missing.append(folder)
+        folder = folder.parent
+    for d in reversed(missing):
+        d.mkdir(exist_ok=True)
+    return missing
+
+
+_DISK_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EFBIG: "a file-size limit was reached",
+                errno.EDQUOT: "the disk quota is exhausted"}
+
+
+def disk_error(exc: BaseException, out: Path) -> Exception | None:
+    """A one-line PaintersError for a full disk / file-size limit anywhere in ``exc``'s chain (else None).
+
+    Writers deep in torch or onnx may wrap the OSError, so the whole cause/context chain is searched.
+    """
     from painters.errors import PaintersError
 
-    check_outputs([out], [p for p in inputs if p is not None and not Path(p).is_dir()])
-
-    out = Path(out).resolve()
-    for src in inputs:
-        if src is None or not Path(src).exists():
-            continue
-        src = Path(src).resolve()
-        if out == src or (src.is_dir() and out.is_relative_to(src) and out.exists()):
-            raise PaintersError(f"output {out} would overwrite the input {src}; choose another path with -o")
-    if out.is_dir():
-        raise PaintersError(f"output {out} is a directory; give a file path such as {out / 'model.onnx'}")
-    ancestor = out.parent
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK):
-        raise PaintersError(f"cannot create the output directory {out.parent}: {ancestor} is not a writable "
-                            "directory; choose another path with -o")
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS:
+            return PaintersError(f"cannot write {out}: {_DISK_ERRNOS[exc.errno]} ({os.strerror(exc.errno)}); "
+                                 "nothing was written; free space or choose another path with -o")
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 @contextlib.contextmanager
@@ -99,47 +180,79 @@ def atomic_dir_outputs(out: Path) -> Iterator[Path]:
     """Yield a private temp directory; on success move every file in it next to ``out``.
 
     The caller writes ``tmp / out.name`` and any side files (external data, tokenizer) into the temp
-    directory. On error nothing appears beside ``out``; on success files are renamed into place, the
-    main file last, so a reader never sees a graph whose data is missing.
+    directory. On error nothing appears beside ``out`` and the parent directories this call created are
+    removed again; a full disk or a file-size limit becomes a one-line :class:`PaintersError`. On success
+    files are renamed into place, the main file last, so a reader never sees a graph whose data is missing.
+    Temp directories of this output left by a killed run are removed first (:func:`clean_stale_temps`).
     """
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    created = _make_parents(out.parent)
+    done = False
     try:
-        yield tmp
-        entries = sorted(tmp.iterdir(), key=lambda p: p.name == out.name)
-        for entry in entries:
-            target = out.parent / entry.name
-            if target.is_dir() and not target.is_symlink():
-                shutil.rmtree(target)
-            os.replace(entry, target)
+        clean_stale_temps(out)
+        tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(out.name), dir=out.parent))
+        try:
+            yield tmp
+            entries = sorted(tmp.iterdir(), key=lambda p: p.name == out.name)
+            for entry in entries:
+                target = out.parent / entry.name
+                if target.is_dir() and not target.is_symlink():
+                    shutil.rmtree(target)
+                os.replace(entry, target)
+            done = True
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException as exc:
+        error = disk_error(exc, out)
+        if error is not None:
+            raise error from exc
+        raise
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if not done:
+            for d in created:  # deepest first; a folder someone else filled meanwhile stays
+                with contextlib.suppress(OSError):
+                    d.rmdir()
 
 
-def write_atomic(path: str | os.PathLike, data: bytes | memoryview) -> Path:
-    """Write ``data`` via a temp file in the same directory and a rename, so readers never see a partial file.
+def atomic_write(path: str | os.PathLike, data: bytes | memoryview | str) -> Path:
+    """Write ``data`` to ``path`` by rename from a temp file beside it (see :func:`atomic_dir_outputs`).
 
     The file gets the mode an ordinary new file gets (0666 less the umask), not mkstemp's private 0600.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        with os.fdopen(fd, "wb") as f:
+    with atomic_dir_outputs(path) as tmp:
+        with open(tmp / path.name, "w" if isinstance(data, str) else "wb") as f:
             f.write(data)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 
 def write_json(path: str | os.PathLike, data: object) -> Path:
-    """Write ``data`` as indented JSON (one trailing newline) with :func:`write_atomic`."""
-    import json
+    """Write ``data`` as JSON by rename; if that fails, save it in a fallback file first and say where.
 
-    return write_atomic(path, (json.dumps(data, indent=2, allow_nan=True) + "\n").encode())
+    Why a fallback: results come at the end of a long run; a full disk or a folder that vanished must
+    not throw them away. The error names the file that holds them.
+    """
+    from painters.errors import PaintersError
+
+    path = Path(path)
+    text = json.dumps(data, indent=2, allow_nan=True) + "\n"
+    try:
+        return atomic_write(path, text)
+    except (OSError, PaintersError) as exc:
+        for folder in (_fallback_dir(), Path(tempfile.gettempdir())):
+            try:
+                fd, saved = tempfile.mkstemp(prefix=f"{path.stem[:100]}.", suffix=".json", dir=folder)
+                with os.fdopen(fd, "w") as f:
+                    f.write(text)
+            except OSError:
+                continue
+            raise PaintersError(f"cannot write {path} ({getattr(exc, 'strerror', None) or exc}); the results "
+                                f"were saved to {saved} instead") from exc
+        raise PaintersError(f"cannot write {path} ({getattr(exc, 'strerror', None) or exc}) nor a fallback copy; "
+                            "the results are lost; free space and rerun") from exc
+
+
+def _fallback_dir() -> Path:
+    from painters.cache import cache_dir
+
+    return cache_dir("results")

@@ -30,7 +30,7 @@ import torch
 
 from painters.errors import PaintersError
 from painters.export.sources import LoadedModel, load_source
-from painters.fileio import check_output_path, file_hash
+from painters.fileio import check_outputs, file_hash
 
 __all__ = ["CalibrationError", "calibration_documents", "calibration_ids", "check_ids", "load_calibrated",
            "DEFAULT_SAMPLES", "DEFAULT_SEQ_LEN", "JSONL_SUFFIXES"]
@@ -159,9 +159,7 @@ def load_calibrated(src: str | Path | LoadedModel, calib: str | Path, *, samples
 
     ``outputs`` are checked before any work, so a bad output path fails in seconds, not after the analysis.
     """
-    for out in outputs:
-        if out is not None:
-            check_output_path(Path(out), Path(calib))
+    check_outputs(outputs, [calib])
     loaded = src if isinstance(src, LoadedModel) else load_source(src)
     ids = calibration_ids(calib, loaded.tokenizer, samples=samples, seq_len=seq_len, field=field,
                           model_name=f"model {loaded.name!r}")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 
-from painters.cli.bench import BACKEND_CHOICES, bench
+from painters.cli.bench import BACKEND_CHOICES, bench, model_reads
 from painters.cli.root import handle_errors
-from painters.fileio import write_json
+from painters.fileio import check_outputs, write_json
 
 
 class _Sizes(click.ParamType):
@@ -58,6 +58,7 @@ def latency_cmd(model, backend, plans, plan, scores, fuse_parallel, batch, promp
     from painters.bench.runners import ideal_ratio, open_runners
     from painters.plans import split_plans
 
+    check_outputs([json_out], model_reads(model, scores, anchor))  # before the run, not after it
     runners = open_runners(model, split_plans(plans or plan or "baseline"), backend, anchor=anchor, scores=scores,
                            fuse_parallel=fuse_parallel, threads=threads, dtype=dtype,
                            profile=engine_profile(batch, prompt, gen))

@@ -22,11 +22,12 @@ from painters.compiler.passes.instantiate import InstantiateStagesPass
 from painters.compiler.passes.noops import RemoveNoOpsPass
 from painters.decoder_io import past_slots
 from painters.errors import CompileError, PaintersError
-from painters.fileio import atomic_dir_outputs, check_output_path, check_outputs, file_hash
-from painters.graph_metadata import SCHEDULE, painters_metadata, read_schedule, read_slot_layout
+from painters.fileio import atomic_dir_outputs, check_outputs, file_hash
+from painters.graph_metadata import PLAN, SCHEDULE, painters_metadata, read_schedule, read_slot_layout
 from painters.plans import Plan, load_scores, parse_plan
 
-__all__ = ["compile_model", "CompileResult", "default_output", "prepare", "compile_passes", "run_passes", "describe"]
+__all__ = ["compile_model", "compiled_plan", "CompileResult", "default_output", "prepare", "compile_passes",
+           "run_passes", "describe"]
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,11 @@ def compile_model(model_path: str | Path, plan: str | Plan, out: str | Path | No
     start = time.perf_counter()
     src = Path(model_path)
     model = load_graph(src)
+    parent = compiled_plan(model)
+    if parent is not None:
+        raise CompileError(f"{src} was already compiled with plan {parent[:80]}; compiling it again would record a "
+                           "schedule its blocks do not have. Compile the source graph instead, with one composed "
+                           "plan (e.g. A+B, or a plan file listing the steps)")
     source_bytes = initializer_bytes(model)
     structure = prepare(model)
     source_hash = model.metadata_props.get("painters.source_hash", "")
@@ -103,8 +109,13 @@ def compile_model(model_path: str | Path, plan: str | Plan, out: str | Path | No
     elif plan.num_layers != structure.num_layers:
         raise CompileError(f"plan {plan} was made for {plan.num_layers} layers; {src} has {structure.num_layers}")
     out = Path(out) if out else default_output(src, plan.name)
-    check_output_path(out, src)
-    check_outputs([out, out.with_name(out.name + ".fused.data")], graph_inputs(model, src))
+    reads = graph_inputs(model, src)
+    check_outputs([out, out.with_name(out.name + ".fused.data")], reads)
+    beside = {str(p.relative_to(src.parent)) for p in reads[1:]}  # linked next to the output under these names
+    for name in (out.name, out.name + ".fused.data"):
+        if name in beside:
+            raise CompileError(f"output name {name} is the name of a file the graph needs beside it "
+                               f"({src.parent / name}); choose another name with -o, e.g. one ending in .onnx")
     layout = slot_layout(plan, structure, fuse_parallel=fuse_parallel, opset=model.opset_imports.get("", 0))
     run_passes(compile_passes(structure, layout), model)
     output_bytes = initializer_bytes(model)
@@ -125,6 +136,29 @@ def compile_model(model_path: str | Path, plan: str | Plan, out: str | Path | No
     seconds = time.perf_counter() - start
     log.info("compiled %s with %s in %.2f s → %s", src, plan, seconds, out)
     return CompileResult(out, plan, seconds, source_bytes, output_bytes, len(model.graph), layout.kv_slots, layout)
+
+
+def compiled_plan(model: ir.Model) -> str | None:
+    """The plan a (non-identity) compile already applied to ``model``; None for an exported or foreign graph.
+
+    Compile refuses such a graph. Why refuse rather than compose: the compiled graph's blocks are the first
+    plan's stages — clones, fused parallel groups, blocks with a dropped sublayer — not the model's layers,
+    so a second plan over them has no schedule over the source that the reference executor could replay,
+    and recording either plan alone is false provenance. A graph compiled with the identity plan keeps the
+    source's blocks, so it is not "compiled" here. Every composition is one plan on the source graph (a
+    name joined with ``+`` or a plan file listing the steps), so nothing is lost by asking for that.
+    """
+    meta = model.metadata_props
+    name = meta.get(PLAN, "baseline")
+    if SCHEDULE not in meta and name == "baseline":
+        return None
+    try:
+        parent = read_schedule(meta)
+    except PaintersError:
+        return name
+    if parent is None:
+        return name
+    return None if parent == parse_plan("baseline", parent.num_layers) else name
 
 
 def describe(path: str | Path) -> dict:

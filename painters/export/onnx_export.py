@@ -22,7 +22,7 @@ from painters.decoder_io import KINDS, LOGITS, TOKEN_INPUTS, past_name, present_
 from painters.errors import ExportError
 from painters.export.quiet import quiet_exporter
 from painters.export.sources import LoadedModel, load_source
-from painters.fileio import atomic_dir_outputs, check_output_path
+from painters.fileio import atomic_dir_outputs, check_outputs
 from painters.runtime.families import family_for
 
 __all__ = ["export_onnx", "export_model"]
@@ -131,7 +131,12 @@ def export_model(loaded: LoadedModel, out: str | Path, *, opset: int | None = No
     """
     check_opset(opset)
     out = Path(out)
-    check_output_path(out)
+    check_outputs([out, out.with_name(out.name + ".data")])
+    from painters.compiler.graph_io import SIDE_FILES
+
+    if out.name in (*SIDE_FILES, "config.json"):
+        raise ExportError(f"output name {out.name} is the name of a file export writes beside the graph; choose "
+                          "a name ending in .onnx with -o")
     with atomic_dir_outputs(out) as tmp:
         with linears_as_matmul(loaded.model):
             _annotate_and_save(trace_decoder(loaded, opset=opset), tmp / out.name, loaded)
@@ -180,10 +185,8 @@ def check_export_outputs(out: Path, src: Path) -> None:
     (compiled graphs share it) would silently break those graphs, so it is refused too.
     """
     from painters.compiler.graph_io import SIDE_FILES
-    from painters.fileio import check_outputs
 
-    check_output_path(out, src)
-    reads = [f for f in src.rglob("*") if f.is_file()] if src.is_dir() else [src]
+    reads = [src, *(f for f in src.rglob("*") if f.is_file())] if src.is_dir() else [src]
     check_outputs([out, out.with_name(out.name + ".data"), *(out.parent / n for n in (*SIDE_FILES, "config.json"))],
                   reads)
     data = out.with_name(out.name + ".data")

@@ -12,6 +12,7 @@ __all__ = ["Scores", "load_scores", "least_important", "SCORES_FORMAT"]
 
 SCORES_FORMAT = "painters.scores/1"
 KINDS = ("attn", "mlp", "block")
+MAX_SCORES_FILE_BYTES = 16 << 20  # three floats per layer; far above any real model's file
 
 
 @dataclass(frozen=True)
@@ -36,16 +37,26 @@ class Scores:
 def load_scores(path: str | Path, *, model_hash: str | None = None) -> Scores:
     """Read a scores file; refuse one computed on another model when ``model_hash`` is given."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
+    if not path.exists():
         raise PlanError(f"scores file {path} not found; "
-                        f"write one with `painters importance SRC --json {path}`") from None
-    except json.JSONDecodeError as exc:
-        raise PlanError(f"scores file {path} is not JSON ({exc}); regenerate it with `painters importance`") from exc
+                        f"write one with `painters importance SRC --json {path}`")
+    if not path.is_file():  # a FIFO would block, /dev/zero never ends
+        raise PlanError(f"scores file {path} is not a regular file; give the JSON written by `painters importance`")
+    if path.stat().st_size > MAX_SCORES_FILE_BYTES:
+        raise PlanError(f"scores file {path} is over {MAX_SCORES_FILE_BYTES} bytes; it is not a scores file "
+                        "(regenerate it with `painters importance`)")
+    try:
+        with open(path, "rb") as f:
+            data = json.loads(f.read(MAX_SCORES_FILE_BYTES + 1).decode("utf-8"))
+    except (OSError, ValueError) as exc:  # ValueError: not UTF-8 (a binary file) or not JSON
+        reason = getattr(exc, "strerror", None) or f"{type(exc).__name__}: {str(exc)[:80]}"
+        raise PlanError(f"scores file {path} is not JSON or cannot be read ({reason}); regenerate it with "
+                        "`painters importance`") from exc
     if not isinstance(data, dict) or data.get("format") != SCORES_FORMAT:
         raise PlanError(f"{path} is not a painters scores file (expected format {SCORES_FORMAT!r})")
     try:
+        if not all(isinstance(data[k], list) for k in KINDS):
+            raise TypeError("each must be a list of numbers")
         scores = Scores(*(tuple(float(v) for v in data[k]) for k in KINDS), model_hash=str(data.get("model_hash", "")))
     except (KeyError, TypeError, ValueError) as exc:
         raise PlanError(f"scores file {path} lacks per-layer lists attn/mlp/block ({exc})") from exc

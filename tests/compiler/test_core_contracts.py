@@ -102,11 +102,11 @@ def test_engine_key_follows_data_content(tiny_onnx, tmp_path, monkeypatch):
 def test_engine_files_get_the_ordinary_mode(tmp_path):
     import os
 
-    from painters.fileio import write_atomic
+    from painters.fileio import atomic_write
 
     umask = os.umask(0o022)
     try:
-        write_atomic(tmp_path / "e.engine", b"x")
+        atomic_write(tmp_path / "e.engine", b"x")
     finally:
         os.umask(umask)
     assert (tmp_path / "e.engine").stat().st_mode & 0o777 == 0o644

@@ -18,7 +18,7 @@ from painters.compiler.engine.key import EngineKey, key_of
 from painters.compiler.engine.profiles import profile_shapes, profile_spec
 from painters.compiler.engine.request import EngineRequest, engine_request
 from painters.errors import BuildError
-from painters.fileio import check_output_path, check_outputs, file_hash, write_atomic
+from painters.fileio import atomic_write, check_outputs, file_hash
 from painters.tensorrt_lib import gpu_name, sidecar_path, trt_logger
 
 __all__ = ["EngineFromOnnx", "build_engine"]
@@ -87,7 +87,7 @@ class EngineFromOnnx:
             raise BuildError(f"{self.backend} could not build {self.onnx_path} for {request.target}:\n  "
                              + "\n  ".join(logger.errors or ["(no error reported; rerun with -v)"]))
         if timing_path is not None:
-            write_atomic(timing_path, memoryview(config.get_timing_cache().serialize()))
+            atomic_write(timing_path, memoryview(config.get_timing_cache().serialize()))
         self.seconds = time.perf_counter() - start
         log.info("built %s engine for %s from %s in %.1f s (%.1f MiB)", self.backend, request.target,
                  self.onnx_path, self.seconds, engine.nbytes / 2**20)
@@ -124,7 +124,6 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, backend: str
         request, key: the resolved settings and their key, when the caller has them (the engine cache).
     """
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
-    check_output_path(engine_path, onnx_path)
     request = request or engine_request(onnx_path, backend=backend, precision=precision, profile=profile,
                                         compute_capability=compute_capability)
     check_outputs([engine_path, sidecar_path(engine_path)], request.graph.files())
@@ -132,9 +131,9 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, backend: str
     engine = build()
     sidecar = sidecar_path(engine_path)
     sidecar.unlink(missing_ok=True)  # a crash between the two writes leaves no sidecar, hence a rebuild
-    write_atomic(engine_path, memoryview(engine))
+    atomic_write(engine_path, memoryview(engine))
     record = {"key": build.key, "inputs": build.key_inputs, "onnx": str(onnx_path.resolve()),
               "engine_hash": file_hash(engine_path), "engine_bytes": engine_path.stat().st_size,
               "seconds": round(build.seconds, 3), "io": build.network_io}
-    write_atomic(sidecar, json.dumps(record, indent=2).encode())
+    atomic_write(sidecar, json.dumps(record, indent=2).encode())
     return engine_path

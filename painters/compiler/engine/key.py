@@ -16,7 +16,7 @@ from pathlib import Path
 from painters.cache import cache_dir
 from painters.compiler.engine.profiles import profile_spec
 from painters.compiler.engine.request import EngineRequest, engine_request
-from painters.fileio import write_atomic
+from painters.fileio import atomic_write
 
 __all__ = ["EngineKey", "key_of", "engine_key", "content_hash"]
 
@@ -49,7 +49,7 @@ def content_hash(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(16 << 20), b""):
             h.update(chunk)
     digest = h.hexdigest()
-    write_atomic(memo, digest.encode())
+    atomic_write(memo, digest.encode())
     return digest
 
 

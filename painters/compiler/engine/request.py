@@ -47,12 +47,12 @@ class GraphInfo:
 
 def graph_info(onnx_path: str | Path) -> GraphInfo:
     """Read IO, float dtype, painters metadata and external data files of a graph; weights stay on disk."""
-    from painters.compiler.graph_io import external_files, load_graph
+    from painters.compiler.graph_io import allowed_dir, external_files, load_graph
 
     path = Path(onnx_path)
     try:
         model = load_graph(path)
-        external = external_files(model, path.parent)
+        external = external_files(model, path.parent, allowed=allowed_dir(path))
     except CompileError as exc:  # an engine build reports its input's problems as build errors
         raise BuildError(str(exc)) from exc
     floats = {"float32", "float16", "bfloat16"}
