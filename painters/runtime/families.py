@@ -17,14 +17,17 @@ subclass with the hooks that differ, plus a tiny random config in ``tests/runtim
 
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from painters.decoder_io import HF_CACHE_ARG
 from painters.errors import ExportError
 
 if TYPE_CHECKING:  # torch is imported where it runs, so the export guard stays light for the CLI
     import torch
 
-__all__ = ["Family", "family_for", "additive_mask", "SUPPORTED_MODEL_TYPES", "FULL", "SLIDING"]
+__all__ = ["Family", "family_for", "additive_mask", "cache_kwarg", "SUPPORTED_MODEL_TYPES", "FULL", "SLIDING"]
 
 FULL, SLIDING = "full_attention", "sliding_attention"
 
@@ -34,6 +37,17 @@ FULL, SLIDING = "full_attention", "sliding_attention"
 STATIC_ROPE_TYPES = ("default", "linear", "llama3", "yarn")
 LAYER_TYPED = ("qwen2", "qwen3", "gemma2", "gemma3_text")  # models that pick each layer's mask by layer_types
 WINDOWED = ("mistral", "phi3")  # models with one sliding window for every layer when sliding_window is set
+
+
+@functools.cache
+def _forward_params(cls: type) -> frozenset[str]:
+    return frozenset(inspect.signature(cls.forward).parameters)
+
+
+def cache_kwarg(module: Any) -> str:
+    """The keyword a transformers module takes its KV cache by: ``cache`` in newer 5.x releases,
+    :data:`~painters.decoder_io.HF_CACHE_ARG` before (still accepted there, with a deprecation warning, until 5.40)."""
+    return "cache" if "cache" in _forward_params(type(module)) else HF_CACHE_ARG
 
 
 def additive_mask(attention_mask: torch.Tensor, seq: int, dtype: torch.dtype,
@@ -137,8 +151,6 @@ class Family:
 
     def attention_delta(self, layer: Any, x: torch.Tensor, pe, mask: torch.Tensor, cache: Any) -> torch.Tensor:
         """Attn(LN(x)): what the attention sublayer adds to the residual stream."""
-        from painters.runtime.torch_ref import cache_kwarg
-
         out, _ = layer.self_attn(hidden_states=layer.input_layernorm(x), position_embeddings=pe,
                                  attention_mask=mask, **{cache_kwarg(layer.self_attn): cache})
         return out

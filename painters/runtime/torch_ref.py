@@ -9,18 +9,15 @@ layer's mask and rotary, residual multipliers, the head) is a :class:`~painters.
 
 from __future__ import annotations
 
-import functools
-import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from painters.decoder_io import HF_CACHE_ARG
 from painters.plans import Plan, Stage
 from painters.runtime.base import KV, ModelInfo, Runner
-from painters.runtime.families import Family, additive_mask, family_for
+from painters.runtime.families import Family, additive_mask, cache_kwarg, family_for
 
 __all__ = ["plan_forward", "attention_delta", "mlp_delta", "additive_mask", "cache_kwarg", "TorchRunner", "PlanOutput"]
 
@@ -44,17 +41,6 @@ def attention_delta(layer: Any, x: torch.Tensor, position_embeddings, mask: torc
     """Attn(LN(x)): what the attention sublayer adds to the residual stream (the Llama family by default)."""
     family = family or Family(None)
     return family.attention_delta(layer, x, position_embeddings, mask, cache or _SlotCache(None))
-
-
-@functools.cache
-def _forward_params(cls: type) -> frozenset[str]:
-    return frozenset(inspect.signature(cls.forward).parameters)
-
-
-def cache_kwarg(module: Any) -> str:
-    """The keyword a transformers module takes its KV cache by: ``cache`` in newer 5.x releases,
-    :data:`~painters.decoder_io.HF_CACHE_ARG` before (still accepted there, with a deprecation warning, until 5.40)."""
-    return "cache" if "cache" in _forward_params(type(module)) else HF_CACHE_ARG
 
 
 def mlp_delta(layer: Any, h: torch.Tensor, family: Family | None = None, x: torch.Tensor | None = None) -> torch.Tensor:
