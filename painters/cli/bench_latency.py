@@ -59,7 +59,8 @@ def latency_cmd(model, backend, plans, plan, scores, fuse_parallel, batch, promp
     from painters.plans import split_plans
 
     check_outputs([json_out], model_reads(model, scores, anchor))  # before the run, not after it
-    runners = open_runners(model, split_plans(plans or plan or "baseline"), backend, anchor=anchor, scores=scores,
+    asked = split_plans(plans or plan) if (plans or plan) else None  # None: the model's own plan
+    runners = open_runners(model, asked, backend, anchor=anchor, scores=scores,
                            fuse_parallel=fuse_parallel, threads=threads, dtype=dtype,
                            profile=engine_profile(batch, prompt, gen))
     ideal = {name: ideal_ratio(runner) for name, runner in runners.items()}

@@ -64,7 +64,7 @@ def test_bench_latency_runs_a_graph_with_every_attention_dropped(compiled, model
     code, output = run_cli(["bench", "latency", graph, "--prompt", "4", "--gen", "2", "--iters", "1",
                             "--warmup", "0"])
     assert code == 0, output
-    row = next(line for line in output.splitlines() if line.startswith("| baseline |"))
+    row = next(line for line in output.splitlines() if line.startswith("| drop_attn_0-7 |"))
     assert "| 0.00 |" in row  # KV MiB: nothing cached
     assert row.rstrip("| ").endswith("0.500")  # ideal cost: the MLP half of every block
 
@@ -72,4 +72,4 @@ def test_bench_latency_runs_a_graph_with_every_attention_dropped(compiled, model
 def test_bench_latency_refuses_a_second_plan_on_a_compiled_graph(compiled, model_dir):
     graph = compiled("skip_1_3")
     assert_refused(["bench", "latency", graph, "--plans", "baseline,skip_2_3", "--prompt", "4", "--gen", "1"],
-                   [model_dir.parent], "already compiled with plan skip_1_3")
+                   [model_dir.parent], "is compiled for plan 'skip_1_3'")
