@@ -1,8 +1,11 @@
 """painters as an lm-evaluation-harness model: ``--model painters`` scores requests on a painters runner.
 
-lm-eval 0.4.13 discovers models only through its registry, filled by imports (it reads no entry points), so
-importing this module registers ``painters``; ``python -m painters.integrations.lm_eval ARGS`` is the
-``lm_eval`` command with that import done first. Scoring and greedy generation reuse ``painters bench
+lm-eval 0.4.13 discovers models only through its registry, filled by imports: it reads no entry points and has
+no ``--plugins`` (both arrived after it, upstream PR #4013; pyproject already declares the ``lm_eval.models``
+entry point for that version). Importing this module registers ``painters``. The plain ``lm_eval`` command finds
+it when the painters task YAMLs are passed by path (their ``tasks/utils.py`` imports this module, and 0.4.13
+loads path-given YAMLs before the model lookup); ``python -m painters.integrations.lm_eval ARGS`` is the
+``lm_eval`` command with the import done first, for any task. Scoring and greedy generation reuse ``painters bench
 accuracy``'s code (``painters.bench.accuracy``), so the plugin and the bench score the same tokens the same way.
 """
 
