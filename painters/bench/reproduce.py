@@ -25,6 +25,7 @@ from pathlib import Path
 
 from painters import __version__
 from painters.errors import BenchError
+from painters.export.sources import LoadedModel
 
 __all__ = ["Grid", "QUICK", "FULL", "grid_for", "planned_runs", "run_reproduce", "provenance"]
 
@@ -43,6 +44,8 @@ class Grid:
     ns: tuple[int, ...] = ()  # middle layers modified (Painters)
     ks: tuple[int, ...] = ()  # modules dropped (What Matters)
     seeds: tuple[int, ...] = (0, 1, 2)  # random-order seeds
+    variants: tuple[str, ...] = PAINTERS_VARIANTS
+    kinds: tuple[str, ...] = DROP_KINDS
     calib: str = "gsm8k/train.jsonl"  # under the data directory, unless absolute
     samples: int = 64
     seq_len: int = 512
@@ -61,6 +64,10 @@ def grid_for(grid: Grid, num_layers: int) -> Grid:
     """Fill the default axes: every even n up to L−4 middle layers, every even k up to L/2 modules."""
     from dataclasses import replace
 
+    bad = [v for v in grid.variants if v not in PAINTERS_VARIANTS] + [k for k in grid.kinds if k not in DROP_KINDS]
+    if bad:
+        raise BenchError(f"unknown variants/kinds {bad}: variants {', '.join(PAINTERS_VARIANTS)}; "
+                         f"kinds {', '.join(DROP_KINDS)}")
     ns = grid.ns or tuple(range(2, max(3, num_layers - 3), 2))
     ks = grid.ks or tuple(range(2, max(3, num_layers // 2 + 1), 2))
     if any(n < 1 or n > num_layers for n in ns) or any(k < 1 or k > num_layers for k in ks):
@@ -82,14 +89,14 @@ def planned_runs(grid: Grid, num_layers: int) -> list[PlannedRun]:
     from painters.plans import symmetric_plan
 
     runs = [PlannedRun("baseline", "baseline", 0, "baseline")]
-    for variant in PAINTERS_VARIANTS:
+    for variant in grid.variants:
         for n in grid.ns:
             if variant == "shuffle":
                 base = symmetric_plan("shuffle", n, num_layers).removesuffix("_s0")
                 runs += [PlannedRun("painters", "shuffle", n, f"{base}_s{s}", s) for s in grid.seeds]
             else:
                 runs.append(PlannedRun("painters", variant, n, symmetric_plan(variant, n, num_layers)))
-    for kind in DROP_KINDS:
+    for kind in grid.kinds:
         for k in grid.ks:
             if kind != "joint" and k > num_layers:
                 continue
@@ -135,15 +142,21 @@ def _write_json(path: Path, data: dict) -> None:
         (tmp / path.name).write_text(json.dumps(data, indent=2) + "\n")
 
 
-def run_reproduce(model: str, out: Path, grid: Grid = FULL, *, data_dir: str | None = None, command: str = "",
-                  threads: int | None = None, progress: Callable[[str], None] = log.info) -> Path:
-    """Run (or resume) every experiment into ``out`` and write the report; return ``out / 'report.md'``."""
+def run_reproduce(model: str | LoadedModel, out: Path, grid: Grid = FULL, *, data_dir: str | None = None,
+                  command: str = "", threads: int | None = None,
+                  progress: Callable[[str], None] = log.info) -> Path:
+    """Run (or resume) every experiment into ``out`` and write the report; return ``out / 'report.md'``.
+
+    ``model`` is a source name or path, or an already loaded model (it needs a tokenizer).
+    """
     from painters.bench.report import write_report
     from painters.bench.sweep import save_run
     from painters.bench.tasks import parse_tasks, resolve_data_dir
     from painters.export.sources import load_source
 
     out = Path(out)
+    loaded = model if isinstance(model, LoadedModel) else None
+    model = loaded.name if loaded else str(model)
     if Path(model).suffix in (".onnx", ".engine"):
         raise BenchError(f"reproduce takes a source model (smollm2-135m, a checkpoint directory, a .gguf), not "
                          f"{model}: the analyses run on its weights and it is exported once into DIR/graph")
@@ -156,7 +169,7 @@ def run_reproduce(model: str, out: Path, grid: Grid = FULL, *, data_dir: str | N
     started = time.time()
     prov = provenance(command)
 
-    loaded = load_source(model)
+    loaded = loaded or load_source(model)
     grid = grid_for(grid, loaded.num_layers)
     out.mkdir(parents=True, exist_ok=True)
     meta_path = out / "meta.json"
