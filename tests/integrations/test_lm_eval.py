@@ -193,6 +193,27 @@ def test_entry_point_names_the_model_class():
     assert _materialise_placeholder(target) is PaintersLM
 
 
+def test_chat_template_matches_the_hf_backend():
+    """--apply_chat_template renders what lm-eval's HF backend renders for the same tokenizer (also without a
+    generation prompt, i.e. continuing the last assistant message)."""
+    from types import SimpleNamespace
+
+    from lm_eval.models.huggingface import HFLM
+
+    from painters.integrations.lm_eval import PaintersLM
+    from tests.byte_tokenizer import byte_tokenizer
+
+    tok = byte_tokenizer()
+    history = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Question: 2+2?"},
+               {"role": "assistant", "content": "Answer:"}]
+    ours = SimpleNamespace(tokenizer=tok, runner=None)
+    theirs = SimpleNamespace(tokenizer=tok, chat_template_args={})
+    for gen_prompt, turns in ((True, history[:2]), (False, history)):
+        got = PaintersLM.apply_chat_template(ours, turns, add_generation_prompt=gen_prompt)
+        assert got == HFLM.apply_chat_template(theirs, turns, add_generation_prompt=gen_prompt)
+        assert "Question: 2+2?" in got
+
+
 def test_registration_keeps_builtin_models():
     from lm_eval.api.registry import get_model
 

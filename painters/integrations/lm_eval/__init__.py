@@ -86,6 +86,27 @@ class PaintersLM(TemplateLM):
     def tokenizer_name(self) -> str:
         return str(getattr(self.tokenizer, "name_or_path", "")).replace("/", "__")
 
+    def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        """``--apply_chat_template``: the tokenizer's template, as lm-eval's HF backend applies it.
+
+        Like HFLM, a template that rejects the system role is retried without the system messages.
+        """
+        import jinja2
+
+        def render(history: list[dict[str, str]]) -> str:
+            return self.tokenizer.apply_chat_template(history, tokenize=False,
+                                                      add_generation_prompt=add_generation_prompt,
+                                                      continue_final_message=not add_generation_prompt)
+
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise BenchError(f"the tokenizer of {self.runner.info.plan!r} has no chat template; "
+                             "drop --apply_chat_template or export from a source whose tokenizer has one")
+        try:
+            return render(chat_history)
+        except jinja2.exceptions.TemplateError:
+            log.warning("the chat template rejected the history; retrying without the system role")
+            return render([m for m in chat_history if m["role"] != "system"])
+
     def get_model_info(self) -> dict[str, Any]:
         """Recorded in lm-eval's results ``config``: which plan ran where, on which weights."""
         return {"painters_plan": self.runner.info.plan, "painters_backend": self.runner.name,
