@@ -139,7 +139,7 @@ def compiled_variants(model: Path, plans: Sequence[str], *, scores: str | None =
     """
     from painters.cache import cache_dir
     from painters.compiler.compile import compile_model, compiled_plan, default_output
-    from painters.compiler.graph_io import allowed_dir, external_files, load_graph
+    from painters.compiler.graph_io import SIDE_FILES, allowed_dir, external_files, load_graph
     from painters.fileio import file_hash
 
     graph = load_graph(model)
@@ -149,8 +149,11 @@ def compiled_variants(model: Path, plans: Sequence[str], *, scores: str | None =
         return {plan: model for plan in plans}
     data = [(name, (st := (model.parent / name).stat()).st_size, st.st_mtime_ns, st.st_ino)
             for name in external_files(graph, model.parent, allowed=allowed_dir(model))]
-    parts = [file_hash(model), json.dumps(data), file_hash(scores) if scores else "", _compiler_fingerprint(),
-             str(fuse_parallel)]
+    # the outputs carry copies of the tokenizer files beside the graph: a hard-linked twin of the graph with
+    # another tokenizer (or none) must not reuse them
+    side = [(name, file_hash(model.parent / name)) for name in SIDE_FILES if (model.parent / name).is_file()]
+    parts = [file_hash(model), json.dumps(data), json.dumps(side), file_hash(scores) if scores else "",
+             _compiler_fingerprint(), str(fuse_parallel)]
     key = hashlib.sha256(":".join(parts).encode()).hexdigest()[:16]
     out_dir = out_dir or cache_dir("compiled", key)
     paths: dict[str, Path] = {}

@@ -13,6 +13,7 @@ import painters.cli.compile  # noqa: F401
 import painters.cli.engine  # noqa: F401
 import painters.cli.export  # noqa: F401
 import painters.cli.plans  # noqa: F401
+import painters.cli.reproduce  # noqa: F401
 import painters.cli.serve  # noqa: F401
 import painters.cli.sweep  # noqa: F401
 from painters.cli.root import handle_errors, main

@@ -89,3 +89,25 @@ def test_fusion_benchmark_times_both_twins(tiny_onnx, tmp_path, capsys):
     (ratio,) = data["fused_vs_unfused"]
     assert ratio["plan"] == "parallel_2_6_x2" and ratio["prefill_fused_over_unfused"] > 0
     assert "| parallel_2_6_x2 | 1 | 8 |" in capsys.readouterr().out
+
+
+def test_compiled_cache_tells_hard_linked_twins_with_other_tokenizers_apart(tiny_onnx, tmp_path, monkeypatch):
+    """A graph hard-linked beside a tokenizer gets its own compiled copy, with the tokenizer (the cache key once
+    ignored the side files, so a twin reused the tokenizer-less outputs of the first compile)."""
+    import os
+
+    from painters.bench.latency import compiled_variants
+    from tests.byte_tokenizer import byte_tokenizer
+
+    monkeypatch.setenv("PAINTERS_CACHE", str(tmp_path / "cache"))
+    twin = tmp_path / "twin"
+    twin.mkdir()
+    for f in tiny_onnx.parent.iterdir():
+        if f.is_file():
+            os.link(f, twin / f.name)
+    byte_tokenizer().save_pretrained(twin)
+    bare = compiled_variants(tiny_onnx, ["baseline"])["baseline"]
+    with_tok = compiled_variants(twin / tiny_onnx.name, ["baseline"])["baseline"]
+    assert bare.parent != with_tok.parent
+    assert not (bare.parent / "tokenizer.json").exists() and (with_tok.parent / "tokenizer.json").is_file()
+    assert compiled_variants(twin / tiny_onnx.name, ["baseline"])["baseline"] == with_tok  # still cached

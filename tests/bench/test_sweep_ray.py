@@ -46,9 +46,6 @@ def _sweep(*args):
 
 
 @requires_data("arc", "ARC-Easy-Test.jsonl")
-@pytest.mark.xfail(strict=False, reason="passes alone (2 passed, tests/bench/test_sweep_ray.py) but fails inside the "
-                   "full suite: its first, serial sweep reports 'no tokenizer' — an interaction with another "
-                   "test's state not yet found (open on the issue)")
 def test_ray_sweep_equals_serial_and_resumes(graph, local_ray, tmp_path, monkeypatch):
     import painters.bench.accuracy
 

@@ -152,6 +152,68 @@ def test_cli_lists_the_painters_model_and_tasks(tmp_path):
     assert "painters_arc_easy" in out.stdout and "painters_lambada" in out.stdout
 
 
+def test_plain_lm_eval_command_runs_the_painters_model(graphs, tmp_path):
+    """The real ``lm_eval`` console script: ``--model painters`` with the task YAML given by path.
+
+    lm-eval 0.4.13 loads such YAMLs (and their ``!function`` module, which registers the model) before it looks
+    the model up; its metrics equal ``painters bench accuracy``'s on the same compiled graph.
+    """
+    import json
+    import subprocess
+    import sys
+
+    from painters.bench.accuracy import evaluate
+    from painters.bench.runners import open_runner
+    from painters.integrations.lm_eval import TASKS_DIR
+
+    exe = Path(sys.executable).with_name("lm_eval")
+    if not exe.exists():
+        pytest.skip(f"no lm_eval console script beside {sys.executable}")
+    out = subprocess.run([str(exe), "--model", "painters", "--model_args", f"model={graphs['skip_2_4']}",
+                          "--tasks", str(TASKS_DIR / "painters_arc_easy.yaml"), "--limit", str(LIMIT),
+                          "--output_path", str(tmp_path / "out")], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(next((tmp_path / "out").rglob("results_*.json")).read_text())
+    assert result["config"]["model"] == "painters" and result["config"]["painters_plan"] == "skip_2_4"
+    with open_runner(str(graphs["skip_2_4"])) as runner:
+        bench = evaluate(runner, "arc_easy", limit=LIMIT, data_dir=DATA)
+    for metric, value in bench["arc_easy"]["metrics"].items():
+        assert result["results"]["painters_arc_easy"][f"{metric},none"] == value, metric
+
+
+def test_entry_point_names_the_model_class():
+    """pyproject's ``lm_eval.models`` entry point (read by lm-eval after 0.4.13) resolves to PaintersLM."""
+    tomllib = pytest.importorskip("tomllib", reason="tomllib needs Python 3.11")
+    from lm_eval.api.registry import _materialise_placeholder
+
+    from painters.integrations.lm_eval import PaintersLM
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    target = pyproject["project"]["entry-points"]["lm_eval.models"]["painters"]
+    assert _materialise_placeholder(target) is PaintersLM
+
+
+def test_chat_template_matches_the_hf_backend():
+    """--apply_chat_template renders what lm-eval's HF backend renders for the same tokenizer (also without a
+    generation prompt, i.e. continuing the last assistant message)."""
+    from types import SimpleNamespace
+
+    from lm_eval.models.huggingface import HFLM
+
+    from painters.integrations.lm_eval import PaintersLM
+    from tests.byte_tokenizer import byte_tokenizer
+
+    tok = byte_tokenizer()
+    history = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Question: 2+2?"},
+               {"role": "assistant", "content": "Answer:"}]
+    ours = SimpleNamespace(tokenizer=tok, runner=None)
+    theirs = SimpleNamespace(tokenizer=tok, chat_template_args={})
+    for gen_prompt, turns in ((True, history[:2]), (False, history)):
+        got = PaintersLM.apply_chat_template(ours, turns, add_generation_prompt=gen_prompt)
+        assert got == HFLM.apply_chat_template(theirs, turns, add_generation_prompt=gen_prompt)
+        assert "Question: 2+2?" in got
+
+
 def test_registration_keeps_builtin_models():
     from lm_eval.api.registry import get_model
 

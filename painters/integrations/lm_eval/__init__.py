@@ -1,8 +1,11 @@
 """painters as an lm-evaluation-harness model: ``--model painters`` scores requests on a painters runner.
 
-lm-eval 0.4.13 discovers models only through its registry, filled by imports (it reads no entry points), so
-importing this module registers ``painters``; ``python -m painters.integrations.lm_eval ARGS`` is the
-``lm_eval`` command with that import done first. Scoring and greedy generation reuse ``painters bench
+lm-eval 0.4.13 discovers models only through its registry, filled by imports: it reads no entry points and has
+no ``--plugins`` (both arrived after it, upstream PR #4013; pyproject already declares the ``lm_eval.models``
+entry point for that version). Importing this module registers ``painters``. The plain ``lm_eval`` command finds
+it when the painters task YAMLs are passed by path (their ``tasks/utils.py`` imports this module, and 0.4.13
+loads path-given YAMLs before the model lookup); ``python -m painters.integrations.lm_eval ARGS`` is the
+``lm_eval`` command with the import done first, for any task. Scoring and greedy generation reuse ``painters bench
 accuracy``'s code (``painters.bench.accuracy``), so the plugin and the bench score the same tokens the same way.
 """
 
@@ -82,6 +85,27 @@ class PaintersLM(TemplateLM):
     @property
     def tokenizer_name(self) -> str:
         return str(getattr(self.tokenizer, "name_or_path", "")).replace("/", "__")
+
+    def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        """``--apply_chat_template``: the tokenizer's template, as lm-eval's HF backend applies it.
+
+        Like HFLM, a template that rejects the system role is retried without the system messages.
+        """
+        import jinja2
+
+        def render(history: list[dict[str, str]]) -> str:
+            return self.tokenizer.apply_chat_template(history, tokenize=False,
+                                                      add_generation_prompt=add_generation_prompt,
+                                                      continue_final_message=not add_generation_prompt)
+
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise BenchError(f"the tokenizer of {self.runner.info.plan!r} has no chat template; "
+                             "drop --apply_chat_template or export from a source whose tokenizer has one")
+        try:
+            return render(chat_history)
+        except jinja2.exceptions.TemplateError:
+            log.warning("the chat template rejected the history; retrying without the system role")
+            return render([m for m in chat_history if m["role"] != "system"])
 
     def get_model_info(self) -> dict[str, Any]:
         """Recorded in lm-eval's results ``config``: which plan ran where, on which weights."""

@@ -15,7 +15,14 @@ from lm_eval.tasks.winogrande.preprocess_winogrande import doc_to_choice as wino
 from lm_eval.tasks.winogrande.preprocess_winogrande import doc_to_target as winogrande_doc_to_target  # noqa: F401
 from lm_eval.tasks.winogrande.preprocess_winogrande import doc_to_text as winogrande_doc_to_text  # noqa: F401
 
+import painters.integrations.lm_eval  # noqa: F401  (registers --model painters; see below)
 from painters.bench.tasks import resolve_data_dir
+
+# lm-eval 0.4.13's CLI loads task YAMLs given by path (``--tasks DIR/painters_arc_easy.yaml`` or ``--tasks DIR``)
+# with their ``!function``s resolved -- importing this file -- before it looks the model up
+# (lm_eval/_cli/run.py: ``cfg.process_tasks`` precedes ``simple_evaluate``; config/evaluate_config.py
+# ``load_yaml(..., resolve_func=True)``). So the plain ``lm_eval --model painters`` command works with the tasks
+# passed as paths; tasks named through ``--include_path`` are loaded only after the model lookup, too late.
 
 
 def _load(**splits: str) -> datasets.DatasetDict:
