@@ -22,6 +22,7 @@ from painters.compiler.layout import SlotLayout, slot_layout
 from painters.compiler.passes.anchor_shapes import AnchorKVShapesPass
 from painters.compiler.passes.instantiate import InstantiateStagesPass
 from painters.compiler.passes.noops import RemoveNoOpsPass
+from painters.compiler.passes.quantize import WEIGHT_FORMATS, QuantizeWeightsPass
 from painters.compiler.passes.skip_norms import MS_DOMAIN, FuseSkipNormsPass, SplitSkipNormsPass
 from painters.decoder_io import past_slots
 from painters.errors import CompileError, PaintersError
@@ -93,32 +94,43 @@ def prepare(model: ir.Model) -> BlockStructure:
     return structure
 
 
-def compile_passes(structure: BlockStructure, layout: SlotLayout, *, ort_form: bool = False
-                   ) -> list[ir.passes.PassBase]:
+def compile_passes(structure: BlockStructure, layout: SlotLayout, *, ort_form: bool = False,
+                   weights: str = "float", block_size: int = 32) -> list[ir.passes.PassBase]:
     """The compile pipeline after discovery: instantiate the layout's stages, then clean up and check.
 
     ``ort_form``: the graph uses ONNX Runtime's contrib operators (``com.microsoft``, ONNX Runtime GenAI's
     builder): residual Adds are folded back into the norms that read them, so the output keeps that form, and
     onnx's checker is skipped — it has no schema for ONNX Runtime's default-domain
-    ``SimplifiedLayerNormalization`` and refuses the builder's own graphs.
+    ``SimplifiedLayerNormalization`` and refuses the builder's own graphs. ``weights="int4"`` quantizes every
+    2-D MatMul weight once (:class:`~painters.compiler.passes.quantize.QuantizeWeightsPass`).
     """
+    quantize: list[ir.passes.PassBase] = [QuantizeWeightsPass(block_size)] if weights == "int4" else []
     if ort_form:
-        return [InstantiateStagesPass(structure, layout), FuseSkipNormsPass(), RemoveUnusedNodesPass(),
+        return [InstantiateStagesPass(structure, layout), *quantize, FuseSkipNormsPass(), RemoveUnusedNodesPass(),
                 TopologicalSortPass()]
-    return [InstantiateStagesPass(structure, layout), RemoveUnusedNodesPass(), TopologicalSortPass(), CheckerPass()]
+    return [InstantiateStagesPass(structure, layout), *quantize, RemoveUnusedNodesPass(), TopologicalSortPass(),
+            CheckerPass()]
 
 
 def compile_model(model_path: str | Path, plan: str | Plan, out: str | Path | None = None, *,
-                  scores: str | Path | None = None, fuse_parallel: bool = True) -> CompileResult:
+                  scores: str | Path | None = None, fuse_parallel: bool = True, weights: str = "float",
+                  block_size: int = 32) -> CompileResult:
     """Rewrite ``model_path`` to ``plan`` and write the result atomically (default ``MODEL.PLAN.onnx``).
 
     ``fuse_parallel`` (the default) turns each parallel group into one wide block
     (:mod:`painters.compiler.passes.fuse_parallel`); a group it cannot fuse stays unfused, with a warning.
 
+    ``weights="int4"`` stores every 2-D MatMul weight as block-wise int4 (``block_size`` 32 or 128), each shared
+    weight quantized once; parallel groups then stay unfused (their batched weights have no int4 form).
+
     An ONNX Runtime GenAI ``model.onnx`` (``genai_config.json`` beside it) compiles to a GenAI folder
     (default ``DIR.PLAN/model.onnx``) with its config rewritten (:mod:`painters.compiler.genai`).
     """
     start = time.perf_counter()
+    if weights not in WEIGHT_FORMATS:
+        raise CompileError(f"--weights {weights!r}: choose one of {', '.join(WEIGHT_FORMATS)}")
+    if block_size not in (32, 128):
+        raise CompileError(f"--block-size {block_size}: int4 blocks of 32 or 128 weights")
     src = Path(model_path)
     model = load_graph(src)
     source_bytes = initializer_bytes(model)
@@ -149,8 +161,12 @@ def compile_model(model_path: str | Path, plan: str | Plan, out: str | Path | No
         written.append(out.with_name(genai.CONFIG_NAME))
         reads.append(src.with_name(genai.CONFIG_NAME))
     check_outputs(written, reads)
+    if weights == "int4" and fuse_parallel and any(len(s.blocks) > 1 for s in plan.stages()):
+        log.warning("--weights int4: parallel groups left unfused (a wide block's member-batched MLP weights "
+                    "have no MatMulNBits form); each member keeps its own quantized weights")
+        fuse_parallel = False
     layout = slot_layout(plan, structure, fuse_parallel=fuse_parallel, opset=model.opset_imports.get("", 0))
-    run_passes(compile_passes(structure, layout, ort_form=ort_form), model)
+    run_passes(compile_passes(structure, layout, ort_form=ort_form, weights=weights, block_size=block_size), model)
     output_bytes = initializer_bytes(model)
     if output_bytes > source_bytes:
         raise CompileError(f"internal error: plan {plan} grew the weights ({output_bytes} > {source_bytes} bytes)")
@@ -162,6 +178,7 @@ def compile_model(model_path: str | Path, plan: str | Plan, out: str | Path | No
         LAYOUT_KEY: json.dumps(layout.to_json(), separators=(",", ":")),
         "painters.source_hash": source_hash or file_hash(src),
         "painters.parent_graph_hash": file_hash(src),
+        **({"painters.weights": f"int4/block{block_size}"} if weights == "int4" else {}),
     })
     model.metadata_props.pop("painters.blocks", None)  # described the parent graph's blocks, not these
     with atomic_dir_outputs(out) as tmp:
