@@ -19,7 +19,9 @@ def latency_runners(model: str, backend: str | None, plans: str, *, scores: str 
     An ``.onnx`` MODEL is compiled once per plan (cached); a source MODEL runs the plans on the torch
     reference executor (``--backend torch``) or as the papers' eager Hugging Face path (``--backend hf``).
     ``anchor`` (a source model) adds the papers' path for every plan as ``hf/PLAN``, in the same rounds, in
-    the graph's dtype unless ``dtype`` says otherwise.
+    the graph's dtype unless ``dtype`` says otherwise; ``ort-genai:DIR`` instead times onnxruntime-genai's
+    generator on the builder's folder DIR with every plan compiled on it, as ``genai/PLAN``
+    (:mod:`painters.bench.genai_anchor`).
     """
     from painters.bench.runners import open_runner
     from painters.plans import split_plans
@@ -34,7 +36,13 @@ def latency_runners(model: str, backend: str | None, plans: str, *, scores: str 
         paths = compiled_variants(Path(model), names, scores=scores, fuse_parallel=fuse_parallel)
         runners = {name: open_runner(str(path), backend, None, threads=threads) for name, path in paths.items()}
         ideal = {name: _ideal(r) for name, r in runners.items()}
-        if anchor:
+        if anchor and anchor.startswith("ort-genai:"):  # ONNX Runtime GenAI's generator: rows genai/PLAN
+            from painters.bench.genai_anchor import genai_runners
+
+            genai, genai_ideal = genai_runners(anchor, names, scores)
+            runners.update(genai)
+            ideal.update(genai_ideal)
+        elif anchor:
             graph_dtype = precision_of(runners[names[0]].info.dtype)
             hf, hf_ideal = _source_runners(anchor, "hf", names, scores, threads, dtype or graph_dtype or "fp32")
             runners.update({f"hf/{n}": r for n, r in hf.items()})

@@ -23,15 +23,6 @@ PROMPTS = [[1, 17, 99, 3, 45, 8, 200], [1, 5, 6, 77, 120, 9, 31]]  # equal lengt
 REL = 1e-4  # max |logit diff| / max |logit|, as for painters' own graphs
 
 
-@pytest.fixture(scope="session")
-def genai_dirs(tmp_path_factory, tiny) -> dict[str, Path]:
-    from tests.compiler.genai_builder import build_genai, save_hf_dir
-
-    root = tmp_path_factory.mktemp("genai")
-    hf = save_hf_dir(tiny, root / "hf")
-    return {p: build_genai(hf, root / p, p, root / "cache") for p in ("fp32", "int4", "fp16")}
-
-
 def _prefill_diff(tiny, out: Path, plan) -> float:
     from painters.runtime.ort import OrtRunner
     from painters.runtime.torch_ref import TorchRunner
