@@ -32,3 +32,15 @@ def test_genai_anchor_needs_a_genai_folder(tiny_onnx, tmp_path):
 
     with pytest.raises(BenchError, match="not an ONNX Runtime GenAI folder"):
         latency_runners(str(tiny_onnx), None, "baseline", anchor=f"ort-genai:{tmp_path}")
+
+
+def test_bench_on_a_genai_graph_keeps_one_folder_per_plan(genai_dirs, tmp_path, monkeypatch):
+    """painters' own runner on compiled builder graphs: each plan's GenAI config stays with its graph."""
+    import json
+
+    from painters.bench.latency import compiled_variants
+
+    paths = compiled_variants(genai_dirs["fp32"] / "model.onnx", ["skip_2_5", "dup_4_x3"], out_dir=tmp_path)
+    layers = {plan: json.loads((p.parent / "genai_config.json").read_text())["model"]["decoder"]["num_hidden_layers"]
+              for plan, p in paths.items()}
+    assert layers == {"skip_2_5": 5, "dup_4_x3": 10}
