@@ -48,3 +48,14 @@ def smollm2_onnx(tmp_path_factory, smollm2) -> Path:
     from painters.export.onnx_export import export_model
 
     return export_model(smollm2, tmp_path_factory.mktemp("smollm2") / "model.onnx")
+
+
+@pytest.fixture(scope="session")
+def genai_dirs(tmp_path_factory, tiny) -> dict[str, Path]:
+    """tiny-llama through ONNX Runtime GenAI's model builder (fp32, int4, fp16 CPU folders), once per session."""
+    pytest.importorskip("onnxruntime_genai", reason="onnxruntime-genai is not installed (extra 'genai')")
+    from tests.compiler.genai_builder import build_genai, save_hf_dir
+
+    root = tmp_path_factory.mktemp("genai")
+    hf = save_hf_dir(tiny, root / "hf")
+    return {p: build_genai(hf, root / p, p, root / "cache") for p in ("fp32", "int4", "fp16")}

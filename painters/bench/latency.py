@@ -157,8 +157,11 @@ def compiled_variants(model: Path, plans: Sequence[str], *, scores: str | None =
     key = hashlib.sha256(":".join(parts).encode()).hexdigest()[:16]
     out_dir = out_dir or cache_dir("compiled", key)
     paths: dict[str, Path] = {}
+    genai_folder = (model.parent / "genai_config.json").is_file()  # one GenAI folder (and config) per plan
     for plan in plans:
         out = default_output(out_dir / model.name, plan + (".fused" if fuse_parallel else ""))
+        if genai_folder:
+            out = out_dir / out.stem.removeprefix(f"{model.stem}.") / model.name
         if not out.exists():
             compile_model(model, plan, out, scores=scores, fuse_parallel=fuse_parallel)
         paths[plan] = out

@@ -214,7 +214,9 @@ def open_runners(model: str, plans: Sequence[str | None] | None = None, backend:
     """Runners for ``plans`` of MODEL, keyed by plan name (None: the model's own plan, keyed by its name).
 
     ``anchor`` (a source model, with a graph MODEL) adds the papers' eager Hugging Face path for every plan as
-    ``hf/PLAN``, in the graph's dtype unless ``dtype`` says otherwise. On an error every runner opened so far
+    ``hf/PLAN``, in the graph's dtype unless ``dtype`` says otherwise; ``ort-genai:DIR`` instead times
+    onnxruntime-genai's generator on the builder's folder DIR with every plan compiled on it, as ``genai/PLAN``
+    (:mod:`painters.bench.genai_anchor`). On an error every runner opened so far
     is closed. Other arguments: :class:`ModelRunners`.
     """
     plans = list(plans) if plans else [None]
@@ -228,7 +230,11 @@ def open_runners(model: str, plans: Sequence[str | None] | None = None, backend:
         for plan in plans:
             runner = models.open(plan)
             runners[plan if plan is not None else runner.info.plan] = runner
-        if anchor:
+        if anchor and anchor.startswith("ort-genai:"):  # ONNX Runtime GenAI's generator: rows genai/PLAN
+            from painters.bench.genai_anchor import genai_runners
+
+            runners.update(genai_runners(anchor, list(runners), scores))
+        elif anchor:
             first = next(iter(runners.values()))
             hf = ModelRunners(anchor, "hf", scores=scores, threads=threads,
                               dtype=dtype or precision_of(first.info.dtype) or "fp32")

@@ -16,17 +16,23 @@ from painters.cli.root import handle_errors, main
 @click.option("--scores", type=click.Path(dir_okay=False), default=None, help="Importance scores for drop_*_kN plans.")
 @click.option("--fuse-parallel/--no-fuse-parallel", default=True, show_default=True,
               help="Fuse each parallel group into one wide block.")
+@click.option("--weights", type=click.Choice(["float", "int4"]), default="float", show_default=True,
+              help="int4: MatMul weights as ONNX Runtime MatMulNBits (each shared weight quantized once).")
+@click.option("--block-size", type=click.Choice(["32", "128"]), default="32", show_default=True,
+              help="int4 quantization block.")
 @click.option("--engine", type=click.Path(dir_okay=False), default=None, help="Also build a TensorRT engine here.")
 @click.option("--backend", type=click.Choice(["tensorrt-rtx", "tensorrt"]), default="tensorrt-rtx", show_default=True)
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default=None,
               help="Checked against the graph.")
 @click.option("--profile", default=None, help="Shape ranges, e.g. batch=1:8:32,seq=1:128:2048,past=0:512:4096.")
 @handle_errors
-def compile_cmd(model, plan, out, scores, fuse_parallel, engine, backend, precision, profile) -> None:
+def compile_cmd(model, plan, out, scores, fuse_parallel, weights, block_size, engine, backend, precision,
+                profile) -> None:
     """Rewrite MODEL (an exported .onnx) to PLAN: drop, duplicate, reorder or parallelize decoder blocks."""
     from painters.compiler.compile import compile_model
 
-    result = compile_model(model, plan, out, scores=scores, fuse_parallel=fuse_parallel)
+    result = compile_model(model, plan, out, scores=scores, fuse_parallel=fuse_parallel, weights=weights,
+                           block_size=int(block_size))
     p = result.plan
     fused = f" (parallel groups fused: {p.kv_slots} plan slots)" if result.kv_slots != p.kv_slots else ""
     click.echo(f"{result.output}: plan {p} — {p.block_evals} block evals, {result.kv_slots} KV slots{fused}, "

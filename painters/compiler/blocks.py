@@ -5,8 +5,8 @@ A Llama-family decoder graph is a residual chain ``x_0 → [h_i = x_i + Attn_i(x
 from ``painters export`` and on graphs from other exporters (Optimum / TorchScript ``/model/layers.{i}/…``
 names) that share the decoder IO convention of :mod:`painters.decoder_io` (past-KV inputs → present outputs).
 
-1. ``x_0`` is the output of the embedding ``Gather(weight, input_ids)``, after its scaling (a Mul or Cast that
-   is the Gather's only data consumer: Gemma, Granite).
+1. ``x_0`` is the output of the embedding ``Gather(weight, input_ids)`` (or ``GatherBlockQuantized``, int4),
+   after its scaling (a Mul or Cast that is the Gather's only data consumer: Gemma, Granite).
 2. The *residual set* R is every value computed from ``x_0`` or a past-KV input (plain dataflow; a
    ``Shape`` of ``x_0`` carries no data and stays context). Shape reads of past-KV inputs outside their
    block are first re-anchored on ``input_ids`` / ``attention_mask`` (:mod:`painters.compiler.passes.anchor_shapes`).
@@ -40,6 +40,8 @@ __all__ = ["Block", "BlockStructure", "BlockForm", "Matcher", "MATCHERS", "disco
 BlockForm = LlamaBlock  # the typed descriptions matchers return (a Union once there are several)
 Matcher = Callable[["Block"], BlockForm]  # raises Mismatch with the reason
 MATCHERS: tuple[Matcher, ...] = (match_llama,)
+# The embedding lookup x_0 = op(weight, input_ids): a Gather, or ONNX Runtime's int4 one (GenAI's int4 graphs)
+EMBEDDING_OPS = {("", "Gather"), ("ai.onnx", "Gather"), ("com.microsoft", "GatherBlockQuantized")}
 
 
 @dataclass
@@ -101,7 +103,7 @@ def _find_embedding(graph: ir.Graph) -> ir.Value:
     ids = next((v for v in graph.inputs if v.name == INPUT_IDS), None)
     if ids is None:
         raise _fail(f"no graph input named {INPUT_IDS!r}")
-    gathers = [u.node for u in ids.uses() if u.node.op_type == "Gather" and u.idx == 1]
+    gathers = [u.node for u in ids.uses() if (u.node.domain, u.node.op_type) in EMBEDDING_OPS and u.idx == 1]
     if len(gathers) != 1:
         raise _fail(f"expected one embedding Gather reading input_ids, found {len(gathers)}")
     x = gathers[0].outputs[0]

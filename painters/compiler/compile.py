@@ -13,13 +13,17 @@ import onnx_ir as ir
 from onnx_ir.passes.common import CheckerPass, RemoveUnusedNodesPass, ShapeInferencePass, TopologicalSortPass
 
 from painters import __version__
+from painters.compiler import genai
 from painters.compiler.blocks import BlockStructure, discover_blocks
-from painters.compiler.graph_io import graph_inputs, initializer_bytes, load_graph, save_graph
+from painters.compiler.fused_ops import check_fused_ops
+from painters.compiler.graph_io import graph_inputs, initializer_bytes, inline_small_external, load_graph, save_graph
 from painters.compiler.layout import METADATA_KEY as LAYOUT_KEY
 from painters.compiler.layout import SlotLayout, slot_layout
 from painters.compiler.passes.anchor_shapes import AnchorKVShapesPass
 from painters.compiler.passes.instantiate import InstantiateStagesPass
 from painters.compiler.passes.noops import RemoveNoOpsPass
+from painters.compiler.passes.quantize import WEIGHT_FORMATS, QuantizeWeightsPass
+from painters.compiler.passes.skip_norms import MS_DOMAIN, FuseSkipNormsPass, SplitSkipNormsPass
 from painters.decoder_io import past_slots
 from painters.errors import CompileError, PaintersError
 from painters.fileio import atomic_dir_outputs, check_outputs, file_hash
@@ -46,8 +50,12 @@ class CompileResult:
 
 def default_output(model: Path, plan_name: str) -> Path:
     """``MODEL.PLAN.onnx`` beside the input, with the plan name made file-system safe."""
-    safe = re.sub(r"[^A-Za-z0-9_.,+-]", "-", plan_name)
-    return model.with_name(f"{model.stem}.{safe}.onnx")
+    return model.with_name(f"{model.stem}.{safe_plan_name(plan_name)}.onnx")
+
+
+def safe_plan_name(plan_name: str) -> str:
+    """The plan name with characters a file name should not carry replaced by ``-``."""
+    return re.sub(r"[^A-Za-z0-9_.,+-]", "-", plan_name)
 
 
 def run_passes(passes: list[ir.passes.PassBase], model: ir.Model) -> ir.passes.PassResult:
@@ -71,28 +79,60 @@ def prepare(model: ir.Model) -> BlockStructure:
     """Normalize and discover: the shared first step of every rewrite (and of ``painters inspect``).
 
     Graphs without value types (the TorchScript exporter writes none) get ONNX shape inference first, so
-    no-op Casts can be recognized; our own exports carry types and skip it.
+    no-op Casts can be recognized; our own exports carry types and skip it. Residual adds fused into norms
+    (ONNX Runtime GenAI's graphs) are split so the stream between blocks is a value
+    (:mod:`painters.compiler.passes.skip_norms`), and fused operators painters does not know are refused.
     """
-    passes: list[ir.passes.PassBase] = [RemoveNoOpsPass(), AnchorKVShapesPass()]
+    passes: list[ir.passes.PassBase] = [RemoveNoOpsPass(), SplitSkipNormsPass(), AnchorKVShapesPass()]
     if any(v.dtype is None for node in model.graph for v in node.outputs):
         passes.insert(0, ShapeInferencePass(strict_mode=False))
     run_passes(passes, model)
-    return discover_blocks(model)
+    try:
+        structure = discover_blocks(model)
+    except CompileError as exc:
+        check_fused_ops(model, None, str(exc))
+        raise
+    check_fused_ops(model, structure)
+    return structure
 
 
-def compile_passes(structure: BlockStructure, layout: SlotLayout) -> list[ir.passes.PassBase]:
-    """The compile pipeline after discovery: instantiate the layout's stages, then clean up and check."""
-    return [InstantiateStagesPass(structure, layout), RemoveUnusedNodesPass(), TopologicalSortPass(), CheckerPass()]
+def compile_passes(structure: BlockStructure, layout: SlotLayout, *, ort_form: bool = False,
+                   weights: str = "float", block_size: int = 32) -> list[ir.passes.PassBase]:
+    """The compile pipeline after discovery: instantiate the layout's stages, then clean up and check.
+
+    ``ort_form``: the graph uses ONNX Runtime's contrib operators (``com.microsoft``, ONNX Runtime GenAI's
+    builder): residual Adds are folded back into the norms that read them, so the output keeps that form, and
+    onnx's checker is skipped — it has no schema for ONNX Runtime's default-domain
+    ``SimplifiedLayerNormalization`` and refuses the builder's own graphs. ``weights="int4"`` quantizes every
+    2-D MatMul weight once (:class:`~painters.compiler.passes.quantize.QuantizeWeightsPass`).
+    """
+    quantize: list[ir.passes.PassBase] = [QuantizeWeightsPass(block_size)] if weights == "int4" else []
+    if ort_form:
+        return [InstantiateStagesPass(structure, layout), *quantize, FuseSkipNormsPass(), RemoveUnusedNodesPass(),
+                TopologicalSortPass()]
+    return [InstantiateStagesPass(structure, layout), *quantize, RemoveUnusedNodesPass(), TopologicalSortPass(),
+            CheckerPass()]
 
 
 def compile_model(model_path: str | Path, plan: str | Plan, out: str | Path | None = None, *,
-                  scores: str | Path | None = None, fuse_parallel: bool = True) -> CompileResult:
+                  scores: str | Path | None = None, fuse_parallel: bool = True, weights: str = "float",
+                  block_size: int = 32) -> CompileResult:
     """Rewrite ``model_path`` to ``plan`` and write the result atomically (default ``MODEL.PLAN.onnx``).
 
     ``fuse_parallel`` (the default) turns each parallel group into one wide block
     (:mod:`painters.compiler.passes.fuse_parallel`); a group it cannot fuse stays unfused, with a warning.
+
+    ``weights="int4"`` stores every 2-D MatMul weight as block-wise int4 (``block_size`` 32 or 128), each shared
+    weight quantized once; parallel groups then stay unfused (their batched weights have no int4 form).
+
+    An ONNX Runtime GenAI ``model.onnx`` (``genai_config.json`` beside it) compiles to a GenAI folder
+    (default ``DIR.PLAN/model.onnx``) with its config rewritten (:mod:`painters.compiler.genai`).
     """
     start = time.perf_counter()
+    if weights not in WEIGHT_FORMATS:
+        raise CompileError(f"--weights {weights!r}: choose one of {', '.join(WEIGHT_FORMATS)}")
+    if block_size not in (32, 128):
+        raise CompileError(f"--block-size {block_size}: int4 blocks of 32 or 128 weights")
     src = Path(model_path)
     model = load_graph(src)
     parent = compiled_plan(model)
@@ -101,23 +141,43 @@ def compile_model(model_path: str | Path, plan: str | Plan, out: str | Path | No
                            "schedule its blocks do not have. Compile the source graph instead, with one composed "
                            "plan (e.g. A+B, or a plan file listing the steps)")
     source_bytes = initializer_bytes(model)
+    config = genai.read_config(src, model)
+    reads = graph_inputs(model, src)  # before inlining: every file the graph reads
+    inline_small_external(model)
+    ort_form = MS_DOMAIN in model.opset_imports
+    if config is not None:  # before discovery: the KV-shape anchoring needs a static head dim
+        genai.pin_head_dim(model, config)
     structure = prepare(model)
+    if config is not None:
+        genai.check_config(config, src, model, structure)
     source_hash = model.metadata_props.get("painters.source_hash", "")
     if isinstance(plan, str):
         plan = parse_plan(plan, structure.num_layers,
                           scores=load_scores(scores, model_hash=source_hash) if scores else None)
     elif plan.num_layers != structure.num_layers:
         raise CompileError(f"plan {plan} was made for {plan.num_layers} layers; {src} has {structure.num_layers}")
-    out = Path(out) if out else default_output(src, plan.name)
-    reads = graph_inputs(model, src)
-    check_outputs([out, out.with_name(out.name + ".fused.data")], reads)
-    beside = {str(p.relative_to(src.parent)) for p in reads[1:]}  # linked next to the output under these names
-    for name in (out.name, out.name + ".fused.data"):
+    if out:
+        out = Path(out)
+    elif config is not None:
+        out = genai.default_output_dir(src, safe_plan_name(plan.name))
+    else:
+        out = default_output(src, plan.name)
+    written = [out, out.with_name(out.name + ".fused.data")]
+    if config is not None:
+        written.append(out.with_name(genai.CONFIG_NAME))
+        reads.append(src.with_name(genai.CONFIG_NAME))
+    check_outputs(written, reads)
+    beside = {str(p.relative_to(src.parent)) for p in reads[1:] if p.is_relative_to(src.parent)}
+    for name in (out.name, out.name + ".fused.data"):  # files linked next to the output under these names
         if name in beside:
             raise CompileError(f"output name {name} is the name of a file the graph needs beside it "
                                f"({src.parent / name}); choose another name with -o, e.g. one ending in .onnx")
+    if weights == "int4" and fuse_parallel and any(len(s.blocks) > 1 for s in plan.stages()):
+        log.warning("--weights int4: parallel groups left unfused (a wide block's member-batched MLP weights "
+                    "have no MatMulNBits form); each member keeps its own quantized weights")
+        fuse_parallel = False
     layout = slot_layout(plan, structure, fuse_parallel=fuse_parallel, opset=model.opset_imports.get("", 0))
-    run_passes(compile_passes(structure, layout), model)
+    run_passes(compile_passes(structure, layout, ort_form=ort_form, weights=weights, block_size=block_size), model)
     output_bytes = initializer_bytes(model)
     if output_bytes > source_bytes:
         raise CompileError(f"internal error: plan {plan} grew the weights ({output_bytes} > {source_bytes} bytes)")
@@ -129,10 +189,13 @@ def compile_model(model_path: str | Path, plan: str | Plan, out: str | Path | No
         LAYOUT_KEY: json.dumps(layout.to_json(), separators=(",", ":")),
         "painters.source_hash": source_hash or file_hash(src),
         "painters.parent_graph_hash": file_hash(src),
+        **({"painters.weights": f"int4/block{block_size}"} if weights == "int4" else {}),
     })
     model.metadata_props.pop("painters.blocks", None)  # described the parent graph's blocks, not these
     with atomic_dir_outputs(out) as tmp:
         save_graph(model, src, out, tmp)
+        if config is not None:
+            genai.write_config(genai.compiled_config(config, out.name, layout.kv_slots), tmp)
     seconds = time.perf_counter() - start
     log.info("compiled %s with %s in %.2f s → %s", src, plan, seconds, out)
     return CompileResult(out, plan, seconds, source_bytes, output_bytes, len(model.graph), layout.kv_slots, layout)

@@ -20,7 +20,7 @@ import onnx_ir as ir
 from painters.errors import CompileError
 
 __all__ = ["load_graph", "external_files", "save_graph", "initializer_bytes", "ChunkedTensor", "SIDE_FILES",
-           "NEW_DATA_THRESHOLD", "graph_inputs", "allowed_dir"]
+           "NEW_DATA_THRESHOLD", "graph_inputs", "allowed_dir", "inline_small_external"]
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +176,27 @@ def graph_inputs(model: ir.Model, path: Path) -> list[Path]:
     path = Path(path)
     return [path, *(path.parent / f for f in external_files(model, path.parent, allowed=allowed_dir(path))),
             *(f for f in (path.parent / n for n in SIDE_FILES) if f.is_file())]
+
+
+def inline_small_external(model: ir.Model, limit: int = 1000) -> int:
+    """Read external initializers smaller than ``limit`` bytes into the graph; return how many.
+
+    Why: onnx's checker (run after every rewrite) sees the graph without its large initializers but
+    resolves the external data of the small ones against the *current* directory, so a graph that keeps
+    norm gains externally (ONNX Runtime GenAI's builder does) fails the check away from its folder. The
+    limit is onnx-ir's own cut-off for what it hands the checker; such tensors are saved inline.
+    """
+    count = 0
+    for value in model.graph.initializers.values():
+        tensor = value.const_value
+        if isinstance(tensor, ir.ExternalTensor) and tensor.nbytes <= limit:
+            # read directly: onnx-ir refuses data files with several hard links, and compiled outputs share
+            # the source's data file by hard links (external_files has already checked the location)
+            array = np.fromfile(tensor.path, dtype=tensor.dtype.numpy(), count=tensor.size,
+                                offset=tensor.offset or 0).reshape(tensor.shape.numpy())
+            value.const_value = ir.tensor(array, name=tensor.name or value.name)
+            count += 1
+    return count
 
 
 def initializer_bytes(model: ir.Model) -> int:

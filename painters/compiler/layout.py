@@ -96,6 +96,9 @@ def _fuse_reason(structure: BlockStructure, stage: Stage, opset: int) -> str | N
         return f"opset {opset} < {MIN_FUSE_OPSET}"
     blocks = [structure.blocks[b] for b in stage.blocks]
     for m, block in enumerate(blocks):
+        fused_attention = next((n.op_type for n in block.attn_nodes if n.domain == "com.microsoft"), None)
+        if fused_attention is not None:  # ONNX Runtime GenAI's graphs: no wide-block form for fused ops yet
+            return f"member {m} (block {block.index}): wide blocks of {fused_attention} are not implemented"
         if block.form is None:
             return f"member {m} (block {block.index}): {block.mismatch}"
     try:

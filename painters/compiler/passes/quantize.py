@@ -1,0 +1,117 @@
+"""int4 weights after the rewrite: every MatMul with a 2-D float weight becomes ONNX Runtime's ``MatMulNBits``.
+
+Quantization is per *initializer*, not per node: blocks a plan duplicates read the same weight value, so each
+weight is quantized once (block-wise, symmetric, by onnxruntime's ``MatMulNBitsQuantizer`` kernel
+``DefaultWeightOnlyQuantizer.qbits_block_quant``) and every clone's MatMul reads the same packed weight and
+scales — duplicated blocks keep sharing their weights. (``MatMulNBitsQuantizer`` itself quantizes node by node
+and would write a copy per clone.) ``accuracy_level`` 4 computes with int8 activations on the CPU, as the
+ONNX Runtime GenAI builder does for its int4 CPU graphs.
+
+Everything the graph still reads from the source's data file (embedding, norm gains) is copied into the
+output's own data, so the int4 folder does not carry the fp32 weights along. Weights that are not 2-D (a
+wide block's member-batched MLP) have no ``MatMulNBits`` form, so compile leaves parallel groups unfused under
+``--weights int4`` (with a notice).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import onnx_ir as ir
+
+from painters.compiler.graph_io import ChunkedTensor
+from painters.compiler.passes.llama_match import const
+
+__all__ = ["QuantizeWeightsPass", "BLOCK_SIZES", "WEIGHT_FORMATS"]
+
+log = logging.getLogger(__name__)
+
+BLOCK_SIZES = (32, 128)
+WEIGHT_FORMATS = ("float", "int4")
+_MS = "com.microsoft"
+
+
+class QuantizeWeightsPass(ir.passes.InPlacePass):
+    """Replace ``MatMul(A, W)`` (W a 2-D float initializer) by ``MatMulNBits``, one quantization per W."""
+
+    def __init__(self, block_size: int = 32, accuracy_level: int = 4):
+        super().__init__()
+        if block_size not in BLOCK_SIZES:
+            raise ValueError(f"block size {block_size}: choose one of {BLOCK_SIZES}")
+        self.block_size = block_size
+        self.accuracy_level = accuracy_level
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        from onnxruntime.quantization.matmul_nbits_quantizer import (
+            DefaultWeightOnlyQuantConfig,
+            DefaultWeightOnlyQuantizer,
+        )
+
+        quantizer = DefaultWeightOnlyQuantizer(DefaultWeightOnlyQuantConfig(
+            block_size=self.block_size, is_symmetric=True, accuracy_level=self.accuracy_level))
+        graph = model.graph
+        done: dict[ir.Value, tuple[ir.Value, ir.Value]] = {}
+        count = 0
+        for node in [n for n in graph if n.op_type == "MatMul" and n.domain in ("", "ai.onnx")]:
+            weight = node.inputs[1]
+            if not self._quantizable(weight):
+                continue
+            if weight not in done:
+                array = np.asarray(const(weight), dtype=np.float32)
+                packed, scales, _ = quantizer.qbits_block_quant(array)
+                scales = scales.astype(weight.const_value.dtype.numpy())
+                q = ir.Value(name=f"{weight.name}_Q4", const_value=ir.tensor(packed, name=f"{weight.name}_Q4"))
+                s = ir.Value(name=f"{weight.name}_scales",
+                             const_value=ir.tensor(scales, name=f"{weight.name}_scales"))
+                for v in (q, s):
+                    v.shape, v.dtype = v.const_value.shape, v.const_value.dtype
+                    graph.register_initializer(v)
+                done[weight] = (q, s)
+            q, s = done[weight]
+            k, n = weight.shape
+            new = ir.Node(_MS, "MatMulNBits", [node.inputs[0], q, s], num_outputs=1, name=f"{node.name}/int4",
+                          attributes=[ir.AttrInt64("K", k), ir.AttrInt64("N", n), ir.AttrInt64("bits", 4),
+                                      ir.AttrInt64("block_size", self.block_size),
+                                      ir.AttrInt64("accuracy_level", self.accuracy_level)])
+            new.metadata_props.update(node.metadata_props)
+            graph.insert_before(node, new)
+            out = node.outputs[0]
+            new.outputs[0].shape, new.outputs[0].type = out.shape, out.type
+            out.replace_all_uses_with(new.outputs[0], replace_graph_outputs=True)
+            graph.remove(node, safe=True)
+            new.outputs[0].name = out.name
+            count += 1
+        for weight in done:
+            if not weight.uses():
+                graph.initializers.pop(weight.name)
+        self._own_remaining(graph)
+        if count:
+            model.opset_imports.setdefault(_MS, 1)
+        log.info("int4: %d MatMuls read %d quantized weights (block size %d)", count, len(done), self.block_size)
+        return ir.passes.PassResult(model, modified=bool(count))
+
+    @staticmethod
+    def _quantizable(weight: ir.Value | None) -> bool:
+        if weight is None or not weight.is_initializer() or weight.const_value is None:
+            return False
+        shape = weight.shape
+        return (shape is not None and len(shape) == 2 and all(isinstance(d, int) for d in shape)
+                and weight.const_value.dtype in (ir.DataType.FLOAT, ir.DataType.FLOAT16))
+
+    @staticmethod
+    def _own_remaining(graph: ir.Graph) -> None:
+        """Make the float weights still read from the source's data file lazy copies written with the output."""
+        for value in graph.initializers.values():
+            tensor = value.const_value
+            if isinstance(tensor, ir.ExternalTensor):
+                value.const_value = ChunkedTensor(lambda t=tensor: [_read(t)], dtype=tensor.dtype,
+                                                  shape=tensor.shape, name=tensor.name or value.name)
+
+
+def _read(tensor: ir.ExternalTensor) -> np.ndarray:
+    """An external tensor, memory-mapped (onnx-ir refuses hard-linked data files, which compile outputs are)."""
+    if not tensor.size:
+        return np.zeros(tensor.shape.numpy(), dtype=tensor.dtype.numpy())
+    return np.memmap(tensor.path, dtype=tensor.dtype.numpy(), mode="r", offset=tensor.offset or 0,
+                     shape=tuple(tensor.shape.numpy()))
