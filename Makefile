@@ -14,8 +14,11 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# Two workers, one test file each at a time (module fixtures stay whole): export tracing is single-threaded
+# Python, so two files side by side use both cores. SmolLM2 is fetched once before the workers start.
 test: install
-	$(PY) -m pytest -q tests
+	$(PY) -c "from painters.export.sources import smollm2_path; smollm2_path()"
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=30 tests
 
 lint: install
 	$(VENV)/bin/ruff check painters tests
