@@ -14,6 +14,7 @@ from onnx_ir.passes.common import CheckerPass, RemoveUnusedNodesPass, ShapeInfer
 
 from painters import __version__
 from painters.compiler.blocks import BlockStructure, discover_blocks
+from painters.compiler.encoder_blocks import is_encoder_graph, prepare_encoder
 from painters.compiler.graph_io import graph_inputs, initializer_bytes, load_graph, save_graph
 from painters.compiler.layout import METADATA_KEY as LAYOUT_KEY
 from painters.compiler.layout import SlotLayout, slot_layout
@@ -93,6 +94,10 @@ def compile_model(model_path: str | Path, plan: str | Plan, out: str | Path | No
     start = time.perf_counter()
     src = Path(model_path)
     model = load_graph(src)
+    if is_encoder_graph(model):  # BERT family: post-LN blocks, no KV cache
+        from painters.compiler.encoder_compile import compile_encoder
+
+        return compile_encoder(model, src, plan, out, scores=scores, start=start)
     source_bytes = initializer_bytes(model)
     structure = prepare(model)
     source_hash = model.metadata_props.get("painters.source_hash", "")
@@ -158,7 +163,7 @@ def describe(path: str | Path) -> dict:
         info["blocks"] = len(blocks)
         meta.pop("painters.blocks")
     else:
-        info["blocks"] = prepare(model).num_layers
+        info["blocks"] = (prepare_encoder(model) if is_encoder_graph(model) else prepare(model)).num_layers
     layout = SlotLayout.from_metadata(meta)
     if layout is not None:
         meta.pop(LAYOUT_KEY)
