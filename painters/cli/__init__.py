@@ -41,7 +41,8 @@ def _register() -> None:
     # Each command group lives in its own module; importing it attaches its commands to `main`.
     import importlib
 
-    for module in ("export", "plans", "compile", "engine", "bench", "bench_latency", "sweep", "analysis", "serve"):
+    for module in ("export", "plans", "compile", "engine", "bench", "bench_latency", "bench_glue", "finetune", "sweep",
+                   "analysis", "serve"):
         try:
             importlib.import_module(f"painters.cli.{module}")
         except ModuleNotFoundError as exc:

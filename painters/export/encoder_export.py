@@ -98,6 +98,7 @@ def annotate_and_save(model, path: Path, loaded: LoadedModel, *, weights_written
         "painters.config": json.dumps({"num_layers": loaded.num_layers, "hidden_size": cfg.hidden_size,
                                        "num_attention_heads": cfg.num_attention_heads,
                                        "vocab_size": cfg.vocab_size, "model_type": cfg.model_type,
+                                       "max_position_embeddings": cfg.max_position_embeddings,
                                        "num_labels": cfg.num_labels if encoder_output_name(loaded.model) == LOGITS
                                        else None,
                                        "problem_type": getattr(cfg, "problem_type", None),
