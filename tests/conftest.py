@@ -48,3 +48,19 @@ def smollm2_onnx(tmp_path_factory, smollm2) -> Path:
     from painters.export.onnx_export import export_model
 
     return export_model(smollm2, tmp_path_factory.mktemp("smollm2") / "model.onnx")
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory) -> Path:
+    """A tiny random BertForSequenceClassification checkpoint (6 layers, 2 labels, WordPiece tokenizer)."""
+    from tests.tiny_bert import save_tiny_bert
+
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert") / "ckpt")
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_onnx(tmp_path_factory, tiny_bert_dir) -> Path:
+    """The tiny BERT exported once per session (an encoder graph with its classification head)."""
+    from painters.export.onnx_export import export_onnx
+
+    return export_onnx(tiny_bert_dir, tmp_path_factory.mktemp("tiny-bert-onnx") / "model.onnx")
