@@ -59,3 +59,19 @@ def genai_dirs(tmp_path_factory, tiny) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("genai")
     hf = save_hf_dir(tiny, root / "hf")
     return {p: build_genai(hf, root / p, p, root / "cache") for p in ("fp32", "int4", "fp16")}
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory) -> Path:
+    """A tiny random BertForSequenceClassification checkpoint (6 layers, 2 labels, WordPiece tokenizer)."""
+    from tests.tiny_bert import save_tiny_bert
+
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert") / "ckpt")
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_onnx(tmp_path_factory, tiny_bert_dir) -> Path:
+    """The tiny BERT exported once per session (an encoder graph with its classification head)."""
+    from painters.export.onnx_export import export_onnx
+
+    return export_onnx(tiny_bert_dir, tmp_path_factory.mktemp("tiny-bert-onnx") / "model.onnx")

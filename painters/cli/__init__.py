@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import painters.cli.analysis  # noqa: F401  (each import registers its commands)
 import painters.cli.bench  # noqa: F401
+import painters.cli.bench_glue  # noqa: F401
 import painters.cli.bench_latency  # noqa: F401
 import painters.cli.compile  # noqa: F401
 import painters.cli.engine  # noqa: F401
 import painters.cli.export  # noqa: F401
+import painters.cli.finetune  # noqa: F401
 import painters.cli.plans  # noqa: F401
 import painters.cli.reproduce  # noqa: F401
 import painters.cli.serve  # noqa: F401

@@ -34,7 +34,7 @@ def compile_cmd(model, plan, out, scores, fuse_parallel, weights, block_size, en
     result = compile_model(model, plan, out, scores=scores, fuse_parallel=fuse_parallel, weights=weights,
                            block_size=int(block_size))
     p = result.plan
-    fused = f" (parallel groups fused: {p.kv_slots} plan slots)" if result.kv_slots != p.kv_slots else ""
+    fused = f" (parallel groups fused: {p.kv_slots} plan slots)" if result.layout.fused_stages else ""
     click.echo(f"{result.output}: plan {p} — {p.block_evals} block evals, {result.kv_slots} KV slots{fused}, "
                f"{result.nodes} nodes, weights {result.output_bytes / 2**20:.1f} MiB "
                f"(source {result.source_bytes / 2**20:.1f} MiB), {result.seconds:.2f} s")

@@ -21,7 +21,8 @@ from painters.cli.root import handle_errors, main
 @handle_errors
 def export_cmd(src: str, out: str, dtype: str, opset: int | None, check: bool) -> None:
     """Export SRC (smollm2-135m, tiny-llama, a .gguf file or a checkpoint directory) to one ONNX decoder graph
-    that serves prefill and cached decoding."""
+    that serves prefill and cached decoding; a BERT checkpoint (or minilm-l6) becomes an encoder graph with its
+    task head."""
     from painters.export.onnx_export import export_onnx
 
     start = time.perf_counter()

@@ -15,6 +15,7 @@ from onnx_ir.passes.common import CheckerPass, RemoveUnusedNodesPass, ShapeInfer
 from painters import __version__
 from painters.compiler import genai
 from painters.compiler.blocks import BlockStructure, discover_blocks
+from painters.compiler.encoder_blocks import is_encoder_graph, prepare_encoder
 from painters.compiler.fused_ops import check_fused_ops
 from painters.compiler.graph_io import graph_inputs, initializer_bytes, inline_small_external, load_graph, save_graph
 from painters.compiler.layout import METADATA_KEY as LAYOUT_KEY
@@ -140,6 +141,12 @@ def compile_model(model_path: str | Path, plan: str | Plan, out: str | Path | No
         raise CompileError(f"{src} was already compiled with plan {parent[:80]}; compiling it again would record a "
                            "schedule its blocks do not have. Compile the source graph instead, with one composed "
                            "plan (e.g. A+B, or a plan file listing the steps)")
+    if is_encoder_graph(model):  # BERT family: post-LN blocks, no KV cache
+        if weights != "float":
+            raise CompileError(f"--weights {weights} applies to decoder graphs; {src} is an encoder graph")
+        from painters.compiler.encoder_compile import compile_encoder
+
+        return compile_encoder(model, src, plan, out, scores=scores, start=start)
     source_bytes = initializer_bytes(model)
     config = genai.read_config(src, model)
     reads = graph_inputs(model, src)  # before inlining: every file the graph reads
@@ -247,7 +254,7 @@ def describe(path: str | Path) -> dict:
             raise CompileError("metadata painters.blocks is malformed (not a list); re-export the model")
         info["blocks"] = len(blocks)
     else:
-        info["blocks"] = prepare(model).num_layers
+        info["blocks"] = (prepare_encoder(model) if is_encoder_graph(model) else prepare(model)).num_layers
     layout = read_slot_layout(meta)
     if layout is not None:
         meta.pop(LAYOUT_KEY)

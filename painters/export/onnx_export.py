@@ -224,7 +224,13 @@ def check_opset(opset: int | None) -> None:
 def export_onnx(src: str | Path, out: str | Path, *, dtype: str = "fp32", opset: int | None = None,
                 check: bool = True) -> Path:
     """Load SRC and export it: the importable twin of ``painters export``."""
+    from painters.export.encoder_sources import is_encoder_source, load_encoder
+
     check_opset(opset)
     check_export_outputs(Path(out), Path(src))
+    if is_encoder_source(src):  # BERT family: an encoder graph with its task head, no KV cache
+        from painters.export.encoder_export import export_encoder
+
+        return export_encoder(load_encoder(src, dtype=dtype), out, opset=opset)
     loaded = load_source(src, dtype=dtype)
     return export_model(loaded, out, opset=opset, check=check)
