@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import onnx_ir as ir
-from onnx_ir.passes.common import CheckerPass, RemoveUnusedNodesPass, ShapeInferencePass, TopologicalSortPass
+from onnx_ir.passes.common import RemoveUnusedNodesPass, ShapeInferencePass, TopologicalSortPass
 
 from painters import __version__
 from painters.compiler.blocks import BlockStructure, discover_blocks
@@ -18,6 +18,7 @@ from painters.compiler.graph_io import graph_inputs, initializer_bytes, load_gra
 from painters.compiler.layout import METADATA_KEY as LAYOUT_KEY
 from painters.compiler.layout import SlotLayout, slot_layout
 from painters.compiler.passes.anchor_shapes import AnchorKVShapesPass
+from painters.compiler.passes.check import CheckStructurePass
 from painters.compiler.passes.instantiate import InstantiateStagesPass
 from painters.compiler.passes.noops import RemoveNoOpsPass
 from painters.decoder_io import past_slots
@@ -81,7 +82,8 @@ def prepare(model: ir.Model) -> BlockStructure:
 
 def compile_passes(structure: BlockStructure, layout: SlotLayout) -> list[ir.passes.PassBase]:
     """The compile pipeline after discovery: instantiate the layout's stages, then clean up and check."""
-    return [InstantiateStagesPass(structure, layout), RemoveUnusedNodesPass(), TopologicalSortPass(), CheckerPass()]
+    return [InstantiateStagesPass(structure, layout), RemoveUnusedNodesPass(), TopologicalSortPass(),
+            CheckStructurePass()]
 
 
 def compile_model(model_path: str | Path, plan: str | Plan, out: str | Path | None = None, *,
