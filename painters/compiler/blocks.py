@@ -14,6 +14,8 @@ names) that share the decoder IO convention of :mod:`painters.decoder_io` (past-
    two of them make a block (attention, then MLP). The chain ends where no such Add exists.
 4. Block i's nodes are the R-nodes reached backwards from ``x_{i+1}`` and its present outputs without
    passing ``x_i`` or the past inputs; its attention nodes are those reached from ``h_i`` and the presents.
+   Nodes both sublayers need (the one pre-norm of a parallel-residual block, StableLM's ``ln1``, or GPT-NeoX's
+   two norms when the exporter merged them) are the block's *shared* nodes, kept whenever either sublayer is.
    Everything outside R (rotary tables, the mask, shape arithmetic) is shared *context*.
 
 Each failed expectation raises :class:`CompileError` naming the block and what was missing. Then every
@@ -56,6 +58,7 @@ class Block:
     present: tuple[ir.Value, ir.Value]
     attn_nodes: list[ir.Node]  # in graph order, including the attention residual Add
     mlp_nodes: list[ir.Node]  # in graph order, including the MLP residual Add
+    shared_nodes: list[ir.Node]  # in graph order: read by both sublayers (a parallel-residual block's one norm)
     form: BlockForm | None = None  # the first matcher's typed description that fits
     mismatch: str | None = None  # why no matcher fits (None when one does)
 
@@ -80,18 +83,19 @@ class BlockStructure:
         return len(self.blocks)
 
     def block_nodes(self) -> set[ir.Node]:
-        return {n for b in self.blocks for n in (*b.attn_nodes, *b.mlp_nodes)}
+        return {n for b in self.blocks for n in (*b.shared_nodes, *b.attn_nodes, *b.mlp_nodes)}
 
     def tag_nodes(self) -> None:
         """Record on every block node which block and sublayer it belongs to (node metadata)."""
         for b in self.blocks:
-            for sub, nodes in (("attn", b.attn_nodes), ("mlp", b.mlp_nodes)):
+            for sub, nodes in (("shared", b.shared_nodes), ("attn", b.attn_nodes), ("mlp", b.mlp_nodes)):
                 for node in nodes:
                     node.metadata_props.update({"painters.block": str(b.index), "painters.sublayer": sub})
 
     def to_json(self) -> list[dict]:
         return [{"index": b.index, "input": b.x_in.name, "attention_residual": b.h.name, "output": b.x_out.name,
-                 "attn_nodes": len(b.attn_nodes), "mlp_nodes": len(b.mlp_nodes)} for b in self.blocks]
+                 "attn_nodes": len(b.attn_nodes), "mlp_nodes": len(b.mlp_nodes),
+                 "shared_nodes": len(b.shared_nodes)} for b in self.blocks]
 
 
 def _fail(msg: str) -> CompileError:
@@ -223,10 +227,14 @@ def discover_blocks(model: ir.Model, matchers: Sequence[Matcher] = MATCHERS) -> 
         x_in, h, x_out = stream[i], add_attn.outputs[0], add_mlp.outputs[0]
         stops = {x_in, *pasts[i]}
         attn = _collect([h, *presents[i]], stops, R, order)
+        mlp = _collect([x_out], stops | {h}, R, order)  # h stops it, so it reaches attention nodes only
+        shared_set = set(attn) & set(mlp)                # where the MLP reads them directly
+        shared = [n for n in attn if n in shared_set]
+        attn = [n for n in attn if n not in shared_set]
+        mlp = [n for n in mlp if n not in shared_set]
         attn_set = set(attn)
-        mlp = [n for n in _collect([x_out], stops | {h}, R, order) if n not in attn_set]
-        members = attn_set | set(mlp)
-        for node in (*attn, *mlp):
+        members = attn_set | set(mlp) | shared_set
+        for node in (*shared, *attn, *mlp):
             if node in owner:
                 raise CompileError(f"block discovery: block {i}: node {node.name!r} is shared with block "
                                    f"{owner[node]}; blocks must not share computed values")
@@ -242,6 +250,6 @@ def discover_blocks(model: ir.Model, matchers: Sequence[Matcher] = MATCHERS) -> 
             if value.producer() not in attn_set:
                 raise CompileError(f"block discovery: block {i}: {value.name!r} is not computed by the block's "
                                    "attention")
-        blocks.append(Block(i, x_in, h, x_out, pasts[i], presents[i], attn, mlp))
+        blocks.append(Block(i, x_in, h, x_out, pasts[i], presents[i], attn, mlp, shared))
         _match(blocks[-1], matchers)
     return BlockStructure(blocks, x0, stream[-1], logits)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import onnx_ir as ir
-from onnx_ir.passes.common import CheckerPass, RemoveUnusedNodesPass, ShapeInferencePass, TopologicalSortPass
+from onnx_ir.passes.common import RemoveUnusedNodesPass, ShapeInferencePass, TopologicalSortPass
 
 from painters import __version__
 from painters.compiler import genai
@@ -21,6 +21,7 @@ from painters.compiler.graph_io import graph_inputs, initializer_bytes, inline_s
 from painters.compiler.layout import METADATA_KEY as LAYOUT_KEY
 from painters.compiler.layout import SlotLayout, slot_layout
 from painters.compiler.passes.anchor_shapes import AnchorKVShapesPass
+from painters.compiler.passes.check import CheckStructurePass
 from painters.compiler.passes.instantiate import InstantiateStagesPass
 from painters.compiler.passes.noops import RemoveNoOpsPass
 from painters.compiler.passes.quantize import WEIGHT_FORMATS, QuantizeWeightsPass
@@ -112,7 +113,7 @@ def compile_passes(structure: BlockStructure, layout: SlotLayout, *, ort_form: b
         return [InstantiateStagesPass(structure, layout), *quantize, FuseSkipNormsPass(), RemoveUnusedNodesPass(),
                 TopologicalSortPass()]
     return [InstantiateStagesPass(structure, layout), *quantize, RemoveUnusedNodesPass(), TopologicalSortPass(),
-            CheckerPass()]
+            CheckStructurePass()]
 
 
 def compile_model(model_path: str | Path, plan: str | Plan, out: str | Path | None = None, *,

@@ -30,7 +30,7 @@ def test_blocks_found_in_torchscript_graph(torchscript_onnx):
     assert structure.num_layers == 8
     # every node discovery put in block i carries block i's name scope (when it has one)
     for block in structure.blocks:
-        scoped = [n.name for n in (*block.attn_nodes, *block.mlp_nodes) if "/layers." in n.name]
+        scoped = [n.name for n in (*block.shared_nodes, *block.attn_nodes, *block.mlp_nodes) if "/layers." in n.name]
         assert scoped and all(f"/layers.{block.index}/" in name for name in scoped)
 
 

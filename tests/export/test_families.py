@@ -143,24 +143,9 @@ def _visible(loaded, plan_name):
     return float((got - base).abs().max() / base.abs().max())
 
 
-# Compiler findings on parallel-residual blocks (painters-compile raises; nothing passes silently), not yet fixed:
-# - a sublayer drop of a block whose MLP reads a norm node of its attention sublayer (StableLM's shared ln1; and
-#   GPT-NeoX's ln1/ln2 when the exporter merges them because their weights are equal, as in a random init)
-#   fails in InstantiateStagesPass ("output value ... is still being used");
-# - every GPT-NeoX compile fails the CheckerPass: "Data of TensorProto (…query_key_value.bias) should be stored in
-#   model.onnx.data, but it is not regular file".
-KNOWN_COMPILE_FAILURES = {("stablelm", PLANS[0]), *(("gpt_neox", p) for p in [*PLANS, *UNFUSED])}
-
-
-def _known(name: str, plan: str) -> None:
-    if (name, plan) in KNOWN_COMPILE_FAILURES:
-        pytest.xfail("known compiler failure on parallel-residual blocks (see KNOWN_COMPILE_FAILURES)")
-
-
 @pytest.mark.parametrize("plan", PLANS)
 def test_plan_parity(family, tmp_path, plan):
-    name, loaded, onnx_path = family
-    _known(name, plan)
+    _, loaded, onnx_path = family
     assert_plan_parity(loaded, onnx_path, plan, tmp_path, PROMPTS, n_tokens=8)
     assert _visible(loaded, plan) > 1e-2, f"{plan} barely changes the logits: the test would not see a no-op"
 
@@ -169,8 +154,7 @@ def test_plan_parity(family, tmp_path, plan):
 def test_unfused_parallel_parity(family, tmp_path, plan):
     from painters.compiler.graph_io import load_graph
 
-    name, loaded, onnx_path = family
-    _known(name, plan)
+    _, loaded, onnx_path = family
     result = assert_plan_parity(loaded, onnx_path, plan, tmp_path, PROMPTS, n_tokens=8, fuse_parallel=False)
     layout = json.loads(load_graph(result.output).metadata_props["painters.slot_layout"])
     assert layout["fused_stages"] == []

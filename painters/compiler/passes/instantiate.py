@@ -160,6 +160,9 @@ class InstantiateStagesPass(ir.passes.InPlacePass):
             value_map: dict[ir.Value, ir.Value] = {block.x_in: x}
             meta = {"painters.block": str(b), "painters.stage": str(stage.index)}
             h = x
+            if stage.stage.attn or stage.stage.mlp:  # what both sublayers read (a parallel block's one norm)
+                clone_nodes(graph, block.shared_nodes, value_map, suffix, {**meta, "painters.sublayer": "shared"},
+                            self.before)
             if stage.stage.attn:
                 value_map.update(zip(block.past, self.slot_inputs[slot]))
                 clone_nodes(graph, block.attn_nodes, value_map, suffix, {**meta, "painters.sublayer": "attn"},

@@ -317,7 +317,7 @@ def match_llama(block: Block) -> LlamaBlock:
     past_k = block.past[0]
     need(past_k.shape is not None and len(past_k.shape) == 4 and isinstance(past_k.shape[1], int)
          and isinstance(past_k.shape[3], int), "the past input has no static kv heads and head dim")
-    form = match_member({*block.attn_nodes, *block.mlp_nodes}, block.x_out, past_k.shape[3])
+    form = match_member({*block.shared_nodes, *block.attn_nodes, *block.mlp_nodes}, block.x_out, past_k.shape[3])
     need(form.x is block.x_in, "the block's norm does not read the block input")
     need(form.past[0] is block.past[0] and form.past[1] is block.past[1], "the block does not read its own KV slot")
     return form
