@@ -45,6 +45,9 @@ class EncoderBlock:
     x_out: ir.Value  # LN_2(h + FFN(h))
     attn_nodes: list[ir.Node]  # in graph order, through the attention residual Add and LN_1
     mlp_nodes: list[ir.Node]  # in graph order, through the FFN residual Add and LN_2
+    # no node is read by both sublayers (post-LN: each norm follows its own residual Add); kept for the
+    # BlockStructure interface (tag_nodes, block_nodes, to_json) that decoder blocks fill
+    shared_nodes: list[ir.Node] = field(default_factory=list)
     form: None = None  # no typed form: see NO_FUSION
     mismatch: str | None = field(default=NO_FUSION)
 
