@@ -3,7 +3,9 @@
 Like the decoder export, the graph is traced from the reference executor's baseline
 (:func:`painters.runtime.encoder_ref.encoder_plan_forward`), so export, compiler and oracle share one
 definition of a block; the blocks are then discovered once (:mod:`painters.compiler.encoder_blocks`) and
-recorded in the metadata, and export fails (writing nothing) if they cannot be found.
+recorded in the metadata, and export fails (writing nothing) if they cannot be found. Last, as for decoders,
+the written graph is run once against the Hugging Face model
+(:func:`painters.export.self_check.check_encoder_export`); a graph that differs is refused.
 """
 
 from __future__ import annotations
@@ -107,13 +109,22 @@ def annotate_and_save(model, path: Path, loaded: LoadedModel, *, weights_written
     ir.save(model, path)
 
 
-def export_encoder(loaded: LoadedModel, out: str | Path, *, opset: int | None = None) -> Path:
-    """Export a loaded encoder to ``out`` (+ ``out.data`` and the tokenizer files beside it), atomically."""
+def export_encoder(loaded: LoadedModel, out: str | Path, *, opset: int | None = None, check: bool = True) -> Path:
+    """Export a loaded encoder to ``out`` (+ ``out.data`` and the tokenizer files beside it), atomically.
+
+    With ``check`` (the default) the written graph's prefill is compared with the source model's
+    (:func:`painters.export.self_check.check_encoder_export`) before anything lands at ``out``.
+    """
     check_opset(opset)
     out = Path(out)
     check_outputs([out, out.with_name(out.name + ".data")])
-    with atomic_dir_outputs(out) as tmp, linears_as_matmul(loaded.model):
-        annotate_and_save(trace_encoder(loaded, opset=opset), tmp / out.name, loaded)
+    with atomic_dir_outputs(out) as tmp:
+        with linears_as_matmul(loaded.model):
+            annotate_and_save(trace_encoder(loaded, opset=opset), tmp / out.name, loaded)
         if loaded.tokenizer is not None:
             loaded.tokenizer.save_pretrained(tmp)
+        if check:
+            from painters.export.self_check import check_encoder_export
+
+            check_encoder_export(loaded.model, tmp / out.name)
     return out

@@ -231,6 +231,6 @@ def export_onnx(src: str | Path, out: str | Path, *, dtype: str = "fp32", opset:
     if is_encoder_source(src):  # BERT family: an encoder graph with its task head, no KV cache
         from painters.export.encoder_export import export_encoder
 
-        return export_encoder(load_encoder(src, dtype=dtype), out, opset=opset)
+        return export_encoder(load_encoder(src, dtype=dtype), out, opset=opset, check=check)
     loaded = load_source(src, dtype=dtype)
     return export_model(loaded, out, opset=opset, check=check)
