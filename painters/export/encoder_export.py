@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from pathlib import Path
 
 from painters import __version__
 from painters.decoder_io import LOGITS
 from painters.encoder_io import ENCODER_INPUTS, ENCODER_KIND, HIDDEN, KIND_KEY
-from painters.export.onnx_export import check_opset, linears_as_matmul
-from painters.export.quiet import quiet_exporter
+from painters.export.onnx_export import check_opset, linears_as_matmul, trace_module
 from painters.export.sources import LoadedModel
 from painters.fileio import atomic_dir_outputs, check_outputs
 
@@ -66,14 +64,8 @@ def trace_encoder(loaded: LoadedModel, *, opset: int | None = None):
     args = tuple(torch.ones(batch, seq, dtype=torch.long) for _ in ENCODER_INPUTS)
     B, S = torch.export.Dim("batch"), torch.export.Dim("seq", max=loaded.config.max_position_embeddings)
     dynamic = tuple({0: B, 1: S} for _ in ENCODER_INPUTS)
-    start = time.perf_counter()
-    with quiet_exporter():
-        program = torch.onnx.export(
-            _wrapper(loaded), args, dynamic_shapes=dynamic, dynamo=True, optimize=True, opset_version=opset,
-            input_names=list(ENCODER_INPUTS), output_names=[encoder_output_name(loaded.model)],
-            external_data=True, verbose=False)
-    log.info("traced encoder in %.1f s", time.perf_counter() - start)
-    return program.model
+    return trace_module(_wrapper(loaded), args, dynamic, list(ENCODER_INPUTS), [encoder_output_name(loaded.model)],
+                        opset=opset, what="encoder ")
 
 
 def annotate_and_save(model, path: Path, loaded: LoadedModel, *, weights_written: bool = False) -> None:
