@@ -94,14 +94,15 @@ def check_encoder_export(model, path: Path) -> float:
     import onnxruntime as ort
     import torch
 
-    from painters.encoder_io import ENCODER_INPUTS
-    from painters.export.encoder_export import encoder_output_name
+    from painters.decoder_io import LOGITS
+    from painters.encoder_io import ENCODER_INPUTS, HIDDEN
+    from painters.runtime.encoder_ref import has_head
 
     dtype, tol = _dtype_tolerance(model)
     ids = _probe_ids(int(model.config.vocab_size))
     mask = np.ones_like(ids)
     types = (np.arange(PROBE_LEN, dtype=np.int64) >= PROBE_LEN // 2)[None].astype(np.int64)
-    name = encoder_output_name(model)
+    name = LOGITS if has_head(model) else HIDDEN  # the graph's one output (encoder_export.encoder_output_name)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = session.run([name], dict(zip(ENCODER_INPUTS, (ids, mask, types), strict=True)))[0]
     with torch.no_grad():
