@@ -107,9 +107,12 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: Path) -> None:
+def _save(plt, fig, path: Path) -> None:
+    """Lay out, write (by rename) and close ``fig``: every figure of the report ends this way."""
+    fig.tight_layout()
     with atomic_dir_outputs(path) as tmp:
         fig.savefig(tmp / path.name, dpi=110)
+    plt.close(fig)
 
 
 def _panels(plt, count: int, extra: int = 0):
@@ -131,9 +134,7 @@ def _plot_painters(plt, data: dict, path: Path) -> None:
         ax.set(title=t, xlabel="middle layers modified", ylabel=data["metric"][t])
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def _plot_ranking(plt, data: dict, path: Path) -> None:
@@ -144,9 +145,7 @@ def _plot_ranking(plt, data: dict, path: Path) -> None:
         if t in data["baseline"]:
             ax.axvline(data["baseline"][t], color="black", linestyle="--")
         ax.set(title=f"{t}: mean over n", xlabel=data["metric"][t])
-    fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def _plot_what_matters(plt, data: dict, path: Path) -> None:
@@ -167,9 +166,7 @@ def _plot_what_matters(plt, data: dict, path: Path) -> None:
         ax.set(title=label, xlabel="modules dropped")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def _plot_pareto(plt, data: dict, runs: list[dict], path: Path) -> None:
@@ -188,9 +185,7 @@ def _plot_pareto(plt, data: dict, runs: list[dict], path: Path) -> None:
         ax.set(title=t, xlabel="decode latency (× baseline, measured)", ylabel=data["metric"][t])
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def _render(out: Path, data: dict, runs: list[dict]) -> None:

@@ -37,7 +37,8 @@ from painters.compiler.passes.llama_match import LlamaBlock, Mismatch, match_lla
 from painters.decoder_io import INPUT_IDS, LOGITS, parse_past, past_name, present_name
 from painters.errors import CompileError
 
-__all__ = ["Block", "BlockStructure", "BlockForm", "Matcher", "MATCHERS", "discover_blocks"]
+__all__ = ["Block", "BlockStructure", "BlockForm", "Matcher", "MATCHERS", "discover_blocks", "residual_add",
+           "residual_set", "collect_nodes"]
 
 BlockForm = LlamaBlock  # the typed descriptions matchers return (a Union once there are several)
 Matcher = Callable[["Block"], BlockForm]  # raises Mismatch with the reason
@@ -138,8 +139,10 @@ def _kv_io(graph: ir.Graph) -> tuple[dict[int, tuple[ir.Value, ir.Value]], dict[
     return pasts, presents
 
 
-def _residual_set(graph: ir.Graph, x0: ir.Value, pasts: list[ir.Value]) -> set[ir.Value]:
+def residual_set(graph: ir.Graph, x0: ir.Value, pasts: Sequence[ir.Value] = ()) -> set[ir.Value]:
     """Values computed (transitively) from ``x0`` or a past input: the residual stream and what it feeds.
+
+    Encoders (no cache) pass no ``pasts``.
 
     ``Shape(x0)`` is data-free (every stream value has x0's shape), so context such as the mask may read it.
     """
@@ -152,16 +155,24 @@ def _residual_set(graph: ir.Graph, x0: ir.Value, pasts: list[ir.Value]) -> set[i
     return seen
 
 
-def _residual_add(x: ir.Value, R: set[ir.Value]) -> ir.Node | None:
+def residual_add(x: ir.Value, R: set[ir.Value]) -> ir.Node | None:
+    """The one residual ``Add`` reading stream value ``x`` and another value of R, or None (none or several).
+
+    Shared with encoder discovery (:mod:`painters.compiler.encoder_blocks`): pre- and post-LN blocks find
+    their residual Adds the same way.
+    """
     adds = [u.node for u in x.uses() if u.node.op_type == "Add"
             and all(v in R for v in u.node.inputs) and len(u.node.inputs) == 2]
     return adds[0] if len(adds) == 1 else None
 
 
-def _collect(
+def collect_nodes(
     targets: list[ir.Value], stops: set[ir.Value], R: set[ir.Value], order: dict[ir.Node, int]
 ) -> list[ir.Node]:
-    """R-nodes reached backwards from ``targets`` without crossing ``stops``, in graph order."""
+    """R-nodes reached backwards from ``targets`` without crossing ``stops``, in graph order.
+
+    A sublayer's nodes, for decoder and encoder discovery alike.
+    """
     found: set[ir.Node] = set()
     stack = [v for v in targets]
     visited: set[ir.Value] = set()
@@ -194,7 +205,7 @@ def discover_blocks(model: ir.Model, matchers: Sequence[Matcher] = MATCHERS) -> 
     graph = model.graph
     x0 = _find_embedding(graph)
     pasts, presents = _kv_io(graph)
-    R = _residual_set(graph, x0, [v for kv in pasts.values() for v in kv])
+    R = residual_set(graph, x0, [v for kv in pasts.values() for v in kv])
     order = {node: k for k, node in enumerate(graph)}
     logits = next((v for v in graph.outputs if v.name == LOGITS), None)
     if logits is None:
@@ -204,12 +215,12 @@ def discover_blocks(model: ir.Model, matchers: Sequence[Matcher] = MATCHERS) -> 
     adds: list[tuple[ir.Node, ir.Node]] = []
     while True:
         x = stream[-1]
-        add_attn = _residual_add(x, R)
+        add_attn = residual_add(x, R)
         if add_attn is None:
             break
         i = len(adds)
         h = add_attn.outputs[0]
-        add_mlp = _residual_add(h, R)
+        add_mlp = residual_add(h, R)
         if add_mlp is None:
             raise CompileError(f"block discovery: block {i}: no residual Add found after the MLP "
                                f"(value {h.name!r} after the attention residual has no Add consumer)")
@@ -226,8 +237,8 @@ def discover_blocks(model: ir.Model, matchers: Sequence[Matcher] = MATCHERS) -> 
     for i, (add_attn, add_mlp) in enumerate(adds):
         x_in, h, x_out = stream[i], add_attn.outputs[0], add_mlp.outputs[0]
         stops = {x_in, *pasts[i]}
-        attn = _collect([h, *presents[i]], stops, R, order)
-        mlp = _collect([x_out], stops | {h}, R, order)  # h stops it, so it reaches attention nodes only
+        attn = collect_nodes([h, *presents[i]], stops, R, order)
+        mlp = collect_nodes([x_out], stops | {h}, R, order)  # h stops it, so it reaches attention nodes only
         shared_set = set(attn) & set(mlp)                # where the MLP reads them directly
         shared = [n for n in attn if n in shared_set]
         attn = [n for n in attn if n not in shared_set]

@@ -159,11 +159,7 @@ def compile_model(model_path: str | Path, plan: str | Plan, out: str | Path | No
     if config is not None:
         genai.check_config(config, src, model, structure)
     source_hash = model.metadata_props.get("painters.source_hash", "")
-    if isinstance(plan, str):
-        plan = parse_plan(plan, structure.num_layers,
-                          scores=load_scores(scores, model_hash=source_hash) if scores else None)
-    elif plan.num_layers != structure.num_layers:
-        raise CompileError(f"plan {plan} was made for {plan.num_layers} layers; {src} has {structure.num_layers}")
+    plan = resolve_plan(plan, structure.num_layers, src, source_hash, scores)
     if out:
         out = Path(out)
     elif config is not None:
@@ -186,6 +182,37 @@ def compile_model(model_path: str | Path, plan: str | Plan, out: str | Path | No
         fuse_parallel = False
     layout = slot_layout(plan, structure, fuse_parallel=fuse_parallel, opset=model.opset_imports.get("", 0))
     run_passes(compile_passes(structure, layout, ort_form=ort_form, weights=weights, block_size=block_size), model)
+    output_bytes = stamp_compiled(model, src, plan, layout, source_bytes, source_hash,
+                                  {"painters.weights": f"int4/block{block_size}"} if weights == "int4" else None)
+    with atomic_dir_outputs(out) as tmp:
+        save_graph(model, src, out, tmp)
+        if config is not None:
+            genai.write_config(genai.compiled_config(config, out.name, layout.kv_slots), tmp)
+    seconds = time.perf_counter() - start
+    log.info("compiled %s with %s in %.2f s → %s", src, plan, seconds, out)
+    return CompileResult(out, plan, seconds, source_bytes, output_bytes, len(model.graph), layout.kv_slots, layout)
+
+
+def resolve_plan(plan: str | Plan, num_layers: int, src: Path, source_hash: str,
+                 scores: str | Path | None) -> Plan:
+    """The plan to compile: a name/text parsed for the graph's ``num_layers``, or a Plan checked against them.
+
+    Shared by the decoder and encoder compiles, so both refuse a plan for another depth in the same words.
+    """
+    if isinstance(plan, str):
+        return parse_plan(plan, num_layers, scores=load_scores(scores, model_hash=source_hash) if scores else None)
+    if plan.num_layers != num_layers:
+        raise CompileError(f"plan {plan} was made for {plan.num_layers} layers; {src} has {num_layers}")
+    return plan
+
+
+def stamp_compiled(model: ir.Model, src: Path, plan: Plan, layout: SlotLayout, source_bytes: int, source_hash: str,
+                   extra: dict[str, str] | None = None) -> int:
+    """Refuse a rewrite that grew the weights, then record the compile's provenance; return the output's bytes.
+
+    One place writes the ``painters.*`` keys of a compiled graph (decoder or encoder), so ``inspect``, the
+    engines and a later compile read the same record whichever path wrote it.
+    """
     output_bytes = initializer_bytes(model)
     if output_bytes > source_bytes:
         raise CompileError(f"internal error: plan {plan} grew the weights ({output_bytes} > {source_bytes} bytes)")
@@ -197,16 +224,10 @@ def compile_model(model_path: str | Path, plan: str | Plan, out: str | Path | No
         LAYOUT_KEY: json.dumps(layout.to_json(), separators=(",", ":")),
         "painters.source_hash": source_hash or file_hash(src),
         "painters.parent_graph_hash": file_hash(src),
-        **({"painters.weights": f"int4/block{block_size}"} if weights == "int4" else {}),
+        **(extra or {}),
     })
     model.metadata_props.pop("painters.blocks", None)  # described the parent graph's blocks, not these
-    with atomic_dir_outputs(out) as tmp:
-        save_graph(model, src, out, tmp)
-        if config is not None:
-            genai.write_config(genai.compiled_config(config, out.name, layout.kv_slots), tmp)
-    seconds = time.perf_counter() - start
-    log.info("compiled %s with %s in %.2f s → %s", src, plan, seconds, out)
-    return CompileResult(out, plan, seconds, source_bytes, output_bytes, len(model.graph), layout.kv_slots, layout)
+    return output_bytes
 
 
 def compiled_plan(model: ir.Model) -> str | None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import onnx_ir as ir
 
-from painters.compiler.blocks import BlockStructure
+from painters.compiler.blocks import BlockStructure, collect_nodes, residual_add, residual_set
 from painters.decoder_io import INPUT_IDS
 from painters.encoder_io import ENCODER_INPUTS, ENCODER_OUTPUTS, is_encoder_io
 from painters.errors import CompileError
@@ -45,6 +45,9 @@ class EncoderBlock:
     x_out: ir.Value  # LN_2(h + FFN(h))
     attn_nodes: list[ir.Node]  # in graph order, through the attention residual Add and LN_1
     mlp_nodes: list[ir.Node]  # in graph order, through the FFN residual Add and LN_2
+    # no node is read by both sublayers (post-LN: each norm follows its own residual Add); kept for the
+    # BlockStructure interface (tag_nodes, block_nodes, to_json) that decoder blocks fill
+    shared_nodes: list[ir.Node] = field(default_factory=list)
     form: None = None  # no typed form: see NO_FUSION
     mismatch: str | None = field(default=NO_FUSION)
 
@@ -86,41 +89,13 @@ def _find_x0(graph: ir.Graph) -> ir.Value:
     return node.outputs[0]
 
 
-def _residual_set(graph: ir.Graph, x0: ir.Value) -> set[ir.Value]:
-    seen: set[ir.Value] = {x0}
-    for node in graph:  # graph order is topological
-        if node.op_type == "Shape" and node.inputs[0] is x0:
-            continue
-        if any(v in seen for v in node.inputs if v is not None):
-            seen.update(node.outputs)
-    return seen
-
-
 def _post_ln_step(x: ir.Value, R: set[ir.Value]) -> ir.Value | None:
     """LN(x + f(x)): the LayerNorm output after the one residual Add reading ``x``, or None at the chain's end."""
-    adds = [u.node for u in x.uses() if u.node.op_type == "Add" and len(u.node.inputs) == 2
-            and all(v in R for v in u.node.inputs)]
-    if len(adds) != 1:
+    add = residual_add(x, R)
+    if add is None:
         return None
-    norm = _only_consumer(adds[0].outputs[0])
+    norm = _only_consumer(add.outputs[0])
     return norm.outputs[0] if norm is not None and norm.op_type == "LayerNormalization" else None
-
-
-def _collect(targets: list[ir.Value], stops: set[ir.Value], R: set[ir.Value],
-             order: dict[ir.Node, int]) -> list[ir.Node]:
-    found: set[ir.Node] = set()
-    stack, visited = list(targets), set()
-    while stack:
-        v = stack.pop()
-        if v in visited or v in stops or v not in R:
-            continue
-        visited.add(v)
-        node = v.producer()
-        if node is None or node in found:
-            continue
-        found.add(node)
-        stack.extend(i for i in node.inputs if i is not None)
-    return sorted(found, key=order.__getitem__)
 
 
 def discover_encoder_blocks(model: ir.Model) -> EncoderStructure:
@@ -133,7 +108,7 @@ def discover_encoder_blocks(model: ir.Model) -> EncoderStructure:
         raise _fail(f"expected one output named {' or '.join(ENCODER_OUTPUTS)}, found "
                     f"{[v.name for v in graph.outputs]}")
     x0 = _find_x0(graph)
-    R = _residual_set(graph, x0)
+    R = residual_set(graph, x0)
     order = {node: k for k, node in enumerate(graph)}
     stream, hs = [x0], []
     while (h := _post_ln_step(stream[-1], R)) is not None:
@@ -149,8 +124,8 @@ def discover_encoder_blocks(model: ir.Model) -> EncoderStructure:
     owner: dict[ir.Node, int] = {}
     for i, h in enumerate(hs):
         x_in, x_out = stream[i], stream[i + 1]
-        attn = _collect([h], {x_in}, R, order)
-        mlp = _collect([x_out], {x_in, h}, R, order)
+        attn = collect_nodes([h], {x_in}, R, order)
+        mlp = collect_nodes([x_out], {x_in, h}, R, order)
         members = set(attn) | set(mlp)
         for node in (*attn, *mlp):
             if node in owner:

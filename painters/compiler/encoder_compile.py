@@ -7,7 +7,6 @@ fused stages (each parallel stage records why: :data:`~painters.compiler.encoder
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -15,15 +14,12 @@ from pathlib import Path
 import onnx_ir as ir
 from onnx_ir.passes.common import CheckerPass, RemoveUnusedNodesPass, TopologicalSortPass
 
-from painters import __version__
 from painters.compiler.encoder_blocks import NO_FUSION, prepare_encoder
 from painters.compiler.graph_io import graph_inputs, initializer_bytes, save_graph
-from painters.compiler.layout import METADATA_KEY as LAYOUT_KEY
 from painters.compiler.layout import SlotLayout, StageLayout
 from painters.compiler.passes.instantiate_encoder import InstantiateEncoderStagesPass
-from painters.errors import CompileError
-from painters.fileio import atomic_dir_outputs, check_outputs, file_hash
-from painters.plans import Plan, load_scores, parse_plan
+from painters.fileio import atomic_dir_outputs, check_outputs
+from painters.plans import Plan
 from painters.runtime.encoder_ref import check_encoder_plan
 
 __all__ = ["compile_encoder", "encoder_layout"]
@@ -41,36 +37,20 @@ def encoder_layout(plan: Plan) -> SlotLayout:
 def compile_encoder(model: ir.Model, src: Path, plan: str | Plan, out: str | Path | None, *,
                     scores: str | Path | None = None, start: float | None = None):
     """Rewrite the loaded encoder graph ``model`` (read from ``src``) to ``plan``; write it atomically."""
-    from painters.compiler.compile import CompileResult, default_output, run_passes
+    from painters.compiler.compile import CompileResult, default_output, resolve_plan, run_passes, stamp_compiled
 
     start = time.perf_counter() if start is None else start
     source_bytes = initializer_bytes(model)
     structure = prepare_encoder(model)
     source_hash = model.metadata_props.get("painters.source_hash", "")
-    if isinstance(plan, str):
-        plan = parse_plan(plan, structure.num_layers,
-                          scores=load_scores(scores, model_hash=source_hash) if scores else None)
-    elif plan.num_layers != structure.num_layers:
-        raise CompileError(f"plan {plan} was made for {plan.num_layers} layers; {src} has {structure.num_layers}")
+    plan = resolve_plan(plan, structure.num_layers, src, source_hash, scores)
     check_encoder_plan(plan)
     out = Path(out) if out else default_output(src, plan.name)
     check_outputs([out], graph_inputs(model, src))
     layout = encoder_layout(plan)
     run_passes([InstantiateEncoderStagesPass(structure, plan), RemoveUnusedNodesPass(), TopologicalSortPass(),
                 CheckerPass()], model)
-    output_bytes = initializer_bytes(model)
-    if output_bytes > source_bytes:
-        raise CompileError(f"internal error: plan {plan} grew the weights ({output_bytes} > {source_bytes} bytes)")
-    model.metadata_props.update({
-        "painters.version": __version__,
-        "painters.plan": plan.name,
-        "painters.schedule": plan.to_json_text(),
-        "painters.kv_slots": "0",
-        LAYOUT_KEY: json.dumps(layout.to_json(), separators=(",", ":")),
-        "painters.source_hash": source_hash or file_hash(src),
-        "painters.parent_graph_hash": file_hash(src),
-    })
-    model.metadata_props.pop("painters.blocks", None)
+    output_bytes = stamp_compiled(model, src, plan, layout, source_bytes, source_hash)
     with atomic_dir_outputs(out) as tmp:
         save_graph(model, src, out, tmp)
     seconds = time.perf_counter() - start

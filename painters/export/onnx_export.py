@@ -16,6 +16,7 @@ import logging
 import time
 import types
 from pathlib import Path
+from typing import Any
 
 from painters import __version__
 from painters.decoder_io import KINDS, LOGITS, TOKEN_INPUTS, past_name, present_name
@@ -25,7 +26,7 @@ from painters.export.sources import LoadedModel, load_source
 from painters.fileio import atomic_dir_outputs, check_outputs
 from painters.runtime.families import family_for
 
-__all__ = ["export_onnx", "export_model"]
+__all__ = ["export_onnx", "export_model", "trace_module"]
 
 log = logging.getLogger(__name__)
 
@@ -112,14 +113,24 @@ def trace_decoder(loaded: LoadedModel, *, opset: int | None = None):
     dynamic = ({0: B, 1: S}, {0: B, 1: torch.export.Dim.DYNAMIC}, {0: B, 1: S}, tuple({0: B, 2: P} for _ in past_kv))
     names = [past_name(i, kind) for i in range(L) for kind in KINDS]
     outputs = [LOGITS, *[present_name(i, kind) for i in range(L) for kind in KINDS]]
+    return trace_module(_wrapper(loaded), args, dynamic, [*TOKEN_INPUTS, *names], outputs, opset=opset)
+
+
+def trace_module(module, args: tuple, dynamic: tuple, input_names: list[str], output_names: list[str], *,
+                 opset: int | None, what: str = "") -> Any:
+    """``torch.onnx.export`` (dynamo, optimized, weights left as tensors) of a wrapper, quietly; its onnx-ir model.
+
+    The one set of exporter options decoder and encoder export share, so both graphs come out the same way.
+    """
+    import torch
+
     start = time.perf_counter()
     with quiet_exporter():
         program = torch.onnx.export(
-            _wrapper(loaded), args, dynamic_shapes=dynamic, dynamo=True, optimize=True, opset_version=opset,
-            input_names=[*TOKEN_INPUTS, *names], output_names=outputs,
-            external_data=True, verbose=False,
+            module, args, dynamic_shapes=dynamic, dynamo=True, optimize=True, opset_version=opset,
+            input_names=input_names, output_names=output_names, external_data=True, verbose=False,
         )
-    log.info("traced in %.1f s", time.perf_counter() - start)
+    log.info("traced %sin %.1f s", what, time.perf_counter() - start)
     return program.model
 
 
@@ -231,6 +242,6 @@ def export_onnx(src: str | Path, out: str | Path, *, dtype: str = "fp32", opset:
     if is_encoder_source(src):  # BERT family: an encoder graph with its task head, no KV cache
         from painters.export.encoder_export import export_encoder
 
-        return export_encoder(load_encoder(src, dtype=dtype), out, opset=opset)
+        return export_encoder(load_encoder(src, dtype=dtype), out, opset=opset, check=check)
     loaded = load_source(src, dtype=dtype)
     return export_model(loaded, out, opset=opset, check=check)

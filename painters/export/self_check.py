@@ -6,6 +6,10 @@ executor): one prompt of :data:`PROBE_LEN` tokens, then :data:`PROBE_STEPS` cach
 source model's greedy token (teacher-forced, so a near-tie cannot make the two sides diverge). Every step's
 logits must agree within ``TOLERANCE[dtype]`` of the step's largest logit; otherwise export refuses and writes
 nothing. Cost: one onnxruntime session and PROBE_STEPS + 1 forwards of each side on batch 1.
+
+Encoder graphs (BERT) have no cache, so their probe is the prefill alone (:func:`check_encoder_export`): the same
+prompt as one sentence pair (both token types), its output (``logits`` or ``last_hidden_state``) held to the
+same tolerance rule.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import numpy as np
 
 from painters.errors import ExportError
 
-__all__ = ["check_export", "TOLERANCE", "PROBE_LEN", "PROBE_STEPS"]
+__all__ = ["check_export", "check_encoder_export", "TOLERANCE", "PROBE_LEN", "PROBE_STEPS"]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +37,21 @@ def _probe_ids(vocab: int) -> np.ndarray:
     return (np.arange(PROBE_LEN, dtype=np.int64) * 7919 + 3)[None] % vocab
 
 
+def _dtype_tolerance(model) -> tuple[str, float]:
+    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    return dtype, TOLERANCE.get(dtype, TOLERANCE["float16"])
+
+
+def _agree(got: np.ndarray, want: np.ndarray, what: str, dtype: str, tol: float) -> float:
+    """max |got - want| / max |want|; raise (naming ``what``) when it exceeds ``tol`` or is NaN."""
+    diff = float(np.abs(got - want).max() / max(float(np.abs(want).max()), 1e-6))
+    if not diff <= tol:  # NaN fails too
+        raise ExportError(f"export self-check failed: the graph's {what} differ from the source "
+                          f"model by {diff:.2e} of the logit scale (tolerance {tol:.0e} for {dtype}); "
+                          "nothing was written. This is a painters bug for this checkpoint: please report it")
+    return diff
+
+
 def check_export(model, path: Path) -> float:
     """Run the graph at ``path`` and ``model`` on the probe; return the worst relative difference, or raise."""
     import torch
@@ -41,8 +60,7 @@ def check_export(model, path: Path) -> float:
     from painters.runtime.ort import OrtRunner
     from painters.runtime.torch_ref import cache_kwarg
 
-    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
-    tol = TOLERANCE.get(dtype, TOLERANCE["float16"])
+    dtype, tol = _dtype_tolerance(model)
     runner = OrtRunner(path)
     ids = _probe_ids(int(model.config.vocab_size))
     mask = np.ones_like(ids)
@@ -56,13 +74,8 @@ def check_export(model, path: Path) -> float:
             out = model(input_ids=torch.from_numpy(feed), attention_mask=torch.from_numpy(mask),
                         position_ids=positions, use_cache=True, **{cache_kwarg(model): cache})
             want = out.logits.float().numpy()
-            diff = float(np.abs(got - want).max() / max(float(np.abs(want).max()), 1e-6))
-            worst = max(worst, diff)
-            if not diff <= tol:  # NaN fails too
-                what = "prefill" if step == 0 else f"cached decode step {step}"
-                raise ExportError(f"export self-check failed: the graph's {what} logits differ from the source "
-                                  f"model by {diff:.2e} of the logit scale (tolerance {tol:.0e} for {dtype}); "
-                                  "nothing was written. This is a painters bug for this checkpoint: please report it")
+            what = "prefill" if step == 0 else f"cached decode step {step}"
+            worst = max(worst, _agree(got, want, f"{what} logits", dtype, tol))
             if step == PROBE_STEPS:
                 break
             feed = want[:, -1].argmax(-1).reshape(1, 1).astype(np.int64)
@@ -70,3 +83,31 @@ def check_export(model, path: Path) -> float:
             got, past = runner.decode(feed, mask, past)
     log.info("export self-check: worst relative logit difference %.2e (tolerance %.0e)", worst, tol)
     return worst
+
+
+def check_encoder_export(model, path: Path) -> float:
+    """Run the encoder graph at ``path`` and ``model`` (HF forward) on the probe pair; return the difference, or raise.
+
+    The probe is :data:`PROBE_LEN` tokens, the second half token type 1, unpadded; the graph's one output is
+    compared with the model's output of the same name (``logits`` with a head, else ``last_hidden_state``).
+    """
+    import onnxruntime as ort
+    import torch
+
+    from painters.decoder_io import LOGITS
+    from painters.encoder_io import ENCODER_INPUTS, HIDDEN
+    from painters.runtime.encoder_ref import has_head
+
+    dtype, tol = _dtype_tolerance(model)
+    ids = _probe_ids(int(model.config.vocab_size))
+    mask = np.ones_like(ids)
+    types = (np.arange(PROBE_LEN, dtype=np.int64) >= PROBE_LEN // 2)[None].astype(np.int64)
+    name = LOGITS if has_head(model) else HIDDEN  # the graph's one output (encoder_export.encoder_output_name)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run([name], dict(zip(ENCODER_INPUTS, (ids, mask, types), strict=True)))[0]
+    with torch.no_grad():
+        out = model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask),
+                    token_type_ids=torch.from_numpy(types))
+    diff = _agree(got, getattr(out, name).float().numpy(), f"prefill {name}", dtype, tol)
+    log.info("export self-check (encoder): relative %s difference %.2e (tolerance %.0e)", name, diff, tol)
+    return diff

