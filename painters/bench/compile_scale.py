@@ -44,8 +44,9 @@ def build_scale_model(directory: Path) -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM
     from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
-    from painters.export.onnx_export import _annotate_and_save, linears_as_matmul, trace_decoder
+    from painters.export.onnx_export import _annotate_and_save, trace_decoder
     from painters.export.sources import LoadedModel
+    from painters.export.trace import linears_as_matmul
 
     path = directory / "llama2-7b-shape.onnx"
     if path.exists():
@@ -98,8 +99,8 @@ def build_encoder_scale_model(directory: Path) -> Path:
     from transformers import BertConfig, BertForSequenceClassification
 
     from painters.export.encoder_export import annotate_and_save, trace_encoder
-    from painters.export.onnx_export import linears_as_matmul
     from painters.export.sources import LoadedModel
+    from painters.export.trace import linears_as_matmul
 
     path = directory / "bert-large-shape.onnx"
     if path.exists():

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import onnx_ir as ir
 from onnx_ir.passes.common import RemoveUnusedNodesPass, ShapeInferencePass, TopologicalSortPass
 
-from painters import __version__
 from painters.compiler import genai
 from painters.compiler.blocks import BlockStructure, discover_blocks
 from painters.compiler.encoder_blocks import is_encoder_graph, prepare_encoder
@@ -26,55 +23,24 @@ from painters.compiler.passes.instantiate import InstantiateStagesPass
 from painters.compiler.passes.noops import RemoveNoOpsPass
 from painters.compiler.passes.quantize import WEIGHT_FORMATS, QuantizeWeightsPass
 from painters.compiler.passes.skip_norms import MS_DOMAIN, FuseSkipNormsPass, SplitSkipNormsPass
+from painters.compiler.pipeline import (
+    CompileResult,
+    default_output,
+    resolve_plan,
+    run_passes,
+    safe_plan_name,
+    stamp_compiled,
+)
 from painters.decoder_io import past_slots
 from painters.errors import CompileError, PaintersError
-from painters.fileio import atomic_dir_outputs, check_outputs, file_hash
+from painters.fileio import atomic_dir_outputs, check_outputs
 from painters.graph_metadata import PLAN, SCHEDULE, painters_metadata, read_schedule, read_slot_layout
-from painters.plans import Plan, load_scores, parse_plan
+from painters.plans import Plan, parse_plan
 
-__all__ = ["compile_model", "compiled_plan", "CompileResult", "default_output", "prepare", "compile_passes",
-           "run_passes", "describe"]
+__all__ = ["compile_model", "compiled_plan", "CompileResult", "default_output", "safe_plan_name", "prepare",
+           "compile_passes", "run_passes", "resolve_plan", "stamp_compiled", "describe"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class CompileResult:
-    output: Path
-    plan: Plan
-    seconds: float
-    source_bytes: int
-    output_bytes: int
-    nodes: int
-    kv_slots: int  # KV slots of the graph: the plan's, or fewer where parallel groups were fused
-    layout: SlotLayout  # which stages fused, and each compiled slot's stage, plan slots and heads
-
-
-def default_output(model: Path, plan_name: str) -> Path:
-    """``MODEL.PLAN.onnx`` beside the input, with the plan name made file-system safe."""
-    return model.with_name(f"{model.stem}.{safe_plan_name(plan_name)}.onnx")
-
-
-def safe_plan_name(plan_name: str) -> str:
-    """The plan name with characters a file name should not carry replaced by ``-``."""
-    return re.sub(r"[^A-Za-z0-9_.,+-]", "-", plan_name)
-
-
-def run_passes(passes: list[ir.passes.PassBase], model: ir.Model) -> ir.passes.PassResult:
-    """Run ``passes`` in one onnx-ir ``PassManager``; a painters error inside a pass comes out as itself.
-
-    The manager wraps every exception in ``PassError`` (naming the passes already run); a ``PaintersError``
-    is the user's problem and keeps its one-line message, and any other failure is a bug that keeps its chain.
-    """
-    try:
-        return ir.passes.PassManager(passes)(model)
-    except ir.passes.PassError as exc:
-        cause: BaseException | None = exc
-        while cause is not None and not isinstance(cause, PaintersError):
-            cause = cause.__cause__
-        if cause is not None:
-            raise cause from None
-        raise
 
 
 def prepare(model: ir.Model) -> BlockStructure:
@@ -191,43 +157,6 @@ def compile_model(model_path: str | Path, plan: str | Plan, out: str | Path | No
     seconds = time.perf_counter() - start
     log.info("compiled %s with %s in %.2f s → %s", src, plan, seconds, out)
     return CompileResult(out, plan, seconds, source_bytes, output_bytes, len(model.graph), layout.kv_slots, layout)
-
-
-def resolve_plan(plan: str | Plan, num_layers: int, src: Path, source_hash: str,
-                 scores: str | Path | None) -> Plan:
-    """The plan to compile: a name/text parsed for the graph's ``num_layers``, or a Plan checked against them.
-
-    Shared by the decoder and encoder compiles, so both refuse a plan for another depth in the same words.
-    """
-    if isinstance(plan, str):
-        return parse_plan(plan, num_layers, scores=load_scores(scores, model_hash=source_hash) if scores else None)
-    if plan.num_layers != num_layers:
-        raise CompileError(f"plan {plan} was made for {plan.num_layers} layers; {src} has {num_layers}")
-    return plan
-
-
-def stamp_compiled(model: ir.Model, src: Path, plan: Plan, layout: SlotLayout, source_bytes: int, source_hash: str,
-                   extra: dict[str, str] | None = None) -> int:
-    """Refuse a rewrite that grew the weights, then record the compile's provenance; return the output's bytes.
-
-    One place writes the ``painters.*`` keys of a compiled graph (decoder or encoder), so ``inspect``, the
-    engines and a later compile read the same record whichever path wrote it.
-    """
-    output_bytes = initializer_bytes(model)
-    if output_bytes > source_bytes:
-        raise CompileError(f"internal error: plan {plan} grew the weights ({output_bytes} > {source_bytes} bytes)")
-    model.metadata_props.update({
-        "painters.version": __version__,
-        "painters.plan": plan.name,
-        "painters.schedule": plan.to_json_text(),
-        "painters.kv_slots": str(layout.kv_slots),
-        LAYOUT_KEY: json.dumps(layout.to_json(), separators=(",", ":")),
-        "painters.source_hash": source_hash or file_hash(src),
-        "painters.parent_graph_hash": file_hash(src),
-        **(extra or {}),
-    })
-    model.metadata_props.pop("painters.blocks", None)  # described the parent graph's blocks, not these
-    return output_bytes
 
 
 def compiled_plan(model: ir.Model) -> str | None:

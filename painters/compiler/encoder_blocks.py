@@ -142,8 +142,8 @@ def discover_encoder_blocks(model: ir.Model) -> EncoderStructure:
 
 def prepare_encoder(model: ir.Model) -> EncoderStructure:
     """Normalize (drop no-op nodes) and discover: the encoder twin of :func:`painters.compiler.compile.prepare`."""
-    from painters.compiler.compile import run_passes
     from painters.compiler.passes.noops import RemoveNoOpsPass
+    from painters.compiler.pipeline import run_passes
 
     run_passes([RemoveNoOpsPass()], model)
     return discover_encoder_blocks(model)

@@ -37,7 +37,7 @@ def encoder_layout(plan: Plan) -> SlotLayout:
 def compile_encoder(model: ir.Model, src: Path, plan: str | Plan, out: str | Path | None, *,
                     scores: str | Path | None = None, start: float | None = None):
     """Rewrite the loaded encoder graph ``model`` (read from ``src``) to ``plan``; write it atomically."""
-    from painters.compiler.compile import CompileResult, default_output, resolve_plan, run_passes, stamp_compiled
+    from painters.compiler.pipeline import CompileResult, default_output, resolve_plan, run_passes, stamp_compiled
 
     start = time.perf_counter() if start is None else start
     source_bytes = initializer_bytes(model)

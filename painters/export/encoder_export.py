@@ -17,8 +17,8 @@ from pathlib import Path
 from painters import __version__
 from painters.decoder_io import LOGITS
 from painters.encoder_io import ENCODER_INPUTS, ENCODER_KIND, HIDDEN, KIND_KEY
-from painters.export.onnx_export import check_opset, linears_as_matmul, trace_module
 from painters.export.sources import LoadedModel
+from painters.export.trace import check_opset, linears_as_matmul, trace_module
 from painters.fileio import atomic_dir_outputs, check_outputs
 
 __all__ = ["trace_encoder", "export_encoder", "encoder_output_name"]
