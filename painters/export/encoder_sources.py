@@ -41,9 +41,10 @@ def _config(path: Path) -> dict | None:
     import json
 
     try:
-        return json.loads((path / "config.json").read_text())
+        data = json.loads((path / "config.json").read_text())
     except (OSError, ValueError):
         return None
+    return data if isinstance(data, dict) else None  # anything else is the decoder loader's one-line error
 
 
 def is_encoder_source(src: str | Path) -> bool:

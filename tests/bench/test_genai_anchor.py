@@ -8,13 +8,12 @@ from painters.errors import BenchError
 
 
 def test_genai_anchor_rows(tiny_onnx, genai_dirs, tmp_path, monkeypatch):
-    from painters.bench.setups import latency_runners
-
     from painters.bench.latency import benchmark
+    from painters.bench.runners import ideal_ratio, open_runners
 
     monkeypatch.setenv("PAINTERS_CACHE", str(tmp_path / "cache"))
-    runners, ideal = latency_runners(str(tiny_onnx), None, "baseline,skip_2_5",
-                                     anchor=f"ort-genai:{genai_dirs['fp32']}")
+    runners = open_runners(str(tiny_onnx), ["baseline", "skip_2_5"], anchor=f"ort-genai:{genai_dirs['fp32']}")
+    ideal = {name: ideal_ratio(runner) for name, runner in runners.items()}
     try:
         assert set(runners) == {"baseline", "skip_2_5", "genai/baseline", "genai/skip_2_5"}
         assert ideal["genai/skip_2_5"] == ideal["skip_2_5"] == pytest.approx(5 / 8)
@@ -29,10 +28,10 @@ def test_genai_anchor_rows(tiny_onnx, genai_dirs, tmp_path, monkeypatch):
 
 
 def test_genai_anchor_needs_a_genai_folder(tiny_onnx, tmp_path):
-    from painters.bench.setups import latency_runners
+    from painters.bench.runners import open_runners
 
     with pytest.raises(BenchError, match="not an ONNX Runtime GenAI folder"):
-        latency_runners(str(tiny_onnx), None, "baseline", anchor=f"ort-genai:{tmp_path}")
+        open_runners(str(tiny_onnx), ["baseline"], anchor=f"ort-genai:{tmp_path}")
 
 
 def test_bench_on_a_genai_graph_keeps_one_folder_per_plan(genai_dirs, tmp_path, monkeypatch):
