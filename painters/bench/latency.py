@@ -138,17 +138,12 @@ def compiled_variants(model: Path, plans: Sequence[str], *, scores: str | None =
     ones, which the cached outputs do not share), the scores file, the compiler's code and the fusion flag.
     """
     from painters.cache import cache_dir
-    from painters.compiler.compile import compile_model, compiled_plan, default_output
+    from painters.compiler.compile import compile_model, default_output
     from painters.compiler.graph_io import SIDE_FILES, allowed_dir, external_files, load_graph
     from painters.fileio import file_hash
 
-    graph = load_graph(model)
-    if compiled_plan(graph) is not None and set(plans) == {"baseline"}:
-        # An already compiled graph runs as it is ("baseline" = MODEL unchanged); compiling it again is refused
-        # (false provenance), and it may have no blocks left to discover (drop_attn of every layer).
-        return {plan: model for plan in plans}
     data = [(name, (st := (model.parent / name).stat()).st_size, st.st_mtime_ns, st.st_ino)
-            for name in external_files(graph, model.parent, allowed=allowed_dir(model))]
+            for name in external_files(load_graph(model), model.parent, allowed=allowed_dir(model))]
     # the outputs carry copies of the tokenizer files beside the graph: a hard-linked twin of the graph with
     # another tokenizer (or none) must not reuse them
     side = [(name, file_hash(model.parent / name)) for name in SIDE_FILES if (model.parent / name).is_file()]
