@@ -7,9 +7,12 @@ For decoder block i with residual stream x entering it (h = x + Attn_i(LN_i(x)),
 * block importance ``1 − cos(x, y)``,
 
 each cosine taken per token over the hidden dimension and averaged over every token of every calibration
-sequence (float64 accumulation). The forward pass reuses the reference executor's pieces (``attention_delta``,
-``mlp_delta``, ``additive_mask``, the model's rotary embedding) and walks a :class:`~painters.plans.Plan`, so
-a module removed here is removed exactly as ``drop_attn_…`` / ``drop_mlp_…`` / ``drop_block_…`` remove it.
+sequence (float64 accumulation). The forward pass is the reference executor's: the model's
+:class:`~painters.runtime.families.Family` (embedding scale, each layer kind's mask and rotary, residual
+multipliers, parallel residual) walks a :class:`~painters.plans.Plan`, so the scores mean the same thing on every
+supported family and a module removed here is removed exactly as ``drop_attn_…`` / ``drop_mlp_…`` /
+``drop_block_…`` remove it. On a parallel-residual block (GPT-NeoX, x + Attn(LN(x)) + MLP(LN'(x))) the MLP's
+importance is taken across its add: ``1 − cos(h, y)`` with h = x + Attn(LN(x)).
 
 The iterative variant (the paper's ablation) drops the least important module, recomputes every score on the
 model without it, and repeats; :func:`iterative_drop_order` returns that order.
@@ -32,7 +35,8 @@ from painters.errors import PlanError
 from painters.export.sources import LoadedModel
 from painters.fileio import atomic_dir_outputs
 from painters.plans import Plan, Scores, Step
-from painters.runtime.torch_ref import additive_mask, attention_delta, mlp_delta
+from painters.runtime.families import family_for
+from painters.runtime.torch_ref import SlotCache
 
 __all__ = ["Drop", "ImportanceResult", "drop_plan", "importance_scores", "iterative_drop_order",
            "measure_importance", "ITERATIVE_KINDS", "TOKENS_PER_BATCH"]
@@ -86,23 +90,13 @@ def _batches(ids: torch.Tensor, batch_size: int | None) -> tuple[torch.Tensor, .
     return ids.split(size)
 
 
-def _stream_inputs(model: Any, ids: torch.Tensor):
-    """Embedding, rotary embedding and causal mask of a batch with no padding, as ``plan_forward`` builds them."""
-    inner = model.model
-    x = inner.embed_tokens(ids)
-    positions = torch.arange(ids.shape[1], device=ids.device).expand(ids.shape[0], -1)
-    pe = inner.rotary_emb(x, positions)
-    mask = additive_mask(torch.ones_like(ids), ids.shape[1], x.dtype)
-    return x, pe, mask
-
-
 @torch.no_grad()
 def importance_scores(model: Any, ids: Any, *, dropped: Iterable[tuple[str, int]] = (),
                       batch_size: int | None = None, model_hash: str = "") -> Scores:
     """Attention, MLP and block importance of every layer on calibration ids ``[samples, seq_len]``.
 
     Args:
-        model: A Llama-family ``*ForCausalLM`` (the one ``load_source`` returns).
+        model: A ``*ForCausalLM`` of a supported family (the one ``load_source`` returns).
         ids: Token ids ``[samples, seq_len]``; every token of every sequence is averaged over.
         dropped: (kind, layer) modules removed from the forward pass; their own scores are NaN.
         batch_size: Sequences per forward pass (default: about 2048 tokens per pass).
@@ -110,22 +104,28 @@ def importance_scores(model: Any, ids: Any, *, dropped: Iterable[tuple[str, int]
     """
     L = int(model.config.num_hidden_layers)
     plan = drop_plan(L, dropped)
+    family = family_for(model.config)
+    kinds = family.layer_kinds()
     device = next(model.parameters()).device
     ids = check_ids(model, ids).to(device)
     sums = {k: torch.zeros(L, dtype=torch.float64) for k in ("attn", "mlp", "block")}
     ran = {k: torch.zeros(L, dtype=torch.bool) for k in sums}
-    layers = model.model.layers
+    layers = family.layers(model)
     for batch in _batches(ids, batch_size):
-        x, pe, mask = _stream_inputs(model, batch)
+        # the stream as plan_forward builds it: the family's embedding, each layer kind's mask and rotary
+        x = family.embed(model, batch)
+        positions = torch.arange(batch.shape[1], device=device).expand(batch.shape[0], -1)
+        masks = family.masks(torch.ones_like(batch), batch.shape[1], x.dtype)
+        pe = family.rotary(model, x, positions)
         for stage in plan.stages():
             (block,) = stage.blocks  # drop plans are sequential: one block per stage, each block at most once
-            layer = layers[block]
-            h = x + attention_delta(layer, x, pe, mask) if stage.attn else x
-            y = h + mlp_delta(layer, h) if stage.mlp else h
-            for kind, a, b, on in (("attn", x, h, stage.attn), ("mlp", h, y, stage.mlp), ("block", x, y, True)):
+            layer, kind = layers[block], kinds[block]
+            h = x + family.attention_delta(layer, x, pe[kind], masks[kind], SlotCache(None)) if stage.attn else x
+            y = h + family.mlp_delta(layer, x, h) if stage.mlp else h
+            for name, a, b, on in (("attn", x, h, stage.attn), ("mlp", h, y, stage.mlp), ("block", x, y, True)):
                 if on:
-                    sums[kind][block] += _cos_sum(a, b).cpu()
-                    ran[kind][block] = True
+                    sums[name][block] += _cos_sum(a, b).cpu()
+                    ran[name][block] = True
             x = y
     tokens = ids.numel()
     values = {k: tuple(1.0 - float(s) / tokens if r else math.nan for s, r in zip(sums[k], ran[k])) for k in sums}

@@ -19,10 +19,10 @@ from painters.plans import Plan, Stage
 from painters.runtime.base import KV, ModelInfo, Runner
 from painters.runtime.families import Family, additive_mask, cache_kwarg, family_for
 
-__all__ = ["plan_forward", "attention_delta", "mlp_delta", "additive_mask", "cache_kwarg", "TorchRunner", "PlanOutput"]
+__all__ = ["plan_forward", "SlotCache", "additive_mask", "cache_kwarg", "TorchRunner", "PlanOutput"]
 
 
-class _SlotCache:
+class SlotCache:
     """Stands in for a transformers Cache for one attention call: the layer sees past + its own new keys."""
 
     def __init__(self, past: tuple[torch.Tensor, torch.Tensor] | None):
@@ -34,19 +34,6 @@ class _SlotCache:
         if self.past is None:  # no shape test on `past`: exported graphs must serve past = 0 and > 0 alike
             return key, value
         return torch.cat([self.past[0], key], dim=-2), torch.cat([self.past[1], value], dim=-2)
-
-
-def attention_delta(layer: Any, x: torch.Tensor, position_embeddings, mask: torch.Tensor,
-                    cache: _SlotCache | None = None, family: Family | None = None) -> torch.Tensor:
-    """Attn(LN(x)): what the attention sublayer adds to the residual stream (the Llama family by default)."""
-    family = family or Family(None)
-    return family.attention_delta(layer, x, position_embeddings, mask, cache or _SlotCache(None))
-
-
-def mlp_delta(layer: Any, h: torch.Tensor, family: Family | None = None, x: torch.Tensor | None = None) -> torch.Tensor:
-    """MLP(LN'(h)): what the MLP sublayer adds to the residual stream (``x``: the block input)."""
-    family = family or Family(None)
-    return family.mlp_delta(layer, h if x is None else x, h)
 
 
 @dataclass
@@ -64,7 +51,7 @@ def _run_stage(family: Family, layers, stage: Stage, x, pe, masks, past, present
         layer, kind = layers[block], kinds[block]  # a block keeps its own mask and rotary wherever it runs
         h = x
         if stage.attn:
-            cache = _SlotCache(past[slot] if past is not None else None)
+            cache = SlotCache(past[slot] if past is not None else None)
             h = x + family.attention_delta(layer, x, pe[kind], masks[kind], cache)
             new_by_slot.setdefault(slot, []).append(cache.new)
         if stage.mlp:

@@ -240,3 +240,63 @@ def test_smollm2_on_gsm8k_questions(smollm2):
     assert ids[0, : len(first)].tolist() == first
     scores = importance_scores(smollm2.model, ids[:1])
     assert all(0 <= v <= 2 for v in scores.attn) and scores.num_layers == smollm2.num_layers
+
+
+# ---- every family: scores from the model's own forward -------------------------------------------------------
+def _hooked_streams(model, ids):
+    """Each decoder layer's input and output stream, and the attention-sum stream h where the family has a norm
+    that reads it (Llama form: post_attention_layernorm; Gemma 2/3 sandwich norms: pre_feedforward_layernorm),
+    all recorded by hooks on the model's own forward."""
+    from tests.runtime.test_families_oracle import _layers
+
+    inputs, outputs, mids = {}, {}, {}
+
+    def grab(store, i, arg_of_hook):
+        def hook(module, args, kwargs, *out):
+            store[i] = arg_of_hook(args, kwargs, out)
+        return hook
+
+    handles = []
+    for i, layer in enumerate(_layers(model)):
+        first = lambda a, k, o: (a[0] if a else k["hidden_states"])  # noqa: E731
+        handles.append(layer.register_forward_pre_hook(grab(inputs, i, first), with_kwargs=True))
+        handles.append(layer.register_forward_hook(
+            grab(outputs, i, lambda a, k, o: o[0][0] if isinstance(o[0], tuple) else o[0]), with_kwargs=True))
+        parallel = getattr(layer, "use_parallel_residual", getattr(model.config, "use_parallel_residual", False))
+        norm = getattr(layer, "pre_feedforward_layernorm", None) or getattr(layer, "post_attention_layernorm", None)
+        if norm is not None and not parallel:
+            handles.append(norm.register_forward_pre_hook(grab(mids, i, first), with_kwargs=True))
+    try:
+        with torch.no_grad():
+            model(input_ids=ids, use_cache=False)
+    finally:
+        for h in handles:
+            h.remove()
+    return inputs, outputs, mids
+
+
+def _one_minus_cos(a, b) -> float:
+    return 1.0 - float(F.cosine_similarity(a.double(), b.double(), dim=-1).mean())
+
+
+@pytest.mark.parametrize("name", ["llama", "mistral-window4", "qwen3", "granite", "olmo", "phi3", "stablelm",
+                                  "gpt_neox", "gemma", "gemma2", "gemma3"])
+def test_every_family_scores_equal_its_own_forward(tiny, name):
+    """Block importance is 1 − cos(layer input, layer output) of the model's own forward on every family, and
+    attention importance 1 − cos(x, h) where h is observable — so multipliers, scaled embeddings, windows and
+    sandwich norms are counted as the model counts them (a Llama-only forward fails Granite, Gemma 2/3 and
+    GPT-NeoX here)."""
+    from tests.runtime.test_families_oracle import _model
+
+    model = tiny.model if name == "llama" else _model(name)
+    ids = torch.randint(3, 100, (2, 12), generator=torch.Generator().manual_seed(3))
+    scores = importance_scores(model, ids)
+    inputs, outputs, mids = _hooked_streams(model, ids)
+    L = model.config.num_hidden_layers
+    assert len(mids) in (0, L)
+    for i in range(L):
+        assert scores.block[i] == pytest.approx(_one_minus_cos(inputs[i], outputs[i]), abs=1e-6), (name, i)
+        if mids:
+            assert scores.attn[i] == pytest.approx(_one_minus_cos(inputs[i], mids[i]), abs=1e-6), (name, i)
+            assert scores.mlp[i] == pytest.approx(_one_minus_cos(mids[i], outputs[i]), abs=1e-6), (name, i)
+    assert max(scores.block) > 1e-3  # the scores are not trivially zero
