@@ -68,6 +68,7 @@ class GenaiRunner:
         self.folder = Path(folder)
         config = json.loads((self.folder / "genai_config.json").read_text())["model"]
         decoder = config["decoder"]
+        self.path = self.folder / decoder.get("filename", "model.onnx")  # the graph it runs (bench weight reads)
         self._og = og
         self.model = og.Model(str(self.folder))
         dtype_bytes = 2 if "fp16" in self.folder.name else 4  # KV bytes only; the builder's CPU caches are fp32

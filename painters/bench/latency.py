@@ -43,6 +43,8 @@ class LatencyRow:
     kv_cache_bytes: int
     peak_device_bytes: int | None = None  # torch-allocated CUDA memory at its peak (None on the CPU)
     ideal_ratio: float | None = None
+    weight_bytes: int | None = None  # weights one decode step reads (bench.weight_reads); None without a graph
+    weights_ratio: float | None = None  # weight_bytes / baseline's: the bandwidth floor of decode_ratio
     prefill_ratio: float | None = None
     decode_ratio: float | None = None
     samples: dict = field(default_factory=dict, repr=False)
@@ -95,7 +97,8 @@ def _p90(values: Sequence[float]) -> float:
 
 def benchmark(runners: dict[str, Runner], *, batches: Sequence[int] = (1,), prompts: Sequence[int] = (128,),
               gen: int = 32, warmup: int = 1, iters: int = 5, ideal: dict[str, float] | None = None,
-              baseline: str | None = None, progress: Callable[[str], None] | None = None) -> list[LatencyRow]:
+              weights: dict[str, int | None] | None = None, baseline: str | None = None,
+              progress: Callable[[str], None] | None = None) -> list[LatencyRow]:
     """Measure every runner on every (batch, prompt), interleaving runners round by round."""
     names = list(runners)
     baseline = baseline if baseline in runners else ("baseline" if "baseline" in runners else names[0])
@@ -119,7 +122,7 @@ def benchmark(runners: dict[str, Runner], *, batches: Sequence[int] = (1,), prom
                     decode_ms=statistics.median(dec), decode_ms_p90=_p90(dec),
                     tokens_per_s=batch * 1e3 / statistics.median(dec), kv_cache_bytes=samples[name][-1][2],
                     peak_device_bytes=max((s[3] for s in samples[name] if s[3] is not None), default=None),
-                    ideal_ratio=(ideal or {}).get(name),
+                    ideal_ratio=(ideal or {}).get(name), weight_bytes=(weights or {}).get(name),
                     samples={"prefill_ms": pre, "decode_ms": dec}))
             base = {(r.batch, r.prompt): r for r in rows if r.plan == baseline}
             for row in rows:
@@ -127,6 +130,8 @@ def benchmark(runners: dict[str, Runner], *, batches: Sequence[int] = (1,), prom
                 if ref is not None and row.batch == batch and row.prompt == prompt:
                     row.prefill_ratio = row.prefill_ms / ref.prefill_ms
                     row.decode_ratio = row.decode_ms / ref.decode_ms
+                    if row.weight_bytes and ref.weight_bytes:
+                        row.weights_ratio = row.weight_bytes / ref.weight_bytes
     return rows
 
 
@@ -186,8 +191,8 @@ def format_table(rows: Sequence[LatencyRow]) -> str:
     """Markdown table of the rows (ratios are to baseline in the same run); peak device memory on GPUs."""
     device = any(r.peak_device_bytes is not None for r in rows)
     head = ("| plan | backend | batch | prompt | prefill ms (p90) | decode ms/tok (p90) | tok/s | KV MiB "
-            + ("| peak dev MiB " if device else "") + "| prefill × | decode × | ideal × |")
-    lines = [head, "|" + "---|" * (12 if device else 11)]
+            + ("| peak dev MiB " if device else "") + "| prefill × | decode × | weights × | ideal × |")
+    lines = [head, "|" + "---|" * (13 if device else 12)]
     fmt = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
     for r in rows:
         peak = "" if not device else (
@@ -195,7 +200,7 @@ def format_table(rows: Sequence[LatencyRow]) -> str:
         lines.append(f"| {r.plan} | {r.backend} | {r.batch} | {r.prompt} | {r.prefill_ms:.2f} ({r.prefill_ms_p90:.2f}) "
                      f"| {r.decode_ms:.3f} ({r.decode_ms_p90:.3f}) | {r.tokens_per_s:.1f} "
                      f"| {r.kv_cache_bytes / 2**20:.2f} {peak}| {fmt(r.prefill_ratio)} | {fmt(r.decode_ratio)} "
-                     f"| {fmt(r.ideal_ratio)} |")
+                     f"| {fmt(r.weights_ratio)} | {fmt(r.ideal_ratio)} |")
     return "\n".join(lines)
 
 

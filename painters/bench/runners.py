@@ -26,8 +26,8 @@ from painters.plans import Plan
 from painters.runtime.base import Runner
 from painters.tensorrt_lib import read_sidecar
 
-__all__ = ["open_runners", "open_runner", "ModelRunners", "ideal_ratio", "BACKENDS", "SOURCE_BACKENDS",
-           "ENGINE_BACKENDS"]
+__all__ = ["open_runners", "open_runner", "ModelRunners", "ideal_ratio", "decode_weight_bytes", "BACKENDS",
+           "SOURCE_BACKENDS", "ENGINE_BACKENDS"]
 
 log = logging.getLogger(__name__)
 
@@ -265,3 +265,15 @@ def ideal_ratio(runner: Runner) -> float | None:
         return None
     schedule = read_schedule(meta)
     return schedule.ideal_cost_ratio() if schedule is not None else 1.0
+
+
+def decode_weight_bytes(runner: Runner) -> int | None:
+    """Weights one decode step of the runner reads (:mod:`painters.bench.weight_reads`), from the ONNX graph it
+    runs (onnxruntime and GenAI runners); None for engines and source models."""
+    from painters.bench.weight_reads import weight_bytes
+
+    path = getattr(runner, "path", None)
+    if path is None or Path(path).suffix != ".onnx" or not Path(path).is_file():
+        return None
+    return weight_bytes(path)
+

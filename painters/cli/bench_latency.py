@@ -56,7 +56,7 @@ def latency_cmd(model, backend, plans, plan, scores, fuse_parallel, batch, promp
                 anchor, dtype, json_out) -> None:
     """Prefill latency, decode ms/token and KV bytes of MODEL; several plans interleaved, as ratios to baseline."""
     from painters.bench.latency import benchmark, engine_profile, format_table, rows_to_json
-    from painters.bench.runners import ideal_ratio, open_runners
+    from painters.bench.runners import decode_weight_bytes, ideal_ratio, open_runners
     from painters.plans import split_plans
 
     check_outputs([json_out], model_reads(model, scores, anchor))  # before the run, not after it
@@ -65,9 +65,10 @@ def latency_cmd(model, backend, plans, plan, scores, fuse_parallel, batch, promp
                            fuse_parallel=fuse_parallel, threads=threads, dtype=dtype,
                            profile=engine_profile(batch, prompt, gen))
     ideal = {name: ideal_ratio(runner) for name, runner in runners.items()}
+    weights = {name: decode_weight_bytes(runner) for name, runner in runners.items()}
     try:
         rows = benchmark(runners, batches=batch, prompts=prompt, gen=gen, warmup=warmup, iters=iters,
-                         ideal=ideal, progress=lambda msg: click.echo(msg, err=True))
+                         ideal=ideal, weights=weights, progress=lambda msg: click.echo(msg, err=True))
     finally:
         for runner in runners.values():
             runner.close()

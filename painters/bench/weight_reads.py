@@ -1,0 +1,47 @@
+"""Bytes of weights one decode step reads: the bandwidth floor that a plan's latency ratio is bounded by.
+
+``Plan.ideal_cost_ratio`` counts sublayer evaluations, as the papers do. A small model's decode step also reads
+weights that no plan touches — SmolLM2-135M's 49152 × 576 head is a fifth of its parameters — and a
+bandwidth-bound CPU or GPU decode step costs about the bytes it reads. This module reads that number off the
+deployed graph itself, without loading its weights (external data sizes come from the graph's own records),
+so the bench can show what a plan could at best give on this artifact beside what it measured.
+
+Counting: every initializer input of every node, once per node (a block a plan runs twice reads its weights
+twice; two nodes sharing one initializer read it twice). An embedding lookup (``Gather`` /
+``GatherBlockQuantized`` on its table) reads one row per token and is not counted, nor are integer shape and
+index constants (``INDEX_TYPES``) and one-element constants (norm epsilons, scales): they are not weights.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+from onnx import helper
+
+__all__ = ["weight_bytes", "LOOKUP_OPS", "INDEX_TYPES"]
+
+LOOKUP_OPS = frozenset({"Gather", "GatherBlockQuantized"})  # read a row per token, not the table
+INDEX_TYPES = frozenset({onnx.TensorProto.INT64, onnx.TensorProto.INT32, onnx.TensorProto.BOOL})
+
+
+def _tensor_bytes(t: onnx.TensorProto) -> int:
+    n = 1
+    for d in t.dims:
+        n *= int(d)
+    if n <= 1:
+        return 0
+    if t.data_type in (onnx.TensorProto.INT4, onnx.TensorProto.UINT4):
+        return (n + 1) // 2
+    return n * helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+
+
+def weight_bytes(path: str | Path) -> int:
+    """Initializer bytes read by one evaluation of every node of the graph at ``path`` (data not loaded)."""
+    model = onnx.load(str(path), load_external_data=False)
+    sizes = {t.name: _tensor_bytes(t) for t in model.graph.initializer if t.data_type not in INDEX_TYPES}
+    total = 0
+    for node in model.graph.node:
+        inputs = node.input[1:] if node.op_type in LOOKUP_OPS else node.input
+        total += sum(sizes.get(name, 0) for name in inputs)
+    return total
