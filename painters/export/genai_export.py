@@ -28,7 +28,7 @@ from pathlib import Path
 from painters import __version__
 from painters.compiler.genai import CONFIG_NAME
 from painters.errors import ExportError
-from painters.export.sources import LoadedModel
+from painters.export.sources import LoadedModel, _quiet_transformers
 from painters.fileio import atomic_dir_outputs, check_outputs
 
 __all__ = ["GENAI_MODEL_TYPES", "PRECISIONS", "GRAPH_NAME", "CONFIG_NAME", "check_request", "check_genai_family",
@@ -112,8 +112,9 @@ def save_hf_dir(loaded: LoadedModel, out: Path, tokenizer=None) -> Path:
         plain.load_state_dict(model.state_dict(), assign=True)
         plain.tie_weights()
         model = plain
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    with _quiet_transformers():  # no progress bars on the CLI
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
     return out
 
 
