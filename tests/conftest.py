@@ -52,13 +52,16 @@ def smollm2_onnx(tmp_path_factory, smollm2) -> Path:
 
 @pytest.fixture(scope="session")
 def genai_dirs(tmp_path_factory, tiny) -> dict[str, Path]:
-    """tiny-llama through ONNX Runtime GenAI's model builder (fp32, int4, fp16 CPU folders), once per session."""
+    """tiny-llama exported with ``--form genai`` (fp32, int4, fp16 CPU folders of ONNX Runtime GenAI's model
+    builder, through :func:`painters.export.genai_export.export_genai`), once per session; the fp32 folder passed
+    the export self-check. tiny-llama has no tokenizer, so the byte-level test tokenizer travels with it."""
     pytest.importorskip("onnxruntime_genai", reason="onnxruntime-genai is not installed (extra 'genai')")
-    from tests.compiler.genai_builder import build_genai, save_hf_dir
+    from painters.export.genai_export import export_genai
+    from tests.byte_tokenizer import byte_tokenizer
 
     root = tmp_path_factory.mktemp("genai")
-    hf = save_hf_dir(tiny, root / "hf")
-    return {p: build_genai(hf, root / p, p, root / "cache") for p in ("fp32", "int4", "fp16")}
+    return {p: export_genai(tiny, root / p / "model.onnx", precision=p, tokenizer=byte_tokenizer()).parent
+            for p in ("fp32", "int4", "fp16")}
 
 
 @pytest.fixture(scope="session")

@@ -155,11 +155,25 @@ def check_export_outputs(out: Path, src: Path) -> None:
                                   "and break that graph; choose another output directory with -o")
 
 
+FORMS = ("decomposed", "genai")
+
+
 def export_onnx(src: str | Path, out: str | Path, *, dtype: str = "fp32", opset: int | None = None,
-                check: bool = True) -> Path:
-    """Load SRC and export it: the importable twin of ``painters export``."""
+                check: bool = True, form: str = "decomposed", precision: str | None = None) -> Path:
+    """Load SRC and export it: the importable twin of ``painters export``.
+
+    ``form="genai"`` writes ONNX Runtime's fused form through onnxruntime-genai's builder
+    (:mod:`painters.export.genai_export`) at ``precision`` (fp32, fp16 or int4); the decomposed form (the default)
+    takes ``dtype`` and ``opset`` instead.
+    """
     from painters.export.encoder_sources import is_encoder_source, load_encoder
 
+    if form not in FORMS:
+        raise ExportError(f"--form {form!r}: choose one of {', '.join(FORMS)}")
+    if form == "genai":
+        return _export_genai(src, out, dtype=dtype, opset=opset, check=check, precision=precision or "fp32")
+    if precision is not None:
+        raise ExportError("--precision applies to --form genai; the decomposed export takes --dtype")
     check_opset(opset)
     check_export_outputs(Path(out), Path(src))
     if is_encoder_source(src):  # BERT family: an encoder graph with its task head, no KV cache
@@ -168,3 +182,32 @@ def export_onnx(src: str | Path, out: str | Path, *, dtype: str = "fp32", opset:
         return export_encoder(load_encoder(src, dtype=dtype), out, opset=opset, check=check)
     loaded = load_source(src, dtype=dtype)
     return export_model(loaded, out, opset=opset, check=check)
+
+
+def _export_genai(src: str | Path, out: str | Path, *, dtype: str, opset: int | None, check: bool,
+                  precision: str) -> Path:
+    """``--form genai``: refuse what it cannot take before loading anything, then build through the builder."""
+    from painters.export import genai_export
+    from painters.export.encoder_sources import is_encoder_source
+
+    if dtype != "fp32" or opset is not None:
+        raise ExportError("--form genai takes --precision fp32|fp16|int4 (the builder casts or quantizes the fp32 "
+                          "source and picks its opset); leave out --dtype and --opset")
+    out, path = Path(out), Path(src)
+    genai_export.check_request(out, precision)
+    if is_encoder_source(src):
+        raise ExportError(f"{src} is an encoder (BERT) checkpoint; --form genai exports decoder LMs only")
+    check_export_outputs(out, path)
+    reads = [path, *(f for f in path.rglob("*") if f.is_file())] if path.is_dir() else [path]
+    check_outputs([out.with_name(genai_export.CONFIG_NAME)], reads)
+    config = path / "config.json"
+    if config.is_file():  # a checkpoint directory: refuse its family before minutes of loading
+        try:
+            model_type = json.loads(config.read_text()).get("model_type")
+        except (ValueError, UnicodeDecodeError, AttributeError):
+            model_type = None  # load_source names the problem
+        if model_type is not None:
+            genai_export.check_genai_family(model_type, path)
+    loaded = load_source(src, dtype="fp32")
+    return genai_export.export_genai(loaded, out, precision=precision, check=check,
+                                     reads=[p for p in reads if p.exists()])

@@ -37,7 +37,7 @@ def linears_as_matmul(model, transpose=_transposed):
     The exporter turns ``F.linear`` into ``MatMul(x, Transpose(W))`` and constant-folds the transpose into a
     *new* initializer: a second copy of every weight, which a 7B model cannot afford in 24 GiB. Swapping
     one matrix at a time keeps at most one extra matrix alive, and the graph's MatMuls read initializers
-    named after their modules. The model is restored (tied weights re-tied) on exit.
+    named after their modules. The model is restored on exit.
     """
     import torch
 
@@ -46,8 +46,10 @@ def linears_as_matmul(model, transpose=_transposed):
         for p in module._parameters.values():
             if p is not None:
                 owners[id(p)] = owners.get(id(p), 0) + 1
-    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    tied = {m: m.weight for m in linears if owners[id(m.weight)] > 1}
+    # A weight tied to another module (the LM head to the embedding) stays as it is: its Transpose then has a
+    # second reader (the embedding's Gather), so the exporter's optimizer keeps it as a node over the one stored
+    # weight instead of folding it into a second copy.
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and owners[id(m.weight)] == 1]
     try:
         for m in linears:
             m.weight = torch.nn.Parameter(transpose(m.weight), requires_grad=False)
@@ -56,7 +58,7 @@ def linears_as_matmul(model, transpose=_transposed):
     finally:
         gc.collect()  # the traced program's references to W^T must be gone before W is rebuilt
         for m in linears:
-            m.weight = tied[m] if m in tied else torch.nn.Parameter(transpose(m.weight), requires_grad=False)
+            m.weight = torch.nn.Parameter(transpose(m.weight), requires_grad=False)
             del m.forward
 
 

@@ -1,5 +1,8 @@
 """int4 weights after the rewrite: every MatMul with a 2-D float weight becomes ONNX Runtime's ``MatMulNBits``.
 
+A weight is an initializer or the ``Transpose`` of one: a tied LM head reads the embedding matrix transposed (the
+export stores it once), and its quantized form is that of the transpose.
+
 Quantization is per *initializer*, not per node: blocks a plan duplicates read the same weight value, so each
 weight is quantized once (block-wise, symmetric, by onnxruntime's ``MatMulNBitsQuantizer`` kernel
 ``DefaultWeightOnlyQuantizer.qbits_block_quant``) and every clone's MatMul reads the same packed weight and
@@ -55,21 +58,22 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
         count = 0
         for node in [n for n in graph if n.op_type == "MatMul" and n.domain in ("", "ai.onnx")]:
             weight = node.inputs[1]
-            if not self._quantizable(weight):
+            stored, transposed = self._stored_weight(weight)
+            if stored is None:
                 continue
             if weight not in done:
-                array = np.asarray(const(weight), dtype=np.float32)
-                packed, scales, _ = quantizer.qbits_block_quant(array)
-                scales = scales.astype(weight.const_value.dtype.numpy())
-                q = ir.Value(name=f"{weight.name}_Q4", const_value=ir.tensor(packed, name=f"{weight.name}_Q4"))
-                s = ir.Value(name=f"{weight.name}_scales",
-                             const_value=ir.tensor(scales, name=f"{weight.name}_scales"))
+                array = np.asarray(const(stored), dtype=np.float32)
+                packed, scales, _ = quantizer.qbits_block_quant(np.ascontiguousarray(array.T) if transposed else array)
+                scales = scales.astype(stored.const_value.dtype.numpy())
+                name = f"{stored.name}_T" if transposed else stored.name
+                q = ir.Value(name=f"{name}_Q4", const_value=ir.tensor(packed, name=f"{name}_Q4"))
+                s = ir.Value(name=f"{name}_scales", const_value=ir.tensor(scales, name=f"{name}_scales"))
                 for v in (q, s):
                     v.shape, v.dtype = v.const_value.shape, v.const_value.dtype
                     graph.register_initializer(v)
                 done[weight] = (q, s)
             q, s = done[weight]
-            k, n = weight.shape
+            k, n = reversed(stored.shape) if transposed else stored.shape
             new = ir.Node(_MS, "MatMulNBits", [node.inputs[0], q, s], num_outputs=1, name=f"{node.name}/int4",
                           attributes=[ir.AttrInt64("K", k), ir.AttrInt64("N", n), ir.AttrInt64("bits", 4),
                                       ir.AttrInt64("block_size", self.block_size),
@@ -83,13 +87,27 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
             new.outputs[0].name = out.name
             count += 1
         for weight in done:
-            if not weight.uses():
+            if not weight.uses() and weight.is_initializer():  # a tied head's Transpose goes with unused nodes
                 graph.initializers.pop(weight.name)
         self._own_remaining(graph)
         if count:
             model.opset_imports.setdefault(_MS, 1)
         log.info("int4: %d MatMuls read %d quantized weights (block size %d)", count, len(done), self.block_size)
         return ir.passes.PassResult(model, modified=bool(count))
+
+    @classmethod
+    def _stored_weight(cls, weight: ir.Value | None) -> tuple[ir.Value | None, bool]:
+        """The initializer a MatMul's weight is, or is the 2-D ``Transpose`` of (a tied LM head reads the
+        embedding that way: one stored matrix); (None, False) when it is neither."""
+        if cls._quantizable(weight):
+            return weight, False
+        node = weight.producer() if weight is not None else None
+        if node is not None and node.op_type == "Transpose" and node.domain in ("", "ai.onnx") \
+                and cls._quantizable(node.inputs[0]):
+            perm = node.attributes.get_ints("perm")
+            if perm is None or list(perm) == [1, 0]:
+                return node.inputs[0], True
+        return None, False
 
     @staticmethod
     def _quantizable(weight: ir.Value | None) -> bool:
