@@ -7,9 +7,14 @@ deployed graph itself, without loading its weights (external data sizes come fro
 so the bench can show what a plan could at best give on this artifact beside what it measured.
 
 Counting: every initializer input of every node, once per node (a block a plan runs twice reads its weights
-twice; two nodes sharing one initializer read it twice). An embedding lookup (``Gather`` /
-``GatherBlockQuantized`` on its table) reads one row per token and is not counted, nor are integer shape and
-index constants (``INDEX_TYPES``) and one-element constants (norm epsilons, scales): they are not weights.
+twice; two nodes sharing one initializer read it twice). Not counted:
+
+* tables read a row at a time (``ROW_READERS``): an embedding lookup reads one row per token, an attention
+  operator one row of its rotary cos/sin caches per position;
+* a node all of whose inputs are constant (a ``Transpose`` or ``Reshape`` of a weight): onnxruntime folds it
+  once at load, and its output counts as a weight of that size where it is read;
+* integer shape and index constants (``INDEX_TYPES``) and one-element constants (norm epsilons, scales): they
+  are not weights.
 """
 
 from __future__ import annotations
@@ -19,9 +24,9 @@ from pathlib import Path
 import onnx
 from onnx import helper
 
-__all__ = ["weight_bytes", "LOOKUP_OPS", "INDEX_TYPES"]
+__all__ = ["weight_bytes", "ROW_READERS", "INDEX_TYPES"]
 
-LOOKUP_OPS = frozenset({"Gather", "GatherBlockQuantized"})  # read a row per token, not the table
+ROW_READERS = frozenset({"Gather", "GatherBlockQuantized", "GroupQueryAttention", "RotaryEmbedding"})
 INDEX_TYPES = frozenset({onnx.TensorProto.INT64, onnx.TensorProto.INT32, onnx.TensorProto.BOOL})
 
 
@@ -39,9 +44,14 @@ def _tensor_bytes(t: onnx.TensorProto) -> int:
 def weight_bytes(path: str | Path) -> int:
     """Initializer bytes read by one evaluation of every node of the graph at ``path`` (data not loaded)."""
     model = onnx.load(str(path), load_external_data=False)
+    const = {t.name for t in model.graph.initializer}
     sizes = {t.name: _tensor_bytes(t) for t in model.graph.initializer if t.data_type not in INDEX_TYPES}
     total = 0
-    for node in model.graph.node:
-        inputs = node.input[1:] if node.op_type in LOOKUP_OPS else node.input
-        total += sum(sizes.get(name, 0) for name in inputs)
+    for node in model.graph.node:  # graph order is topological: a folded output is known before it is read
+        read = sum(sizes.get(name, 0) for name in node.input if name)
+        if all(name in const for name in node.input if name):
+            const.update(node.output)
+            sizes.update({out: read for out in node.output})
+        elif node.op_type not in ROW_READERS:
+            total += read
     return total
