@@ -31,7 +31,7 @@ from tests.families import FAMILIES, family_params
 # keeps its own window and rotary base); Granite skips a block with its KV slot averaged beside a group.
 PLANS = {"gpt_neox": "parallel_1_3+drop_attn_0", "gemma3": "reverse_0_4",
          "granite": "parallel_1_3+drop_mlp_0+skip_3_4:kvmean"}
-TOL = 1e-4  # per-token logprob sums, fp32 ORT vs fp32 torch (measured max difference: see the report)
+TOL = 1e-4  # loglikelihood sums of -30 to -50, fp32 ORT vs torch; measured at most 3.8e-6 on these items
 
 
 class AsciiTokenizer:
