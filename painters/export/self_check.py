@@ -143,6 +143,8 @@ def check_encoder_export(model, path: Path) -> float:
     ids = _probe_ids(int(model.config.vocab_size))
     mask = np.ones_like(ids)
     types = (np.arange(PROBE_LEN, dtype=np.int64) >= PROBE_LEN // 2)[None].astype(np.int64)
+    if getattr(model.config, "type_vocab_size", 2) < 2:  # RoBERTa: one token type
+        types = np.zeros_like(types)
     name = LOGITS if has_head(model) else HIDDEN  # the graph's one output (encoder_export.encoder_output_name)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = session.run([name], dict(zip(ENCODER_INPUTS, (ids, mask, types), strict=True)))[0]
