@@ -78,3 +78,14 @@ def tiny_bert_onnx(tmp_path_factory, tiny_bert_dir) -> Path:
     from painters.export.onnx_export import export_onnx
 
     return export_onnx(tiny_bert_dir, tmp_path_factory.mktemp("tiny-bert-onnx") / "model.onnx")
+
+
+@pytest.fixture(scope="session")
+def family_exports(tmp_path_factory):
+    """Tiny random checkpoints of every decoder family, each exported once per run (see tests/families.py)."""
+    from tests.families import FamilyExports
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # the workers' base temps share this run's parent directory
+        root = root.parent
+    return FamilyExports(root / "families")

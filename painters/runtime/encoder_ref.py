@@ -36,13 +36,20 @@ def check_encoder_plan(plan: Plan) -> Plan:
 
 
 def bert_of(model: Any) -> Any:
-    """The ``BertModel`` inside ``model`` (``model`` itself for a bare encoder)."""
-    return model.bert if hasattr(model, "bert") else model
+    """The ``BertModel`` / ``RobertaModel`` inside ``model`` (``model`` itself for a bare encoder)."""
+    return getattr(model, "bert", None) or getattr(model, "roberta", None) or model
 
 
 def has_head(model: Any) -> bool:
-    """Whether ``model`` carries a sequence-classification head (pooler + classifier → ``logits``)."""
-    return hasattr(model, "bert") and hasattr(model, "classifier")
+    """Whether ``model`` carries a sequence-classification head (→ ``logits``)."""
+    return bert_of(model) is not model and hasattr(model, "classifier")
+
+
+def _head(model: Any, x: torch.Tensor) -> torch.Tensor:
+    """BERT: pooler (dense + tanh on [CLS]) then classifier; RoBERTa's classifier takes the sequence itself
+    (dense + tanh + projection on <s>), its encoder having no pooler."""
+    pooler = getattr(bert_of(model), "pooler", None)
+    return model.classifier(pooler(x) if pooler is not None else x)  # dropouts are the identity in eval mode
 
 
 def encoder_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -68,6 +75,4 @@ def encoder_plan_forward(model: Any, plan: Plan, input_ids: torch.Tensor, attent
     for stage in plan.stages():
         outs = [_block(layers[b], x, mask, stage.attn, stage.mlp) for b in stage.blocks]
         x = outs[0] if len(outs) == 1 else torch.stack(outs).mean(0)
-    if not has_head(model):
-        return x
-    return model.classifier(bert.pooler(x))  # the dropout between them is the identity in eval mode
+    return _head(model, x) if has_head(model) else x

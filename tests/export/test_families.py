@@ -20,29 +20,8 @@ import torch
 from painters.runtime.base import left_pad, positions_from_mask
 from tests.compiler.parity import assert_plan_parity
 from tests.export.test_export import _hf_greedy, check_parity
+from tests.families import COMMON, FAMILIES, PROMPTS, family_params, tiny_checkpoint
 
-COMMON = dict(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
-              num_key_value_heads=2, max_position_embeddings=128, initializer_range=0.2, tie_word_embeddings=False,
-              bos_token_id=1, eos_token_id=2, pad_token_id=0)
-
-# name → (model_type, config overrides). Windows of 4 are shorter than every prompt below.
-FAMILIES = {
-    "mistral-window4": ("mistral", dict(sliding_window=4)),
-    "qwen2-window4": ("qwen2", dict(use_sliding_window=True, sliding_window=4, max_window_layers=2)),
-    "qwen3": ("qwen3", dict(head_dim=8)),
-    "granite": ("granite", dict(embedding_multiplier=3.0, residual_multiplier=0.5, attention_multiplier=0.4,
-                                logits_scaling=2.0)),
-    "olmo": ("olmo", dict(clip_qkv=0.5)),
-    "phi3": ("phi3", dict(partial_rotary_factor=0.5)),
-    "stablelm": ("stablelm", dict(use_parallel_residual=True, qk_layernorm=True, partial_rotary_factor=0.5)),
-    "gpt_neox": ("gpt_neox", dict(num_key_value_heads=None, rotary_pct=0.25, use_parallel_residual=True)),
-    "gemma": ("gemma", dict(head_dim=8)),
-    "gemma2": ("gemma2", dict(head_dim=8, sliding_window=4, final_logit_softcapping=3.0, attn_logit_softcapping=2.0)),
-    "gemma3": ("gemma3_text", dict(head_dim=8, sliding_window=4, final_logit_softcapping=3.0,
-                                   layer_types=["sliding_attention", "full_attention"] * 2)),
-}
-
-PROMPTS = [[1, 17, 99, 3, 45, 8, 100, 7, 9, 12], [1, 5, 6, 77, 23, 4]]
 N_TOKENS = 12
 
 # Every plan kind for 4 layers in few compiles (each costs seconds): reorder + repeat + attention drop; parallel
@@ -52,36 +31,12 @@ PLANS = ["swap_0_3+drop_attn_1+dup_2_x2", "parallel_1_3+drop_mlp_0+skip_3_4:kvme
 UNFUSED = ["parallel_1_3"]
 
 
-def _tiny_checkpoint(name: str, root):
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    model_type, overrides = FAMILIES[name]
-    kwargs = {k: v for k, v in {**COMMON, **overrides}.items() if v is not None}  # None: a field it lacks
-    config = AutoConfig.for_model(model_type, **kwargs)
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config)
-    path = root / name
-    model.save_pretrained(path)
-    return path
-
-
-# Exported in every run: the sliding window (Mistral), the multipliers and a scaled embedding (Granite), and
-# interleaved local/global layers with their own rotary bases, post-norms and soft-capping (Gemma 3). The other
-# families export in about a minute each and carry the ``slow`` mark (the hooked oracle in
-# tests/runtime/test_families_oracle.py covers every family's block plans without an export).
-CORE = ("mistral-window4", "granite", "gemma3")
-
-
-@pytest.fixture(scope="module", params=[n if n in CORE else pytest.param(n, marks=pytest.mark.slow) for n in FAMILIES])
-def family(request, tmp_path_factory):
-    """(LoadedModel, exported .onnx) of one family, exported once per module."""
-    from painters.export.onnx_export import export_onnx
-    from painters.export.sources import load_source
-
-    root = tmp_path_factory.mktemp(request.param)
-    ckpt = _tiny_checkpoint(request.param, root)
-    out = export_onnx(ckpt, root / "onnx" / "model.onnx")
-    return request.param, load_source(ckpt), out
+@pytest.fixture(scope="module", params=family_params())
+def family(request, family_exports):
+    """(name, LoadedModel, exported .onnx) of one family (exported once per run, shared with the engine and
+    bench tests)."""
+    export, loaded = family_exports.loaded(request.param)
+    return request.param, loaded, export.onnx
 
 
 def test_export_matches_hf(family):
@@ -183,7 +138,7 @@ def test_unsupported_options_are_named(tmp_path):
     from painters.errors import ExportError
     from painters.export.onnx_export import export_onnx
 
-    ckpt = _tiny_checkpoint("mistral-window4", tmp_path)
+    ckpt = tiny_checkpoint("mistral-window4", tmp_path)
     config = json.loads((ckpt / "config.json").read_text())
     config["rope_parameters"] = {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0}
     (ckpt / "config.json").write_text(json.dumps(config))

@@ -77,3 +77,49 @@ def test_wrong_encoder_trace_is_refused_and_nothing_written(tmp_path, monkeypatc
         export_encoder(loaded, out / "model.onnx")
     assert [p for p in out.rglob("*")] == []
     assert export_encoder(loaded, out / "model.onnx", check=False).is_file()
+
+
+@pytest.fixture(scope="module")
+def fp16_export(tmp_path_factory):
+    """(model, graph): a 2-block random Llama exported in fp16; the export's own self-check (against the fp32
+    forward of the fp16 weights) runs and passes."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from painters.export.onnx_export import export_model
+    from painters.export.sources import LoadedModel
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2,
+                                         initializer_range=0.2)).half().eval()
+    path = export_model(LoadedModel(model, None, "tiny16", "0"), tmp_path_factory.mktemp("fp16") / "model.onnx")
+    return model, path
+
+
+def test_fp16_export_is_checked_against_fp32(fp16_export):
+    """The fp16 graph is within 4e-3 of the fp32 forward of its own weights (measured 1.0e-3), and the probe
+    leaves the model in fp16 with bit-identical weights."""
+    model, path = fp16_export
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert 0 < check_export(model, path) <= 4e-3 < TOLERANCE["float16"]
+    after = model.state_dict()
+    assert all(after[k].dtype == torch.float16 and torch.equal(after[k], v) for k, v in before.items())
+
+
+def test_fp16_export_against_a_different_model_fails(fp16_export):
+    """The fp16 graph against a model whose LM head moved by 5 % (an ignored multiplier) is refused."""
+    model, path = fp16_export
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        other.lm_head.weight.mul_(1.05)
+    with pytest.raises(ExportError, match=r"prefill logits differ .*tolerance 2e-02 for float16"):
+        check_export(other, path)
+
+
+def test_bf16_is_not_checked(tiny, caplog):
+    """onnxruntime-CPU cannot run bf16 decoder graphs: the check says so and returns NaN without running."""
+    import math
+
+    model = copy.deepcopy(tiny.model).to(torch.bfloat16)
+    assert math.isnan(check_export(model, "never-opened.onnx"))
+    assert "no tolerance is established for bfloat16" in caplog.text

@@ -17,7 +17,7 @@ import torch
 from painters.plans import parse_plan
 from painters.runtime.base import left_pad, positions_from_mask
 from painters.runtime.torch_ref import plan_forward
-from tests.export.test_families import COMMON, FAMILIES, PROMPTS
+from tests.families import COMMON, FAMILIES, PROMPTS
 
 BLOCK_PLANS = ["baseline", "swap_0_3", "reverse_0_4", "skip_1_2+dup_3_x2", "parallel_1_3", "parallel_0_4_x2"]
 
