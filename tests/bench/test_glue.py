@@ -42,11 +42,11 @@ def test_unavailable_tasks_say_why():
 def test_finetune_then_bench_end_to_end(tiny_bert_dir, tiny_bert_onnx, tmp_path):
     out = tmp_path / "ckpt"
     args = ["finetune", "glue", str(tiny_bert_dir), "--task", "rte", "-o", str(out), "--limit", "12",
-            "--batch-size", "4", "--max-steps", "2", "--seed", "3"]
+            "--batch-size", "4", "--max-steps", "2", "--seed", "3", "--group-by-length"]
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     record = json.loads((out / "finetune.json").read_text())
-    assert record["steps"] == 2 and record["examples"] == 12 and record["seed"] == 3
+    assert record["steps"] == 2 and record["examples"] == 12 and record["seed"] == 3 and record["group_by_length"]
     assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
     from painters.export.encoder_sources import load_encoder
 
@@ -70,3 +70,63 @@ def test_finetune_then_bench_end_to_end(tiny_bert_dir, tiny_bert_onnx, tmp_path)
 def test_bench_refuses_a_head_of_the_wrong_task(tiny_bert_onnx):
     res = CliRunner().invoke(main, ["bench", "glue", str(tiny_bert_onnx), "--task", "stsb", "--limit", "4"])
     assert res.exit_code == 2 and "needs 1" in res.output
+
+
+@requires_data("glue", "MRPC", "dev.tsv")
+def test_dev_batches_sorted_by_length_give_the_file_order_logits(tiny_bert_onnx):
+    """Batching the dev split by length (less padding) changes the logits by float noise only."""
+    import numpy as np
+    import onnxruntime as ort
+    from transformers import AutoTokenizer
+
+    from painters.bench.glue import dev_logits
+
+    dev = read_split(get_task("mrpc"), "dev", limit=40)
+    session = ort.InferenceSession(str(tiny_bert_onnx), providers=["CPUExecutionProvider"])
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_onnx.parent)
+    by_length = dev_logits(session, tokenizer, dev, 8, 64)
+    in_order = dev_logits(session, tokenizer, dev, 8, 64, by_length=False)
+    assert by_length.shape == (40, 2)
+    np.testing.assert_allclose(by_length, in_order, rtol=1e-4, atol=1e-5)
+    one_by_one = dev_logits(session, tokenizer, dev, 1, 64, by_length=False)
+    np.testing.assert_allclose(by_length, one_by_one, rtol=1e-4, atol=1e-5)  # no padding at all
+    lengths = [len(tokenizer(a, b)["input_ids"]) for a, b in zip(dev.text_a, dev.text_b)]
+    assert len(set(lengths)) > 5  # the sort did reorder the batches
+
+
+def _result(task, plan, score, seed, metrics=None):
+    return {"task": task, "plan": plan, "score": score, "seed": seed, "source_hash": f"{task}{seed}",
+            "metrics": metrics or {m: score / 100 for m in get_task(task).metrics}}
+
+
+def test_table_shows_seed_means_and_spreads():
+    from statistics import fmean, stdev
+
+    from painters.bench.glue import render_table
+
+    rows = [_result("rte", "baseline", 60.0, 0), _result("rte", "baseline", 64.0, 1),
+            _result("cola", "baseline", 30.0, 0), _result("cola", "baseline", 40.0, 1),
+            _result("rte", "skip_2_4", 55.0, 0), _result("cola", "skip_2_4", 20.0, 0)]
+    lines = render_table(rows).splitlines()
+    assert lines[0] == "| plan | cola (matthews) | rte (accuracy) | average |"  # GLUE's task order
+    avg = fmean([fmean([60, 30]), fmean([64, 40])])
+    spread = stdev([fmean([60, 30]), fmean([64, 40])])
+    assert lines[2] == (f"| baseline | 35.0 ±{stdev([30, 40]):.1f} | 62.0 ±{stdev([60, 64]):.1f} | "
+                        f"{avg:.1f} ±{spread:.1f} |")
+    assert lines[3] == "| skip_2_4 | 20.0 | 55.0 | 37.5 |"  # one seed: no spread
+
+
+def test_results_take_the_seed_of_their_finetune_record(tmp_path):
+    from painters.bench.glue import load_results
+
+    result = _result("rte", "baseline", 60.0, None)
+    del result["seed"]
+    record = {"task": "rte", "seed": 4, "weights_hash": "rte"}
+    result["source_hash"] = "rte"
+    (tmp_path / "r.json").write_text(json.dumps(result))
+    (tmp_path / "finetune.json").write_text(json.dumps(record))
+    results, records = load_results([tmp_path / "r.json", tmp_path / "finetune.json"])
+    assert results[0]["seed"] == 4 and records == [record]
+    (tmp_path / "bad.json").write_text("[1]")
+    with pytest.raises(BenchError, match="bad.json: not a"):
+        load_results([tmp_path / "bad.json"])
