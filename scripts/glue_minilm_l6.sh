@@ -2,9 +2,10 @@
 # The Painters GLUE protocol on all-MiniLM-L6-v2, on CPU: fine-tune the whole pretrained encoder plus a task head
 # on each task's full train split (SST-2: its first $SST2_LIMIT examples), export the fine-tuned checkpoint, compile
 # the middle-layer plans on that graph, score every graph on the full dev split, and merge the results into
-# docs/results/glue-minilm-l6.json, from which `painters bench glue-page` writes docs/results/glue-minilm-l6.md.
+# docs/results/glue-minilm-l6.json, from which `painters bench glue-table --page` writes docs/results/glue-minilm-l6.md.
 # Resumable: a checkpoint, graph or result that exists is kept, so rerunning after an interruption continues.
-# Run through `make glue` (or `BIN=... bash scripts/glue_minilm_l6.sh`); checkpoints and graphs stay in $OUT.
+# Run through `make glue` (or `PAINTERS="python -m painters" bash scripts/glue_minilm_l6.sh`); checkpoints and
+# graphs stay in $OUT. The wall time of each fine-tuning run is recorded in its finetune.json and on the page.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PAINTERS=${PAINTERS:-.venv/bin/python -m painters}
@@ -18,7 +19,7 @@ EPOCHS=${EPOCHS:-3}
 LR=${LR:-5e-5}
 BATCH=${BATCH:-32}
 MAX_LEN=${MAX_LEN:-128}
-SST2_LIMIT=${SST2_LIMIT:-8000}
+SST2_LIMIT=${SST2_LIMIT:-4000}
 THREADS=${THREADS:-2}
 RESULTS=${RESULTS:-docs/results/glue-minilm-l6.json}
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}  # threads sleep rather than spin on a shared machine

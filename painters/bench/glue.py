@@ -26,7 +26,7 @@ from painters.bench.glue_metrics import (
 )
 from painters.errors import BenchError
 
-__all__ = ["score", "evaluate_glue", "dev_logits", "render_table", "load_results", "METRICS"]
+__all__ = ["score", "evaluate_glue", "dev_logits", "render_table", "load_results", "plan_order", "METRICS"]
 
 METRICS = {"accuracy": accuracy, "f1": f1_binary, "matthews": matthews_corr, "pearson": pearson,
            "spearman": spearman}
@@ -117,6 +117,15 @@ def _cell_stats(rows: list[dict]) -> tuple[dict[str, float], float, float | None
     return metrics, float(np.mean(scores)), float(np.std(scores, ddof=1)) if len(scores) > 1 else None
 
 
+_FAMILIES = ("baseline", "skip", "drop", "repeat", "dup", "reverse", "shuffle", "swap", "parallel")
+
+
+def plan_order(plan: str) -> tuple:
+    """Rows in a readable order whatever order the result files came in: baseline, then plan kinds, then name."""
+    family = plan.split("_")[0]
+    return (_FAMILIES.index(family) if family in _FAMILIES else len(_FAMILIES), "_x" in plan, plan)
+
+
 def render_table(results: list[dict]) -> str:
     """Markdown: one row per plan, one column per task (metrics in percent) and the average of the task scores.
 
@@ -127,7 +136,7 @@ def render_table(results: list[dict]) -> str:
     """
     order = list(GLUE_TASKS)
     tasks = sorted(dict.fromkeys(r["task"] for r in results), key=order.index)
-    plans = list(dict.fromkeys(r["plan"] for r in results))
+    plans = sorted(dict.fromkeys(r["plan"] for r in results), key=plan_order)
     by: dict[tuple[str, str], list[dict]] = {}
     for r in results:
         by.setdefault((r["plan"], r["task"]), []).append(r)

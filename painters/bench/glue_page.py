@@ -11,7 +11,7 @@ committed page from the committed file and find it unchanged.
 from __future__ import annotations
 
 from painters.bench.claims import PAINTERS_CLAIMS
-from painters.bench.glue import render_table
+from painters.bench.glue import plan_order, render_table
 from painters.bench.glue_data import ABSENT_TASKS, GLUE_TASKS
 from painters.bench.glue_metrics import glue_average
 
@@ -29,7 +29,7 @@ def plan_averages(results: list[dict]) -> dict[str, float]:
     """Per plan, the unnormalized GLUE average of its task means (plans with every task only)."""
     tasks = {r["task"] for r in results}
     out = {}
-    for plan in dict.fromkeys(r["plan"] for r in results):
+    for plan in sorted(dict.fromkeys(r["plan"] for r in results), key=plan_order):
         scores: dict[str, list[float]] = {}
         for r in results:
             if r["plan"] == plan:
@@ -132,6 +132,7 @@ def render_page(merged: dict) -> str:
     tasks = sorted({r["task"] for r in results}, key=list(GLUE_TASKS).index)
     seeds = sorted({r["seed"] for r in records})
     averages = plan_averages(results)
+    missing = [t for t in _TRAIN_SIZES if t not in tasks]
     commit = prov.get("commit") or "unknown"
     dirty = " (with uncommitted changes)" if prov.get("dirty") else ""
     source = sorted({r["source"] for r in records})
@@ -172,7 +173,9 @@ def render_page(merged: dict) -> str:
         "",
         render_table(results),
         "",
-        f"Cells with several seeds show the mean of each metric and ± the sample standard deviation of the task "
+        f"The average is over the tasks in this table ({', '.join(tasks)})"
+        + (f"; {', '.join(missing)} did not run, so it is not the full six-task average. " if missing else ". ")
+        + f"Cells with several seeds show the mean of each metric and ± the sample standard deviation of the task "
         f"score over the seeds; the average's ± is the standard deviation of the per-seed averages. Not in the "
         f"table: {', '.join(t.upper() for t in ABSENT_TASKS)} (absent from the data folder) and QNLI (only its dev "
         f"split is here, so it cannot be fine-tuned).",
@@ -202,6 +205,7 @@ def render_page(merged: dict) -> str:
         *_commands(records),
         "```",
         "",
-        f"Tasks in the table: {', '.join(tasks)}.",
+        f"Tasks in the table: {', '.join(tasks)}"
+        + (f"; not run in this merge: {', '.join(missing)}." if missing else "."),
     ]
     return "\n".join(lines) + "\n"
