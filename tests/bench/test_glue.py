@@ -130,3 +130,30 @@ def test_results_take_the_seed_of_their_finetune_record(tmp_path):
     (tmp_path / "bad.json").write_text("[1]")
     with pytest.raises(BenchError, match="bad.json: not a"):
         load_results([tmp_path / "bad.json"])
+
+
+def test_glue_table_merges_then_writes_a_page_and_never_overwrites_its_input(tmp_path):
+    rows = [_result("rte", "baseline", 60.0, 0), _result("rte", "skip_2_4", 50.0, 0)]
+    for i, r in enumerate(rows):
+        del r["seed"]
+        (tmp_path / f"r{i}.json").write_text(json.dumps(r))
+    record = {"output": "ckpt", "task": "rte", "source": "minilm-l6", "source_hash": "x", "weights_hash": "rte0",
+              "seed": 0, "examples": 2490, "epochs": 3, "steps": 234, "batch_size": 32, "lr": 5e-5, "max_length": 128,
+              "final_loss": 0.5, "seconds": 600.0, "group_by_length": True}
+    (tmp_path / "finetune.json").write_text(json.dumps(record))
+    merged = tmp_path / "merged.json"
+    inputs = [str(tmp_path / n) for n in ("finetune.json", "r0.json", "r1.json")]
+    res = CliRunner().invoke(main, ["bench", "glue-table", "--json", "-o", str(merged), *inputs])
+    assert res.exit_code == 0, res.output
+    data = json.loads(merged.read_text())
+    assert [r["seed"] for r in data["results"]] == [0, 0] and data["finetune"] == [record]
+    page = tmp_path / "page.md"
+    res = CliRunner().invoke(main, ["bench", "glue-table", "--page", "-o", str(page), str(merged)])
+    assert res.exit_code == 0, res.output
+    text = page.read_text()
+    assert "| rte | 0 | 2490 | 3 | 234 | 0.5000 | 10.0 min |" in text
+    assert "| skip_2_4 | 50.0 | 83.3 % |" in text  # 50 / 60 of the baseline average
+    res = CliRunner().invoke(main, ["bench", "glue-table", "--json", "-o", str(merged), str(merged)])
+    assert res.exit_code == 2 and "overwrite the input" in res.output
+    res = CliRunner().invoke(main, ["bench", "glue-table", "--page", str(tmp_path / "r0.json")])
+    assert res.exit_code == 2 and "needs the fine-tuning records" in res.output
