@@ -175,6 +175,12 @@ def render_page(merged: dict) -> str:
         "",
         f"The average is over the tasks in this table ({', '.join(tasks)})"
         + (f"; {', '.join(missing)} did not run, so it is not the full six-task average. " if missing else ". ")
+        + ("WNLI's train and dev splits are adversarial (GLUE's FAQ, paraphrased: some hypotheses are shared "
+           "between a train and a dev example, so a model that memorizes train predicts the wrong dev label): a "
+           "head that fits the train split can score below the majority class on dev. "
+           if "wnli" in tasks else "")
+        + ("One seed only, so no spread is shown: on the small dev splits a few points between plans are within "
+           "seed-to-seed variation. " if len(seeds) == 1 else "")
         + f"Cells with several seeds show the mean of each metric and ± the sample standard deviation of the task "
         f"score over the seeds; the average's ± is the standard deviation of the per-seed averages. Not in the "
         f"table: {', '.join(t.upper() for t in ABSENT_TASKS)} (absent from the data folder) and QNLI (only its dev "
