@@ -1,7 +1,8 @@
 """``painters bench glue``: a fine-tuned encoder graph (any plan) scored on a GLUE dev split with GLUE's metrics.
 
 The graph runs in ONNX Runtime on CPU; the tokenizer is the one export saved beside it. Batches are padded to
-their longest example, which the encoder's attention mask makes exact. :func:`render_table` puts several
+their longest example, which the encoder's attention mask makes exact, and are cut from the dev split sorted by
+length (logits go back to file order before scoring), so little is spent on padding. :func:`render_table` puts several
 results (plans × tasks) into one Markdown table with each task's score and their unnormalized average.
 """
 
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from painters.bench.glue_data import GlueTask, get_task, read_split
+from painters.bench.glue_data import GLUE_TASKS, GlueTask, get_task, read_split
 from painters.bench.glue_metrics import (
     accuracy,
     f1_binary,
@@ -25,7 +26,7 @@ from painters.bench.glue_metrics import (
 )
 from painters.errors import BenchError
 
-__all__ = ["score", "evaluate_glue", "render_table", "METRICS"]
+__all__ = ["score", "evaluate_glue", "dev_logits", "render_table", "load_results", "plan_order", "METRICS"]
 
 METRICS = {"accuracy": accuracy, "f1": f1_binary, "matthews": matthews_corr, "pearson": pearson,
            "spearman": spearman}
@@ -61,8 +62,6 @@ def evaluate_glue(model: str | Path, task: str, *, limit: int | None = None, bat
     import onnxruntime as ort
     from transformers import AutoTokenizer
 
-    from painters.finetune.glue import tokenize
-
     glue = get_task(task)
     path = Path(model)
     if not path.is_file():
@@ -84,50 +83,117 @@ def evaluate_glue(model: str | Path, task: str, *, limit: int | None = None, bat
     except (KeyError, ValueError, TypeError):
         pass
     start = time.perf_counter()
-    logits = []
-    for k in range(0, len(dev), batch_size):
-        feed = tokenize(tokenizer, dev, slice(k, k + batch_size), max_length)
-        feed = {name: np.asarray(v, dtype=np.int64) for name, v in feed.items()}
-        logits.append(session.run(None, feed)[0])
-    metrics = score(glue, np.concatenate(logits), dev.labels)
+    metrics = score(glue, dev_logits(session, tokenizer, dev, batch_size, max_length), dev.labels)
     return {"model": str(path), "task": glue.name, "plan": meta.get("painters.plan", "baseline"),
-            "examples": len(dev), "metrics": metrics, "score": task_score(metrics),
-            "seconds": round(time.perf_counter() - start, 2)}
+            "source_hash": meta.get("painters.source_hash"), "examples": len(dev), "metrics": metrics,
+            "score": task_score(metrics), "seconds": round(time.perf_counter() - start, 2)}
+
+
+def dev_logits(session, tokenizer, dev, batch_size: int, max_length: int, *, by_length: bool = True) -> np.ndarray:
+    """The graph's logits for every example of ``dev``, in file order.
+
+    ``by_length`` batches the examples in order of token count (the same logits up to float noise, fewer padded
+    tokens); ``False`` batches them in file order.
+    """
+    from painters.finetune.glue import tokenize
+
+    order = np.arange(len(dev))
+    if by_length:
+        lengths = tokenize(tokenizer, dev, slice(None), max_length)["attention_mask"].sum(1)
+        order = np.argsort(lengths, kind="stable")
+    out = []
+    for k in range(0, len(dev), batch_size):
+        feed = tokenize(tokenizer, dev, order[k:k + batch_size], max_length)
+        out.append(session.run(None, {name: np.asarray(v, dtype=np.int64) for name, v in feed.items()})[0])
+    logits = np.empty_like(np.concatenate(out))
+    logits[order] = np.concatenate(out)
+    return logits
+
+
+def _cell_stats(rows: list[dict]) -> tuple[dict[str, float], float, float | None]:
+    """Mean of each metric, mean task score and its sample standard deviation (None for one run)."""
+    metrics = {m: float(np.mean([r["metrics"][m] for r in rows])) for m in rows[0]["metrics"]}
+    scores = [r["score"] for r in rows]
+    return metrics, float(np.mean(scores)), float(np.std(scores, ddof=1)) if len(scores) > 1 else None
+
+
+_FAMILIES = ("baseline", "skip", "drop", "repeat", "dup", "reverse", "shuffle", "swap", "parallel")
+
+
+def plan_order(plan: str) -> tuple:
+    """Rows in a readable order whatever order the result files came in: baseline, then plan kinds, then name."""
+    family = plan.split("_")[0]
+    return (_FAMILIES.index(family) if family in _FAMILIES else len(_FAMILIES), "_x" in plan, plan)
 
 
 def render_table(results: list[dict]) -> str:
-    """Markdown: one row per plan, one column per task (metrics in percent) and the average of the task scores."""
-    tasks = list(dict.fromkeys(r["task"] for r in results))
-    plans = list(dict.fromkeys(r["plan"] for r in results))
-    by = {(r["plan"], r["task"]): r for r in results}
-    cells = []
-    for t in tasks:
-        names = get_task(t).metrics
-        cells.append(f"{t} ({'/'.join(names)})")
+    """Markdown: one row per plan, one column per task (metrics in percent) and the average of the task scores.
+
+    Several results for one plan and task (fine-tuned with different seeds) show the mean of each metric and
+    ``±`` the sample standard deviation of the task score over them; the average is the mean of the task
+    means, ``±`` the standard deviation of the per-seed averages when every task has a result for each seed
+    (results carry ``seed`` once merged with their fine-tuning records). Tasks are in GLUE's order.
+    """
+    order = list(GLUE_TASKS)
+    tasks = sorted(dict.fromkeys(r["task"] for r in results), key=order.index)
+    plans = sorted(dict.fromkeys(r["plan"] for r in results), key=plan_order)
+    by: dict[tuple[str, str], list[dict]] = {}
+    for r in results:
+        by.setdefault((r["plan"], r["task"]), []).append(r)
+    cells = [f"{t} ({'/'.join(get_task(t).metrics)})" for t in tasks]
     lines = ["| plan | " + " | ".join(cells) + " | average |", "|---" * (len(tasks) + 2) + "|"]
     for p in plans:
-        row, scores = [], {}
+        row, means = [], {}
         for t in tasks:
-            r = by.get((p, t))
-            if r is None:
+            rows = by.get((p, t))
+            if not rows:
                 row.append("–")
                 continue
-            row.append("/".join(f"{100 * r['metrics'][m]:.1f}" for m in get_task(t).metrics))
-            scores[t] = r["score"]
-        avg = f"{glue_average(scores):.1f}" if len(scores) == len(tasks) else "–"
+            metrics, means[t], sd = _cell_stats(rows)
+            row.append("/".join(f"{100 * metrics[m]:.1f}" for m in get_task(t).metrics)
+                       + ("" if sd is None else f" ±{sd:.1f}"))
+        avg = "–"
+        if len(means) == len(tasks):
+            avg = f"{glue_average(means):.1f}" + _average_spread([r for t in tasks for r in by[(p, t)]], tasks)
         lines.append(f"| {p} | " + " | ".join(row) + f" | {avg} |")
     return "\n".join(lines)
 
 
-def load_results(paths: list[str | Path]) -> list[dict]:
-    """Results written by ``painters bench glue --json``."""
-    out = []
+def _average_spread(rows: list[dict], tasks: list[str]) -> str:
+    """`` ±sd`` of the per-seed GLUE averages, when at least two seeds have a result for every task."""
+    seeds: dict[int, dict[str, float]] = {}
+    for r in rows:
+        if r.get("seed") is None:
+            return ""
+        seeds.setdefault(r["seed"], {})[r["task"]] = r["score"]
+    averages = [glue_average(s) for s in seeds.values() if len(s) == len(tasks)]
+    return f" ±{float(np.std(averages, ddof=1)):.1f}" if len(averages) > 1 else ""
+
+
+def load_results(paths: list[str | Path]) -> tuple[list[dict], list[dict]]:
+    """Results written by ``painters bench glue --json`` and fine-tuning records (``CKPT/finetune.json``).
+
+    A file merged by ``bench glue-table --json`` gives back both lists. Each result gets the ``seed`` of the
+    record whose fine-tuned weights it was exported from (its ``source_hash``), when that record is given.
+    """
+    results, records = [], []
     for p in paths:
         try:
             data = json.loads(Path(p).read_text())
-            if not {"task", "plan", "metrics", "score"} <= set(data):
-                raise ValueError("missing keys")
+            if isinstance(data, dict) and {"results", "finetune"} <= set(data):
+                results += data["results"]
+                records += data["finetune"]
+            elif isinstance(data, dict) and {"task", "plan", "metrics", "score"} <= set(data):
+                results.append(data)
+            elif isinstance(data, dict) and {"task", "seed", "weights_hash"} <= set(data):
+                records.append(data)
+            else:
+                raise ValueError("neither a result nor a fine-tuning record")
         except (OSError, ValueError) as exc:
-            raise BenchError(f"{p}: not a `painters bench glue --json` result ({exc})") from None
-        out.append(data)
-    return out
+            raise BenchError(f"{p}: not a `painters bench glue --json` result, a finetune.json record or a merged "
+                             f"`bench glue-table --json` file ({exc})") from None
+    seed_of = {r["weights_hash"]: r["seed"] for r in records}
+    for r in results:
+        if r.get("source_hash") in seed_of:
+            r["seed"] = seed_of[r["source_hash"]]
+    return results, records

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -34,11 +35,41 @@ def glue_cmd(model, task, limit, batch_size, data_dir, threads, json_out) -> Non
 
 @bench.command("glue-table")
 @click.argument("results", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Print the merged results as JSON instead.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Merge RESULTS (with any finetune.json records among them) into one JSON file instead.")
+@click.option("--page", is_flag=True, help="Write the whole results page (Markdown) instead of the table.")
+@click.option("-o", "--out", type=click.Path(dir_okay=False), default=None, help="Write here instead of stdout.")
 @handle_errors
-def glue_table_cmd(results, as_json) -> None:
-    """Merge `bench glue --json` RESULTS into one table: plans × tasks, with the unnormalized average."""
-    from painters.bench.glue import load_results, render_table
+def glue_table_cmd(results, as_json, page, out) -> None:
+    """Merge `bench glue --json` RESULTS into one table: plans × tasks, with the unnormalized average.
 
-    data = load_results(list(results))
-    click.echo(json.dumps(data, indent=2) if as_json else render_table(data))
+    RESULTS may also hold fine-tuning records (CKPT/finetune.json: they give each result its seed, and several
+    seeds show as mean ± standard deviation) and files merged by --json. --page needs the records.
+    """
+    from painters.bench.glue import load_results, render_table
+    from painters.bench.glue_page import render_page
+    from painters.bench.reproduce import provenance
+    from painters.errors import BenchError
+    from painters.fileio import atomic_write, check_outputs
+
+    if as_json and page:
+        raise BenchError("--json and --page write different things; give one of them")
+    check_outputs([out], results)
+    data, records = load_results(list(results))
+    if not data:
+        raise BenchError("no `bench glue --json` result among RESULTS; give the result files too")
+    merged = {"provenance": provenance("painters bench glue-table --json"), "finetune": records, "results": data}
+    for r in results:  # a merged file keeps the provenance of the run that merged it
+        loaded = json.loads(Path(r).read_text())
+        if isinstance(loaded, dict) and "provenance" in loaded:
+            merged["provenance"] = loaded["provenance"]
+    if page and not records:
+        raise BenchError("--page needs the fine-tuning records: give CKPT/finetune.json files or a merged file")
+    if as_json:
+        text = json.dumps(merged, indent=2) + "\n"
+    else:
+        text = render_page(merged) if page else render_table(data) + "\n"
+    if out:
+        click.echo(f"wrote {atomic_write(out, text)}")
+    else:
+        click.echo(text, nl=False)

@@ -26,12 +26,16 @@ def finetune() -> None:
 @click.option("--data", "data_dir", type=click.Path(file_okay=False), default=None,
               help="Data directory holding glue/ [../shared/data, else $PAINTERS_DATA].")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch.")
+@click.option("--group-by-length", is_flag=True,
+              help="Batch examples of similar length together (fewer padded tokens; run_glue's option).")
 @handle_errors
-def glue_cmd(src, task, out, epochs, max_steps, lr, batch_size, max_length, seed, limit, data_dir, threads) -> None:
+def glue_cmd(src, task, out, epochs, max_steps, lr, batch_size, max_length, seed, limit, data_dir, threads,
+             group_by_length) -> None:
     """Fine-tune encoder SRC (minilm-l6 or a BERT checkpoint directory) on GLUE TASK into checkpoint OUT."""
     from painters.finetune.glue import finetune_glue
 
     r = finetune_glue(src, task, out, epochs=epochs, max_steps=max_steps, lr=lr, batch_size=batch_size,
-                      max_length=max_length, seed=seed, limit=limit, data_dir=data_dir, threads=threads)
+                      max_length=max_length, seed=seed, limit=limit, data_dir=data_dir, threads=threads,
+                      group_by_length=group_by_length)
     click.echo(f"{r.output}: {r.task} fine-tuned from {r.source} — {r.examples} examples, {r.steps} steps "
                f"({r.epochs} epochs), final loss {r.final_loss:.4f}, {r.seconds:.0f} s (seed {r.seed})")

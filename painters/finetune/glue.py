@@ -5,6 +5,12 @@ the task's train split — as the Painters BERT code does with run_glue's ``do_t
 applied. Everything random is seeded (head init, shuffling, dropout), and the exact run is recorded beside
 the checkpoint in ``finetune.json``. Defaults follow run_glue (AdamW, linear decay, lr 2e-5 … 5e-5,
 batch 32, max length 128), with warm-up of 6 % of the steps.
+
+Every batch is padded to its own longest example (the attention mask makes padding exact), so the cost of a step
+follows the batch's longest example. ``group_by_length`` (run_glue's ``--group_by_length``) additionally puts
+examples of similar length into the same batch, which halves the padded tokens on CPU: each epoch is still a
+seeded permutation of the whole split, cut into chunks of 50 batches sorted by length, with the batch order then
+shuffled again. It changes which examples share a batch, so it is recorded and off by default.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import numpy as np
 from painters.bench.glue_data import GlueSplit, get_task, read_split
 from painters.errors import PaintersError
 
-__all__ = ["FinetuneResult", "finetune_glue", "tokenize", "RECORD"]
+__all__ = ["FinetuneResult", "finetune_glue", "tokenize", "epoch_batches", "RECORD"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +55,7 @@ class FinetuneResult:
     max_length: int
     final_loss: float
     seconds: float
+    group_by_length: bool = False
 
 
 def tokenize(tokenizer, split: GlueSplit, index: np.ndarray | slice, max_length: int) -> dict:
@@ -56,6 +63,25 @@ def tokenize(tokenizer, split: GlueSplit, index: np.ndarray | slice, max_length:
     a = [split.text_a[i] for i in np.arange(len(split))[index]]
     b = [split.text_b[i] for i in np.arange(len(split))[index]] if split.text_b is not None else None
     return dict(tokenizer(a, b, truncation=True, max_length=max_length, padding=True, return_tensors="np"))
+
+
+def epoch_batches(rng: np.random.Generator, lengths: np.ndarray | None, n: int, batch_size: int,
+                  mega: int = 50) -> list[np.ndarray]:
+    """One epoch's batches of example indices: a seeded permutation of ``range(n)`` cut into batches.
+
+    With ``lengths`` (token counts), each chunk of ``mega`` batches of the permutation is sorted by length
+    (longest first, ties in permutation order) before it is cut, and the batches are then shuffled, so a batch
+    holds examples of similar length while the epoch still visits every example once in a seeded order.
+    """
+    order = rng.permutation(n)
+    if lengths is not None:
+        span = mega * batch_size
+        order = np.concatenate([c[np.argsort(-lengths[c], kind="stable")]
+                                for c in np.split(order, range(span, n, span))])
+    batches = [order[k:k + batch_size] for k in range(0, n, batch_size)]
+    if lengths is not None:
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+    return batches
 
 
 def _check_out(out: Path, src: Path | None) -> None:
@@ -69,14 +95,15 @@ def _check_out(out: Path, src: Path | None) -> None:
 
 def finetune_glue(src: str | Path, task: str, out: str | Path, *, epochs: int = 3, max_steps: int | None = None,
                   lr: float = 5e-5, batch_size: int = 32, max_length: int = 128, seed: int = 0,
-                  limit: int | None = None, data_dir: str | Path | None = None, threads: int | None = None
-                  ) -> FinetuneResult:
+                  limit: int | None = None, data_dir: str | Path | None = None, threads: int | None = None,
+                  group_by_length: bool = False) -> FinetuneResult:
     """Fine-tune encoder SRC (``minilm-l6`` or a BERT checkpoint) on GLUE ``task``; write a checkpoint to ``out``.
 
     Args:
         epochs: passes over the (limited) train split; ``max_steps`` stops earlier when given.
         limit: train on the first ``limit`` examples only (subsets keep CPU runs short).
         seed: seeds torch and the shuffling; the same arguments give the same weights.
+        group_by_length: batch examples of similar length together (see the module docstring).
     """
     import torch
     import transformers
@@ -112,6 +139,9 @@ def finetune_glue(src: str | Path, task: str, out: str | Path, *, epochs: int = 
     model.train()
 
     rng = np.random.default_rng(seed)
+    lengths = None
+    if group_by_length:
+        lengths = np.asarray(tokenize(tokenizer, train, slice(None), max_length)["attention_mask"].sum(1))
     per_epoch = math.ceil(len(train) / batch_size)
     total = per_epoch * epochs if max_steps is None else min(max_steps, per_epoch * epochs)
     optim = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
@@ -120,11 +150,9 @@ def finetune_glue(src: str | Path, task: str, out: str | Path, *, epochs: int = 
         optim, lambda s: (s + 1) / warmup if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
     start, step, loss_avg = time.perf_counter(), 0, float("nan")
     while step < total:
-        order = rng.permutation(len(train))
-        for k in range(per_epoch):
+        for index in epoch_batches(rng, lengths, len(train), batch_size):
             if step >= total:
                 break
-            index = order[k * batch_size:(k + 1) * batch_size]
             batch = {n: torch.as_tensor(v) for n, v in tokenize(tokenizer, train, index, max_length).items()}
             target = torch.as_tensor(train.labels[index])
             loss = model(**batch, labels=target).loss
@@ -141,7 +169,7 @@ def finetune_glue(src: str | Path, task: str, out: str | Path, *, epochs: int = 
     seconds = time.perf_counter() - start
     result = FinetuneResult(str(out), glue.name, str(src), source_hash, "", seed, len(train),
                             math.ceil(step / per_epoch), step, batch_size, lr, max_length, round(loss_avg, 6),
-                            round(seconds, 1))
+                            round(seconds, 1), group_by_length)
     _save(model.eval(), tokenizer, out, result)
     return result
 
