@@ -16,9 +16,22 @@ _WORDS = ["the", "a", "is", "of", "and", "to", "in", "it", "not", "was", "he", "
           "said", "has", "be", "that", "on"]
 
 
+def _save_scaled(cls, config, directory: Path, seed: int) -> Path:
+    """``cls(config)`` with weights redrawn large (see the module docstring), saved to ``directory``."""
+    import torch
+
+    torch.manual_seed(seed)
+    model = cls(config)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            gain = 1.0 if name.endswith("LayerNorm.weight") else 0.0
+            p.copy_(gain + torch.randn_like(p) * (0.3 if p.dim() > 1 else 0.1))
+    model.save_pretrained(directory)
+    return directory
+
+
 def save_tiny_bert(directory: Path, *, head: bool = True, layers: int = 6, seed: int = 0) -> Path:
     """Write config, scaled random weights and a WordPiece tokenizer to ``directory``; return it."""
-    import torch
     from transformers import BertConfig, BertForSequenceClassification, BertModel, BertTokenizerFast
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -27,28 +40,13 @@ def save_tiny_bert(directory: Path, *, head: bool = True, layers: int = 6, seed:
     (directory / "vocab.txt").write_text("\n".join(vocab) + "\n")
     BertTokenizerFast(str(directory / "vocab.txt")).save_pretrained(directory)
     config = BertConfig(**{**TINY_BERT, "num_hidden_layers": layers, "vocab_size": len(vocab)})
-    torch.manual_seed(seed)
-    model = (BertForSequenceClassification if head else BertModel)(config)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            gain = 1.0 if name.endswith("LayerNorm.weight") else 0.0
-            p.copy_(gain + torch.randn_like(p) * (0.3 if p.dim() > 1 else 0.1))
-    model.save_pretrained(directory)
-    return directory
+    return _save_scaled((BertForSequenceClassification if head else BertModel), config, directory, seed)
 
 
 def save_tiny_roberta(directory: Path, *, head: bool = True, layers: int = 6, seed: int = 0) -> Path:
     """A tiny random RoBERTa (no tokenizer): one token type, pad id 1, so position ids start at 2."""
-    import torch
     from transformers import RobertaConfig, RobertaForSequenceClassification, RobertaModel
 
     config = RobertaConfig(**{**TINY_BERT, "num_hidden_layers": layers, "max_position_embeddings": 66,
                               "type_vocab_size": 1, "pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2})
-    torch.manual_seed(seed)
-    model = (RobertaForSequenceClassification if head else RobertaModel)(config)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            gain = 1.0 if name.endswith("LayerNorm.weight") else 0.0
-            p.copy_(gain + torch.randn_like(p) * (0.3 if p.dim() > 1 else 0.1))
-    model.save_pretrained(directory)
-    return directory
+    return _save_scaled((RobertaForSequenceClassification if head else RobertaModel), config, directory, seed)
