@@ -44,7 +44,7 @@ class LatencyRow:
     peak_device_bytes: int | None = None  # torch-allocated CUDA memory at its peak (None on the CPU)
     ideal_ratio: float | None = None
     weight_bytes: int | None = None  # weights one decode step reads (bench.weight_reads); None without a graph
-    weights_ratio: float | None = None  # weight_bytes / baseline's: the bandwidth floor of decode_ratio
+    weights_ratio: float | None = None  # weight_bytes / baseline's: decode_ratio when weight reads dominate
     prefill_ratio: float | None = None
     decode_ratio: float | None = None
     samples: dict = field(default_factory=dict, repr=False)

@@ -4,7 +4,8 @@
 weights that no plan touches — SmolLM2-135M's 49152 × 576 head is a fifth of its parameters — and a
 bandwidth-bound CPU or GPU decode step costs about the bytes it reads. This module reads that number off the
 deployed graph itself, without loading its weights (external data sizes come from the graph's own records),
-so the bench can show what a plan could at best give on this artifact beside what it measured.
+so the bench can show what a plan gives on this artifact when weight reads dominate, beside what it measured.
+It is not a bound where other work dominates: attention over a long cache, or per-node overheads.
 
 Counting: every initializer input of every node, once per node (a block a plan runs twice reads its weights
 twice; two nodes sharing one initializer read it twice). Not counted:
