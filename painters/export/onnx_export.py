@@ -16,7 +16,7 @@ from pathlib import Path
 from painters import __version__
 from painters.decoder_io import KINDS, LOGITS, TOKEN_INPUTS, past_name, present_name
 from painters.errors import ExportError
-from painters.export.sources import LoadedModel, load_source
+from painters.export.sources import LoadedModel, _read_config, load_source
 from painters.export.trace import check_opset, linears_as_matmul, trace_module
 from painters.fileio import atomic_dir_outputs, check_outputs
 from painters.runtime.families import family_for
@@ -200,14 +200,9 @@ def _export_genai(src: str | Path, out: str | Path, *, dtype: str, opset: int | 
     check_export_outputs(out, path)
     reads = [path, *(f for f in path.rglob("*") if f.is_file())] if path.is_dir() else [path]
     check_outputs([out.with_name(genai_export.CONFIG_NAME)], reads)
-    config = path / "config.json"
-    if config.is_file():  # a checkpoint directory: refuse its family before minutes of loading
-        try:
-            model_type = json.loads(config.read_text()).get("model_type")
-        except (ValueError, UnicodeDecodeError, AttributeError):
-            model_type = None  # load_source names the problem
-        if model_type is not None:
-            genai_export.check_genai_family(model_type, path)
+    if (path / "config.json").is_file():  # a checkpoint directory: refuse its family before minutes of loading
+        config = _read_config(path)
+        genai_export.check_genai_family(config.model_type, path, config)
     loaded = load_source(src, dtype="fp32")
     return genai_export.export_genai(loaded, out, precision=precision, check=check,
                                      reads=[p for p in reads if p.exists()])
