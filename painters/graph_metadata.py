@@ -10,13 +10,13 @@ decided without importing the compiler.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from painters.errors import CompileError, PaintersError
 from painters.plans import Plan
 
 __all__ = ["PLAN", "SCHEDULE", "SLOT_LAYOUT", "SOURCE_HASH", "painters_metadata", "read_schedule",
-           "read_slot_layout", "slot_heads"]
+           "read_slot_layout", "slot_heads", "kv_in_place", "GQA", "pads_rows"]
 
 PLAN = "painters.plan"
 SCHEDULE = "painters.schedule"
@@ -58,7 +58,9 @@ def read_slot_layout(meta: Mapping[str, str]) -> dict | None:
         data = json.loads(text)
         fused = [int(i) for i in data["fused_stages"]]
         slots = [{"stage": int(s["stage"]), "plan_slots": [int(p) for p in s["plan_slots"]],
-                  "heads": None if s["heads"] is None else int(s["heads"])} for s in data["slots"]]
+                  "heads": None if s["heads"] is None else int(s["heads"]),
+                  "in_place": bool(s.get("in_place", False)), "attention": s.get("attention")}
+                 for s in data["slots"]]
     except (ValueError, TypeError, KeyError) as exc:
         raise CompileError(f"metadata {SLOT_LAYOUT} is malformed ({type(exc).__name__}: {exc}); the graph was "
                            "edited or written by another tool — recompile it with `painters compile`") from None
@@ -90,3 +92,29 @@ def slot_heads(meta: Mapping[str, str], io_heads: Sequence[int | None], where: s
                                "static kv heads")
         heads.append(want if want is not None else have)
     return heads
+
+
+def kv_in_place(meta: Mapping[str, str]) -> bool:
+    """Whether every KV slot of a compiled graph may be bound as one buffer for past and present.
+
+    The compiler decides it per slot (``Slot.in_place``: one ``GroupQueryAttention`` writes the slot); a
+    runner decodes in place only when all slots allow it, and a graph without a layout never does.
+    """
+    layout = read_slot_layout(meta)
+    return bool(layout and layout["slots"] and all(s["in_place"] for s in layout["slots"]))
+
+
+GQA = "GroupQueryAttention"
+
+
+def pads_rows(meta: Mapping[str, str], op_types: Callable[[], set[str]]) -> bool:
+    """Whether a batch may mix rows of different lengths (padding masked out by ``attention_mask``).
+
+    ``GroupQueryAttention`` may not: it takes a row's filled positions to be the first ``sum(mask)`` ones and
+    refuses several rows that continue a cache. A compiled graph's layout says which operator writes each
+    slot; a graph without one (an export, the builder's own folder) is asked for its operators (``op_types``).
+    """
+    layout = read_slot_layout(meta)
+    if layout is not None:
+        return not any(s["attention"] == GQA for s in layout["slots"])
+    return GQA not in op_types()

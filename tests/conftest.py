@@ -52,16 +52,18 @@ def smollm2_onnx(tmp_path_factory, smollm2) -> Path:
 
 @pytest.fixture(scope="session")
 def genai_dirs(tmp_path_factory, tiny) -> dict[str, Path]:
-    """tiny-llama exported with ``--form genai`` (fp32, int4, fp16 CPU folders of ONNX Runtime GenAI's model
-    builder, through :func:`painters.export.genai_export.export_genai`), once per session; the fp32 folder passed
-    the export self-check. tiny-llama has no tokenizer, so the byte-level test tokenizer travels with it."""
+    """tiny-llama exported with ``--form genai`` (fp32 and int4 CPU folders and the fp16 CUDA folder of ONNX
+    Runtime GenAI's model builder, through :func:`painters.export.genai_export.export_genai`), once per session;
+    the fp32 and fp16 folders passed the export self-check (the fp16 CUDA graph runs on the CPU EP; the builder's
+    fp16 CPU graph cannot decode there). tiny-llama has no tokenizer, so the byte-level test tokenizer travels
+    with it."""
     pytest.importorskip("onnxruntime_genai", reason="onnxruntime-genai is not installed (extra 'genai')")
     from painters.export.genai_export import export_genai
     from tests.byte_tokenizer import byte_tokenizer
 
     root = tmp_path_factory.mktemp("genai")
-    return {p: export_genai(tiny, root / p / "model.onnx", precision=p, tokenizer=byte_tokenizer()).parent
-            for p in ("fp32", "int4", "fp16")}
+    return {p: export_genai(tiny, root / p / "model.onnx", precision=p, target=t, tokenizer=byte_tokenizer()).parent
+            for p, t in (("fp32", "cpu"), ("int4", "cpu"), ("fp16", "cuda"))}
 
 
 @pytest.fixture(scope="session")

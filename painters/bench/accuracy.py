@@ -3,7 +3,8 @@
 Scoring a question's choices computes its context once: the context is prefilled at batch 1 (no padding),
 its cache is repeated once per choice (``runner.repeat_kv``) and all continuations run as one right-padded
 batch from that cache. Contexts of several questions go into one continuation batch by left-padding their
-caches (masked out by ``attention_mask``) when the cache arrays are numpy or torch. Tokenization follows
+caches (masked out by ``attention_mask``) when the cache arrays are numpy or torch and the runner takes padded
+rows (GroupQueryAttention graphs do not: their continuations run one at a time). Tokenization follows
 lm-eval's ``_encode_pair`` so the scored tokens are the harness's.
 """
 
@@ -135,7 +136,7 @@ def loglikelihood(runner: Runner, requests: Sequence[Request], batch_size: int |
             logits, kv = runner.prefill(ctx, np.ones_like(ctx))
             states.append((logits[0, -1].astype(np.float32), kv))
         kind = kind or _kv_kind(states[0][1])
-        chunks = [batch] if kind is not None else [[g] for g in batch]
+        chunks = [batch] if kind is not None and runner.pads_rows else [[g] for g in batch]
         offset = 0
         for chunk in chunks:
             _score_continuations(runner, [groups[g] for g in chunk], states[offset:offset + len(chunk)],
@@ -147,8 +148,16 @@ def loglikelihood(runner: Runner, requests: Sequence[Request], batch_size: int |
 
 
 def _score_continuations(runner: Runner, groups, states, conts, results, kind: str | None) -> None:
-    """One right-padded forward for all continuations of ``groups`` from their prefilled caches."""
+    """One right-padded forward for all continuations of ``groups`` from their prefilled caches.
+
+    A runner that takes no padded rows (``Runner.pads_rows``: GroupQueryAttention graphs) scores each
+    continuation alone, from its context's cache.
+    """
     members = [(g, i) for g, (_, idx) in enumerate(groups) for i in idx]
+    if not runner.pads_rows and len(members) > 1:
+        for g, i in members:
+            _score_continuations(runner, [(groups[g][0], [i])], [states[g]], conts, results, kind)
+        return
     width = max(len(conts[i]) for _, i in members) - 1  # the last token is predicted, never fed
     step_logits = None
     if width > 0:

@@ -20,18 +20,22 @@ from painters.cli.root import handle_errors, main
                    "form written by onnxruntime-genai's model builder (extra 'genai'), an ONNX Runtime GenAI folder.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int4"]), default=None,
               help="--form genai: the builder's precision (default fp32).")
+@click.option("--target", type=click.Choice(["cpu", "cuda"]), default=None,
+              help="--form genai: the execution provider the builder writes for (default cpu; cuda needs no GPU "
+                   "to export).")
 @click.option("--check/--no-check", default=True, show_default=True,
               help="Run the written graph once against the source model and refuse it if they differ "
                    "(--no-check: for a model that does not fit in memory twice).")
 @handle_errors
 def export_cmd(src: str, out: str, dtype: str, opset: int | None, form: str, precision: str | None,
-               check: bool) -> None:
+               target: str | None, check: bool) -> None:
     """Export SRC (smollm2-135m, tiny-llama, a .gguf file or a checkpoint directory) to one ONNX decoder graph
     that serves prefill and cached decoding; a BERT checkpoint (or minilm-l6) becomes an encoder graph with its
     task head."""
     from painters.export.onnx_export import export_onnx
 
     start = time.perf_counter()
-    path = export_onnx(src, out, dtype=dtype, opset=opset, check=check, form=form, precision=precision)
-    what = f"genai {precision or 'fp32'}" if form == "genai" else dtype
+    path = export_onnx(src, out, dtype=dtype, opset=opset, check=check, form=form, precision=precision,
+                       target=target)
+    what = f"genai {precision or 'fp32'} {target or 'cpu'}" if form == "genai" else dtype
     click.echo(f"exported {src} ({what}) → {path} in {time.perf_counter() - start:.1f} s")

@@ -44,6 +44,7 @@ BlockForm = LlamaBlock  # the typed descriptions matchers return (a Union once t
 Matcher = Callable[["Block"], BlockForm]  # raises Mismatch with the reason
 MATCHERS: tuple[Matcher, ...] = (match_llama,)
 # The embedding lookup x_0 = op(weight, input_ids): a Gather, or ONNX Runtime's int4 one (GenAI's int4 graphs)
+FUSED_ATTENTION_OPS = ("GroupQueryAttention", "MultiHeadAttention")  # com.microsoft: ONNX Runtime GenAI's forms
 EMBEDDING_OPS = {("", "Gather"), ("ai.onnx", "Gather"), ("com.microsoft", "GatherBlockQuantized")}
 
 
@@ -68,6 +69,25 @@ class Block:
         """Heads of the block's past-KV input (static in every graph painters can size a cache for)."""
         shape = self.past[0].shape
         return shape[1] if shape is not None and len(shape) == 4 else None
+
+    @property
+    def fused_attention(self) -> str | None:
+        """The ``com.microsoft`` attention operator of the block (ONNX Runtime GenAI's graphs), None if decomposed."""
+        return next((n.op_type for n in self.attn_nodes
+                     if n.domain == "com.microsoft" and n.op_type in FUSED_ATTENTION_OPS), None)
+
+    @property
+    def kv_in_place(self) -> bool:
+        """One ``GroupQueryAttention`` reads this block's past KV and writes its present KV directly.
+
+        ONNX Runtime's GQA then takes one buffer bound as both past and present and writes the new positions
+        into it (its ``past_present_share_buffer`` mode): the cache never moves, which is how ONNX Runtime
+        GenAI decodes the builder's graphs. Every other attention form concatenates past and new.
+        """
+        writer = self.present[0].producer()
+        return (writer is not None and writer.domain == "com.microsoft" and writer.op_type == "GroupQueryAttention"
+                and writer is self.present[1].producer() and len(writer.inputs) > 4
+                and writer.inputs[3] is self.past[0] and writer.inputs[4] is self.past[1])
 
 
 @dataclass

@@ -22,7 +22,7 @@ from typing import Any
 
 import onnx_ir as ir
 
-from painters.compiler.blocks import BlockStructure
+from painters.compiler.blocks import FUSED_ATTENTION_OPS, BlockStructure
 from painters.decoder_io import ATTENTION_MASK, INPUT_IDS, LOGITS, parse_past, parse_present, past_name, present_name
 from painters.errors import CompileError
 
@@ -30,7 +30,7 @@ __all__ = ["CONFIG_NAME", "ATTENTION_OPS", "read_config", "check_config", "pin_h
            "default_output_dir", "write_config"]
 
 CONFIG_NAME = "genai_config.json"
-ATTENTION_OPS = ("GroupQueryAttention", "MultiHeadAttention")  # com.microsoft: the builder's attention forms
+ATTENTION_OPS = FUSED_ATTENTION_OPS  # com.microsoft: the builder's attention forms
 
 
 def _builder_form(model: ir.Model) -> bool:

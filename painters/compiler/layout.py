@@ -41,6 +41,8 @@ class Slot:
     stage: int
     plan_slots: tuple[int, ...]
     heads: int | None  # None where the graph's kv heads are symbolic (foreign exports)
+    in_place: bool = False  # one attention writes it and can update its buffer in place (Block.kv_in_place)
+    attention: str | None = None  # the com.microsoft operator writing it (Block.fused_attention); None: decomposed
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,8 @@ class SlotLayout:
     def to_json(self) -> dict:
         """What the metadata records: the fused stages and, per compiled slot, its stage, plan slots and heads."""
         return {"fused_stages": self.fused_stages,
-                "slots": [{"stage": s.stage, "plan_slots": list(s.plan_slots), "heads": s.heads} for s in self.slots]}
+                "slots": [{"stage": s.stage, "plan_slots": list(s.plan_slots), "heads": s.heads, "in_place": s.in_place,
+                           "attention": s.attention} for s in self.slots]}
 
     @staticmethod
     def from_metadata(meta: dict[str, str]) -> dict | None:
@@ -96,9 +99,8 @@ def _fuse_reason(structure: BlockStructure, stage: Stage, opset: int) -> str | N
         return f"opset {opset} < {MIN_FUSE_OPSET}"
     blocks = [structure.blocks[b] for b in stage.blocks]
     for m, block in enumerate(blocks):
-        fused_attention = next((n.op_type for n in block.attn_nodes if n.domain == "com.microsoft"), None)
-        if fused_attention is not None:  # ONNX Runtime GenAI's graphs: no wide-block form for fused ops yet
-            return f"member {m} (block {block.index}): wide blocks of {fused_attention} are not implemented"
+        if block.fused_attention is not None:  # ONNX Runtime GenAI's graphs: no wide-block form for fused ops yet
+            return f"member {m} (block {block.index}): wide blocks of {block.fused_attention} are not implemented"
         if block.form is None:
             return f"member {m} (block {block.index}): {block.mismatch}"
     try:
@@ -185,7 +187,10 @@ def slot_layout(plan: Plan, structure: BlockStructure, *, fuse_parallel: bool = 
             for member, plan_slot in enumerate(stage.slots):
                 if plan_slot is not None and plan_slot not in compiled:
                     compiled[plan_slot] = len(slots)
-                    slots.append(Slot(index, (plan_slot,), heads[member]))
+                    block = structure.blocks[stage.blocks[member]]
+                    alone = stage.slots.count(plan_slot) == 1  # kv=mean: the members' presents are averaged
+                    slots.append(Slot(index, (plan_slot,), heads[member], alone and block.kv_in_place,
+                                      block.fused_attention))
             member_slots = tuple(compiled.get(s) if s is not None else None for s in stage.slots)
         out_stages.append(StageLayout(index, stage, index in fused, member_slots, reasons.get(index)))
     return SlotLayout(tuple(out_stages), tuple(slots))

@@ -31,7 +31,8 @@ from painters.errors import ExportError
 from painters.export.sources import LoadedModel, _quiet_transformers
 from painters.fileio import atomic_dir_outputs, check_outputs
 
-__all__ = ["GENAI_MODEL_TYPES", "PRECISIONS", "GRAPH_NAME", "CONFIG_NAME", "check_request", "check_genai_family",
+__all__ = ["GENAI_MODEL_TYPES", "PRECISIONS", "TARGETS", "GRAPH_NAME", "CONFIG_NAME", "check_request",
+           "check_genai_family",
            "save_hf_dir", "build_genai", "export_genai"]
 
 log = logging.getLogger(__name__)
@@ -43,11 +44,16 @@ log = logging.getLogger(__name__)
 # builder has no such architecture), gemma2 (sliding windows, below).
 GENAI_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "granite", "gemma")
 PRECISIONS = ("fp32", "fp16", "int4")
+# The builder's execution providers painters exports for: the CPU graphs, and the CUDA ones (fp16 KV caches,
+# GroupQueryAttention's CUDA kernels; ONNX Runtime GenAI decodes them with one shared past/present buffer)
+TARGETS = ("cpu", "cuda")
+GRAPH_DTYPES = {"fp32": "float32", "fp16": "float16"}  # precisions the export self-check has a tolerance for
 GRAPH_NAME = "model.onnx"  # the builder's file name; genai_config.json names it
 
 
-def check_request(out: Path, precision: str) -> None:
-    """Refuse, in one line and before any loading, a missing builder, an unknown precision or another graph name.
+def check_request(out: Path, precision: str, target: str = "cpu") -> None:
+    """Refuse, in one line and before any loading, a missing builder, an unknown precision or target, or another
+    graph name.
 
     The folder's graph must be ``model.onnx``: ``genai_config.json`` names it, and the data file is named after it.
     """
@@ -58,6 +64,8 @@ def check_request(out: Path, precision: str) -> None:
                           "pip install 'painters[genai]'") from None
     if precision not in PRECISIONS:
         raise ExportError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    if target not in TARGETS:
+        raise ExportError(f"--target {target!r}: choose one of {', '.join(TARGETS)}")
     if Path(out).name != GRAPH_NAME:
         raise ExportError(f"--form genai writes an ONNX Runtime GenAI folder whose graph is {GRAPH_NAME}; give "
                           f"-o {Path(out).parent / GRAPH_NAME}")
@@ -118,8 +126,10 @@ def save_hf_dir(loaded: LoadedModel, out: Path, tokenizer=None) -> Path:
     return out
 
 
-def build_genai(hf_dir: Path, out: Path, precision: str, cache: Path) -> Path:
-    """Run the builder (``-i HF_DIR -o OUT -p PRECISION -e cpu -c CACHE``) in-process, quietly; returns OUT.
+def build_genai(hf_dir: Path, out: Path, precision: str, cache: Path, target: str = "cpu") -> Path:
+    """Run the builder (``-i HF_DIR -o OUT -p PRECISION -e TARGET -c CACHE``) in-process, quietly; returns OUT.
+
+    It needs no GPU for ``target="cuda"``: the builder only writes the graph the CUDA EP runs.
 
     Its progress output is swallowed; a failure is an :class:`ExportError` naming the builder's exception.
     """
@@ -131,8 +141,8 @@ def build_genai(hf_dir: Path, out: Path, precision: str, cache: Path) -> Path:
     quantizer_log.setLevel(max(level, logging.WARNING))
     try:
         with contextlib.redirect_stdout(log_text), contextlib.redirect_stderr(log_text):
-            options = builder.parse_extra_options(None, str(hf_dir), str(out), precision, "cpu", str(cache), None)
-            builder.create_model(None, str(hf_dir), str(out), precision, "cpu", str(cache), **options)
+            options = builder.parse_extra_options(None, str(hf_dir), str(out), precision, target, str(cache), None)
+            builder.create_model(None, str(hf_dir), str(out), precision, target, str(cache), **options)
     except Exception as exc:
         raise ExportError(f"ONNX Runtime GenAI's model builder failed ({type(exc).__name__}: {exc}); "
                           "nothing was written") from exc
@@ -141,7 +151,7 @@ def build_genai(hf_dir: Path, out: Path, precision: str, cache: Path) -> Path:
     return out
 
 
-def _stamp(path: Path, loaded: LoadedModel, precision: str) -> None:
+def _stamp(path: Path, loaded: LoadedModel, precision: str, target: str) -> None:
     """Record painters' provenance in the graph's metadata and pin the KV head dim; the weights stay untouched.
 
     The builder leaves the head dim of past/present KV symbolic; painters' runners size caches by it, so it is
@@ -168,6 +178,7 @@ def _stamp(path: Path, loaded: LoadedModel, precision: str) -> None:
         "painters.plan": "baseline",
         "painters.form": "genai",
         "painters.precision": precision,
+        "painters.target": target,
         "painters.builder": f"onnxruntime-genai {og.__version__}",
         "painters.config": json.dumps({"num_layers": loaded.num_layers, "hidden_size": cfg.hidden_size,
                                        "num_attention_heads": cfg.num_attention_heads,
@@ -182,42 +193,56 @@ def _stamp(path: Path, loaded: LoadedModel, precision: str) -> None:
     onnx.save(proto, path)
 
 
-def export_genai(loaded: LoadedModel, out: str | Path, *, precision: str = "fp32", check: bool = True,
-                 tokenizer=None, reads: list[Path] | None = None) -> Path:
+def export_genai(loaded: LoadedModel, out: str | Path, *, precision: str = "fp32", target: str = "cpu",
+                 check: bool = True, tokenizer=None, reads: list[Path] | None = None) -> Path:
     """Export ``loaded`` through ONNX Runtime GenAI's builder to the folder of ``out`` (``DIR/model.onnx``).
 
     The folder (graph, ``model.onnx.data``, ``genai_config.json``, tokenizer files) lands by rename, nothing
-    before the builder and the self-check succeeded. With ``check`` an fp32 graph is run once against the source
-    model; fp16/int4 graphs skip it with a warning (no tolerance is established for them). ``tokenizer``
-    overrides the source's (a source without one is refused: the builder writes it into the folder); ``reads``
-    are the files of the source, which no output may replace.
+    before the builder and the self-check succeeded. With ``check`` an fp32 or fp16 graph is run once against the
+    source model (:func:`_self_check`); int4 graphs skip it with a warning (no tolerance is established for
+    them). ``tokenizer`` overrides the source's (a source without one is refused: the builder writes it into the
+    folder); ``reads`` are the files of the source, which no output may replace.
     """
     out = Path(out)
-    check_request(out, precision)
+    check_request(out, precision, target)
     check_genai_family(getattr(loaded.config, "model_type", None), loaded.name, loaded.config)
     with tempfile.TemporaryDirectory(prefix="painters-genai-") as work, atomic_dir_outputs(out) as tmp:
         work = Path(work)
         hf_dir = save_hf_dir(loaded, work / "hf", tokenizer)
-        build_genai(hf_dir, tmp, precision, work / "cache")
+        build_genai(hf_dir, tmp, precision, work / "cache", target)
         check_outputs([out.parent / p.name for p in tmp.iterdir()], reads or [])
-        _stamp(tmp / GRAPH_NAME, loaded, precision)
+        _stamp(tmp / GRAPH_NAME, loaded, precision, target)
         if check:
-            _self_check(loaded, tmp / GRAPH_NAME, precision)
+            _self_check(loaded, tmp / GRAPH_NAME, precision, target)
     return out
 
 
-def _self_check(loaded: LoadedModel, path: Path, precision: str) -> None:
-    """The decomposed export's probe (prefill + cached decode vs the HF model) on an fp32 graph; skip others."""
-    if precision != "fp32":
+def _self_check(loaded: LoadedModel, path: Path, precision: str, target: str) -> None:
+    """The decomposed export's probe (prefill + cached decode vs the HF model in fp32, on ONNX Runtime's CPU EP)
+    on an fp32 or fp16 graph, at that precision's tolerance; int4 graphs skip it (their distance from the source
+    is quantization's). A graph for another EP that the CPU EP cannot run is not checked (a warning says so);
+    one it runs is held to the tolerance like a CPU graph.
+
+    The builder's fp16 *CPU* graph (decomposed attention) fails here on ONNX Runtime 1.32: its first cached
+    decode step stops in a Cast the CPU EP inserted ("Shape mismatch attempting to re-use buffer"), in
+    onnxruntime-genai as well; its CUDA graph (GroupQueryAttention) decodes on the CPU EP and passes.
+    """
+    if precision not in GRAPH_DTYPES:
         log.warning("export self-check skipped: no tolerance is established for %s graphs (export with "
-                    "--precision fp32 to have the graph checked against the source model)", precision)
+                    "--precision fp32 or fp16 to have the graph checked against the source model)", precision)
         return
     from painters.export.self_check import check_export
 
     try:
         check_export(loaded.model, path, blame="ONNX Runtime GenAI's builder does not reproduce this checkpoint; "
-                                               "export it without --form genai")
+                                               "export it without --form genai", graph_dtype=GRAPH_DTYPES[precision])
     except RuntimeError as exc:  # onnxruntime's Fail / RuntimeException: the graph does not run at all
-        raise ExportError(f"export self-check: onnxruntime could not run the builder's graph "
-                          f"({str(exc).splitlines()[0][:300]}); nothing was written; export it without "
-                          "--form genai") from None
+        reason = str(exc).splitlines()[0][:300]
+        if target != "cpu":
+            log.warning("export self-check skipped: ONNX Runtime's CPU EP cannot run this %s graph (%s)", target,
+                        reason)
+            return
+        fix = ("use --target cuda for fp16 (its graph also runs on the CPU EP) or --precision fp32 or int4 for the "
+               "CPU" if precision == "fp16" else "export it without --form genai")
+        raise ExportError(f"export self-check: onnxruntime could not run the builder's graph ({reason}); nothing "
+                          f"was written; {fix}") from None

@@ -159,21 +159,24 @@ FORMS = ("decomposed", "genai")
 
 
 def export_onnx(src: str | Path, out: str | Path, *, dtype: str = "fp32", opset: int | None = None,
-                check: bool = True, form: str = "decomposed", precision: str | None = None) -> Path:
+                check: bool = True, form: str = "decomposed", precision: str | None = None,
+                target: str | None = None) -> Path:
     """Load SRC and export it: the importable twin of ``painters export``.
 
     ``form="genai"`` writes ONNX Runtime's fused form through onnxruntime-genai's builder
-    (:mod:`painters.export.genai_export`) at ``precision`` (fp32, fp16 or int4); the decomposed form (the default)
-    takes ``dtype`` and ``opset`` instead.
+    (:mod:`painters.export.genai_export`) at ``precision`` (fp32, fp16 or int4) for the execution provider
+    ``target`` (cpu or cuda); the decomposed form (the default) takes ``dtype`` and ``opset`` instead.
     """
     from painters.export.encoder_sources import is_encoder_source, load_encoder
 
     if form not in FORMS:
         raise ExportError(f"--form {form!r}: choose one of {', '.join(FORMS)}")
     if form == "genai":
-        return _export_genai(src, out, dtype=dtype, opset=opset, check=check, precision=precision or "fp32")
-    if precision is not None:
-        raise ExportError("--precision applies to --form genai; the decomposed export takes --dtype")
+        return _export_genai(src, out, dtype=dtype, opset=opset, check=check, precision=precision or "fp32",
+                             target=target or "cpu")
+    if precision is not None or target is not None:
+        raise ExportError("--precision and --target apply to --form genai; the decomposed export takes --dtype "
+                          "and runs on every backend")
     check_opset(opset)
     check_export_outputs(Path(out), Path(src))
     if is_encoder_source(src):  # BERT family: an encoder graph with its task head, no KV cache
@@ -185,7 +188,7 @@ def export_onnx(src: str | Path, out: str | Path, *, dtype: str = "fp32", opset:
 
 
 def _export_genai(src: str | Path, out: str | Path, *, dtype: str, opset: int | None, check: bool,
-                  precision: str) -> Path:
+                  precision: str, target: str) -> Path:
     """``--form genai``: refuse what it cannot take before loading anything, then build through the builder."""
     from painters.export import genai_export
     from painters.export.encoder_sources import is_encoder_source
@@ -194,7 +197,7 @@ def _export_genai(src: str | Path, out: str | Path, *, dtype: str, opset: int | 
         raise ExportError("--form genai takes --precision fp32|fp16|int4 (the builder casts or quantizes the fp32 "
                           "source and picks its opset); leave out --dtype and --opset")
     out, path = Path(out), Path(src)
-    genai_export.check_request(out, precision)
+    genai_export.check_request(out, precision, target)
     if is_encoder_source(src):
         raise ExportError(f"{src} is an encoder (BERT) checkpoint; --form genai exports decoder LMs only")
     check_export_outputs(out, path)
@@ -204,5 +207,5 @@ def _export_genai(src: str | Path, out: str | Path, *, dtype: str, opset: int | 
         config = _read_config(path)
         genai_export.check_genai_family(config.model_type, path, config)
     loaded = load_source(src, dtype="fp32")
-    return genai_export.export_genai(loaded, out, precision=precision, check=check,
+    return genai_export.export_genai(loaded, out, precision=precision, target=target, check=check,
                                      reads=[p for p in reads if p.exists()])

@@ -50,9 +50,10 @@ def _probe_ids(vocab: int) -> np.ndarray:
     return (np.arange(PROBE_LEN, dtype=np.int64) * 7919 + 3)[None] % vocab
 
 
-def _dtype_tolerance(model) -> tuple[str, float | None]:
-    """The model's dtype and its tolerance; None (with a warning) where none is established."""
-    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+def _dtype_tolerance(model, graph_dtype: str | None = None) -> tuple[str, float | None]:
+    """The graph's dtype (``graph_dtype``, else the model's) and its tolerance; None (with a warning) where none is
+    established."""
+    dtype = graph_dtype or str(next(model.parameters()).dtype).removeprefix("torch.")
     tol = TOLERANCE.get(dtype)
     if tol is None:
         log.warning("export self-check skipped: no tolerance is established for %s graphs (export in fp32 or fp16 to "
@@ -92,10 +93,12 @@ def _agree(got: np.ndarray, want: np.ndarray, what: str, dtype: str, tol: float,
     return diff
 
 
-def check_export(model, path: Path, blame: str = BLAME) -> float:
+def check_export(model, path: Path, blame: str = BLAME, graph_dtype: str | None = None) -> float:
     """Run the graph at ``path`` and ``model`` on the probe; return the worst relative difference, or raise.
 
     ``blame`` ends the refusal: who is at fault and what to do (the genai form names the builder).
+    ``graph_dtype`` (numpy name) picks the tolerance where the graph computes in another dtype than the model
+    (the builder's fp16 graph of an fp32 source); by default the model's dtype is the graph's.
     """
     import torch
     from transformers import DynamicCache
@@ -103,7 +106,7 @@ def check_export(model, path: Path, blame: str = BLAME) -> float:
     from painters.runtime.ort import OrtRunner
     from painters.runtime.torch_ref import cache_kwarg
 
-    dtype, tol = _dtype_tolerance(model)
+    dtype, tol = _dtype_tolerance(model, graph_dtype)
     if tol is None:
         return float("nan")
     runner = OrtRunner(path)

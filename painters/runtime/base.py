@@ -44,6 +44,9 @@ class Runner(ABC):
     name: str = "base"
     info: ModelInfo
     tokenizer: Any = None
+    # Rows of different lengths may share a batch (padding masked out). False for GroupQueryAttention graphs,
+    # which read a row's positions from its mask's count: generate and scoring then batch equal lengths only.
+    pads_rows: bool = True
 
     def __enter__(self) -> Runner:
         return self
@@ -91,10 +94,19 @@ class Runner(ABC):
     def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int,
                  stop_ids: Sequence[int] = (), pad_id: int = 0, static: bool | None = None) -> list[list[int]]:
         """Greedy generation with the KV cache; each sequence stops at a token of ``stop_ids``."""
+        out: list[list[int]] = [[] for _ in prompts]
+        if not self.pads_rows and len({len(p) for p in prompts}) > 1:  # one batch per prompt length
+            by_length: dict[int, list[int]] = {}
+            for i, p in enumerate(prompts):
+                by_length.setdefault(len(p), []).append(i)
+            for rows in by_length.values():
+                batch = self.generate([prompts[i] for i in rows], max_new_tokens, stop_ids, pad_id, static)
+                for i, tokens in zip(rows, batch):
+                    out[i] = tokens
+            return out
         ids, mask = left_pad(prompts, pad_id)
         loop = self.greedy_loop(ids, mask, max_new_tokens, static=static)
         loop.prefill()
-        out: list[list[int]] = [[] for _ in prompts]
         done = np.zeros(len(prompts), dtype=bool)
         stops = set(stop_ids)
         for step in range(max_new_tokens):

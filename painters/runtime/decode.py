@@ -16,6 +16,12 @@ on the runner's device and keep their addresses and shapes for a whole bucket of
 
 Same shapes and addresses every step is what CUDA graphs need: a runner replays one captured graph per
 (batch, bucket). Buckets are powers of two, so a longer generation moves to a larger bucket a few times.
+
+Graphs whose every KV slot is written by one ``GroupQueryAttention`` (ONNX Runtime GenAI's form; the compiler
+records it, :func:`painters.graph_metadata.kv_in_place`) decode **in place**: each slot's buffer is bound as
+both its past input and its present output, ``attention_mask`` is ``[batch, P]`` with the t filled positions
+and the new token's position t set, and the operator writes the new key/value at position t itself — no
+present buffers, no copy per step (ONNX Runtime's ``past_present_share_buffer`` mode, as GenAI decodes).
 """
 
 from __future__ import annotations
@@ -129,22 +135,27 @@ class StaticBuffers:
 
     batch: int
     bucket: int
-    inputs: dict[str, Any]  # input_ids [B,1], attention_mask [B,P+1], position_ids [B,1], past KV [B,H,P,D]
-    outputs: dict[str, Any]  # logits [B,1,V], present KV [B,H,P+1,D]
+    inputs: dict[str, Any]  # input_ids [B,1], attention_mask [B,P+1] ([B,P] in place), position_ids [B,1], past KV
+    outputs: dict[str, Any]  # logits [B,1,V], present KV [B,H,P+1,D] (in place: the past tensors themselves)
     past_groups: list[Any]  # per head count: [2·slots, B, H, P, D]
-    present_groups: list[Any]  # per head count: [2·slots, B, H, P+1, D]
+    present_groups: list[Any]  # per head count: [2·slots, B, H, P+1, D] (in place: past_groups' tensors)
     t: Any  # int64 [1]: the next buffer position to fill (device-side counter)
     next: Any  # int64 [B]: tokens just produced
+    in_place: bool = False  # present outputs are the past buffers themselves (the module docstring)
 
     def advance(self) -> None:
         """Write the new keys/values into position t, unmask it, move positions on, pick the next tokens."""
         P = self.bucket
-        for past, present in zip(self.past_groups, self.present_groups):
-            past.index_copy_(3, self.t, present[:, :, :, P:P + 1])
         mask = self.inputs[ATTENTION_MASK]
-        mask.index_fill_(1, self.t, 1)
+        if self.in_place:  # the model wrote position t; mark t + 1 for the next step (a full bucket grows first)
+            self.t.add_(1)
+            mask.index_fill_(1, self.t.clamp(max=P - 1), 1)
+        else:
+            for past, present in zip(self.past_groups, self.present_groups):
+                past.index_copy_(3, self.t, present[:, :, :, P:P + 1])
+            mask.index_fill_(1, self.t, 1)
+            self.t.add_(1)
         self.inputs[POSITION_IDS].add_(1)
-        self.t.add_(1)
         self.next.copy_(self.outputs[LOGITS][:, -1].argmax(-1))
         self.inputs[INPUT_IDS].copy_(self.next[:, None])
 
@@ -157,7 +168,7 @@ class StaticBuffers:
         full = self.inputs[ATTENTION_MASK]
         full.zero_()
         full[:, :n].copy_(mask)
-        full[:, self.bucket] = 1
+        full[:, n if self.in_place else self.bucket] = 1  # where the next token's key/value goes
         self.inputs[POSITION_IDS].copy_(positions)
         self.t.fill_(filled)
         self.next.copy_(tokens)
@@ -218,12 +229,15 @@ class StaticLoop(GreedyLoop):
 
 
 def allocate_static(torch, device, batch: int, bucket: int, slot_heads: list[int], head_dim: int, vocab: int,
-                    kv_dtype, logits_dtype) -> StaticBuffers:
-    """Buffers for one (batch, bucket); slots with the same head count share one tensor."""
+                    kv_dtype, logits_dtype, in_place: bool = False) -> StaticBuffers:
+    """Buffers for one (batch, bucket); slots with the same head count share one tensor.
+
+    ``in_place``: each slot's present output is its past buffer (no present tensors; the mask is ``[B, P]``).
+    """
     P = bucket
     inputs: dict[str, Any] = {
         INPUT_IDS: torch.zeros((batch, 1), dtype=torch.int64, device=device),
-        ATTENTION_MASK: torch.zeros((batch, P + 1), dtype=torch.int64, device=device),
+        ATTENTION_MASK: torch.zeros((batch, P if in_place else P + 1), dtype=torch.int64, device=device),
         POSITION_IDS: torch.zeros((batch, 1), dtype=torch.int64, device=device),
     }
     outputs: dict[str, Any] = {LOGITS: torch.empty((batch, 1, vocab), dtype=logits_dtype, device=device)}
@@ -231,7 +245,8 @@ def allocate_static(torch, device, batch: int, bucket: int, slot_heads: list[int
     for heads in sorted(set(slot_heads)):
         slots = [s for s, h in enumerate(slot_heads) if h == heads]
         past = torch.zeros((2 * len(slots), batch, heads, P, head_dim), dtype=kv_dtype, device=device)
-        present = torch.zeros((2 * len(slots), batch, heads, P + 1, head_dim), dtype=kv_dtype, device=device)
+        present = past if in_place else torch.zeros((2 * len(slots), batch, heads, P + 1, head_dim),
+                                                    dtype=kv_dtype, device=device)
         for j, slot in enumerate(slots):
             for k, kind in enumerate(KINDS):
                 inputs[past_name(slot, kind)] = past[2 * j + k]
@@ -240,4 +255,4 @@ def allocate_static(torch, device, batch: int, bucket: int, slot_heads: list[int
         present_groups.append(present)
     t = torch.zeros(1, dtype=torch.int64, device=device)
     nxt = torch.zeros(batch, dtype=torch.int64, device=device)
-    return StaticBuffers(batch, P, inputs, outputs, past_groups, present_groups, t, nxt)
+    return StaticBuffers(batch, P, inputs, outputs, past_groups, present_groups, t, nxt, in_place)

@@ -37,6 +37,7 @@ class DeviceRunner(Runner):
     slot_heads: list[int]
     kv_dtype: Any
     logits_dtype: Any
+    kv_in_place: bool = False  # static decoding binds each slot's buffer as its past and present (decode.py)
 
     def stream_context(self) -> contextlib.AbstractContextManager:
         """Where torch ops on the runner's tensors run: its CUDA stream, so they are ordered with its kernels."""
@@ -99,8 +100,12 @@ class DeviceRunner(Runner):
             return [(k.repeat(n, 1, 1, 1), v.repeat(n, 1, 1, 1)) for k, v in kv]
 
     def greedy_loop(self, input_ids, attention_mask, max_new_tokens: int, static: bool | None = None) -> GreedyLoop:
-        """The static loop on a GPU (CUDA graphs), the forward loop on the CPU, unless ``static`` says otherwise."""
-        if static if static is not None else self.device.type == "cuda":
+        """The static loop on a GPU (CUDA graphs) or where the cache updates in place, else the forward loop,
+        unless ``static`` says otherwise."""
+        if static is None:  # GroupQueryAttention places a row's new token after its filled positions: no padding
+            padded = not np.asarray(attention_mask).all()
+            static = self.device.type == "cuda" and not (self.kv_in_place and padded) or self.kv_in_place and not padded
+        if static:
             return StaticLoop(self, input_ids, attention_mask, max_new_tokens)
         return ForwardLoop(self, input_ids, attention_mask)
 
@@ -120,7 +125,7 @@ class DeviceRunner(Runner):
         if (batch, bucket) not in cache:
             cache[(batch, bucket)] = allocate_static(torch, self.device, batch, bucket, self.slot_heads,
                                                      self.info.head_dim, self.info.vocab_size, self.kv_dtype,
-                                                     self.logits_dtype)
+                                                     self.logits_dtype, self.kv_in_place)
         return cache[(batch, bucket)]
 
     def grow_static(self, old: StaticBuffers, bucket: int) -> StaticBuffers:

@@ -22,7 +22,7 @@ import numpy as np
 
 from painters.decoder_io import LOGITS, ORT_DTYPES, past_name, past_slots
 from painters.errors import PaintersError
-from painters.graph_metadata import PLAN, SOURCE_HASH, painters_metadata, slot_heads
+from painters.graph_metadata import PLAN, SOURCE_HASH, kv_in_place, pads_rows, painters_metadata, slot_heads
 from painters.runtime.base import ModelInfo
 from painters.runtime.decode import StaticBuffers
 from painters.runtime.device import DeviceRunner
@@ -93,6 +93,8 @@ class OrtRunner(DeviceRunner):
         # heads per slot as the compiler laid them out: a fused parallel group's slot holds k × kv_heads heads
         io_heads = [_static(inputs[past_name(s, "key")].shape[1]) for s in slots]
         self.slot_heads = slot_heads(self.metadata, io_heads, str(path))
+        self.kv_in_place = kv_in_place(self.metadata)
+        self.pads_rows = pads_rows(self.metadata, lambda: _op_types(path))
         kv_heads = min(self.slot_heads, default=0)
         head_dim = _static(first.shape[3]) if first is not None else 0
         self.info = ModelInfo(len(slots), kv_heads, head_dim, int(logits.shape[-1]),
@@ -159,6 +161,13 @@ class OrtRunner(DeviceRunner):
         self._bindings.clear()
         self._step_options.clear()
         self.release_static()
+
+
+def _op_types(path: Path) -> set[str]:
+    """The operator types of a graph's top level (its weights are not loaded)."""
+    import onnx
+
+    return {n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node}
 
 
 def _static(dim) -> int | None:

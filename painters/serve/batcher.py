@@ -92,13 +92,24 @@ class Batcher:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            try:
-                self.run(batch)
-            except Exception as exc:  # a bug or a runner failure fails this batch, not the server
-                log.exception("generation failed")
-                for request in batch:
-                    if request.finish_reason is None:
-                        request.on_update("", None, f"generation failed: {type(exc).__name__}: {exc}")
+            for group in self._groups(batch):
+                try:
+                    self.run(group)
+                except Exception as exc:  # a bug or a runner failure fails this batch, not the server
+                    log.exception("generation failed")
+                    for request in group:
+                        if request.finish_reason is None:
+                            request.on_update("", None, f"generation failed: {type(exc).__name__}: {exc}")
+
+    def _groups(self, requests: list[GenRequest]) -> list[list[GenRequest]]:
+        """The gathered requests as one batch, or one per prompt length for a runner that takes no padded rows
+        (``Runner.pads_rows``: GroupQueryAttention graphs)."""
+        if self.runner.pads_rows:
+            return [requests]
+        by_length: dict[int, list[GenRequest]] = {}
+        for request in requests:
+            by_length.setdefault(len(request.prompt), []).append(request)
+        return list(by_length.values())
 
     def run(self, batch: list[GenRequest]) -> None:
         """Generate for ``batch`` (left-padded together) until every request has finished."""

@@ -77,8 +77,10 @@ def test_cli_int4_from_a_checkpoint_directory(tiny, tmp_path, caplog):
     og.Model(str(out.parent))
 
 
-def test_a_graph_that_differs_is_refused_and_nothing_written(tiny, tmp_path, monkeypatch):
-    """The builder fed weights other than the source's (LM head × 1.01): the self-check refuses the folder."""
+@pytest.mark.parametrize("precision, target, scale", [("fp32", "cpu", 1.01), ("fp16", "cuda", 1.05)])
+def test_a_graph_that_differs_is_refused_and_nothing_written(tiny, tmp_path, monkeypatch, precision, target, scale):
+    """The builder fed weights other than the source's (LM head × 1.01; × 1.05 for fp16, whose tolerance is 2e-2):
+    the self-check refuses the folder."""
     from painters.export import genai_export
     from tests.byte_tokenizer import byte_tokenizer
 
@@ -87,14 +89,47 @@ def test_a_graph_that_differs_is_refused_and_nothing_written(tiny, tmp_path, mon
     def shifted(loaded, out, tokenizer=None):
         other = copy.deepcopy(loaded)
         with torch.no_grad():
-            other.model.lm_head.weight.mul_(1.01)
+            other.model.lm_head.weight.mul_(scale)
         return real(other, out, tokenizer)
 
     monkeypatch.setattr(genai_export, "save_hf_dir", shifted)
     out = tmp_path / "out" / "model.onnx"
-    with pytest.raises(ExportError, match=r"self-check failed: .* builder does not reproduce this checkpoint"):
-        genai_export.export_genai(tiny, out, tokenizer=byte_tokenizer())
+    with pytest.raises(ExportError, match=rf"self-check failed: .*tolerance .* for {precision.replace('fp', 'float')}"
+                                          r".* builder does not reproduce this checkpoint"):
+        genai_export.export_genai(tiny, out, precision=precision, target=target, tokenizer=byte_tokenizer())
     assert list(tmp_path.iterdir()) == []
+
+
+def test_fp16_cpu_graph_is_refused_with_the_fix(tiny, tmp_path):
+    """The builder's fp16 CPU graph cannot decode on ONNX Runtime's CPU EP: the self-check refuses it and names the
+    fp16 form that runs (--target cuda) and the CPU precisions."""
+    from painters.export.genai_export import export_genai
+    from tests.byte_tokenizer import byte_tokenizer
+
+    out = tmp_path / "out" / "model.onnx"
+    with pytest.raises(ExportError, match=r"could not run the builder's graph .*use --target cuda for fp16"):
+        export_genai(tiny, out, precision="fp16", tokenizer=byte_tokenizer())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cuda_target_export(tiny, tmp_path, caplog):
+    """--target cuda writes the builder's CUDA folder without a GPU (CUDA provider options in its config), the
+    self-check runs it on the CPU EP, and painters compiles plans on it that decode in place."""
+    from painters.export.genai_export import save_hf_dir
+    from tests.byte_tokenizer import byte_tokenizer
+
+    ckpt = save_hf_dir(tiny, tmp_path / "ckpt", byte_tokenizer())
+    out = tmp_path / "cuda" / "model.onnx"
+    result = CliRunner().invoke(main, ["export", str(ckpt), "--form", "genai", "--precision", "fp16",
+                                       "--target", "cuda", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "genai fp16 cuda" in result.output and "self-check skipped" not in caplog.text  # checked on the CPU EP
+    assert _meta(out)["painters.target"] == "cuda"
+    config = (out.parent / "genai_config.json").read_text()
+    assert '"cuda"' in config
+    compiled = compile_model(out, "skip_2_5", tmp_path / "skip" / "model.onnx")
+    assert _prefill_diff(tiny.model, compiled.output, compiled.plan) <= 5e-3
+    assert all(s.in_place for s in compiled.layout.slots)
 
 
 def _checkpoint(tmp_path, model_type: str, **fields):
@@ -129,7 +164,8 @@ def test_unsupported_checkpoints_are_named(tmp_path, model_type, fields, needles
 @pytest.mark.parametrize("args, needle", [
     (["--form", "genai", "--dtype", "fp16"], "--form genai takes --precision"),
     (["--form", "genai", "--opset", "20"], "--form genai takes --precision"),
-    (["--precision", "int4"], "--precision applies to --form genai"),
+    (["--precision", "int4"], "--precision and --target apply to --form genai"),
+    (["--target", "cuda"], "--precision and --target apply to --form genai"),
     (["--form", "genai", "-o", "OUT/other.onnx"], "graph is model.onnx; give -o"),
     (["--form", "genai"], "tiny-llama has no tokenizer"),
 ])
