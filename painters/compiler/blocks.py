@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import onnx_ir as ir
 
+from painters.compiler.passes.gqa_match import GqaBlock, match_gqa
 from painters.compiler.passes.llama_match import LlamaBlock, Mismatch, match_llama
 from painters.decoder_io import INPUT_IDS, LOGITS, parse_past, past_name, present_name
 from painters.errors import CompileError
@@ -40,9 +41,9 @@ from painters.errors import CompileError
 __all__ = ["Block", "BlockStructure", "BlockForm", "Matcher", "MATCHERS", "discover_blocks", "residual_add",
            "residual_set", "collect_nodes"]
 
-BlockForm = LlamaBlock  # the typed descriptions matchers return (a Union once there are several)
+BlockForm = LlamaBlock | GqaBlock  # the typed descriptions matchers return
 Matcher = Callable[["Block"], BlockForm]  # raises Mismatch with the reason
-MATCHERS: tuple[Matcher, ...] = (match_llama,)
+MATCHERS: tuple[Matcher, ...] = (match_llama, match_gqa)
 # The embedding lookup x_0 = op(weight, input_ids): a Gather, or ONNX Runtime's int4 one (GenAI's int4 graphs)
 FUSED_ATTENTION_OPS = ("GroupQueryAttention", "MultiHeadAttention")  # com.microsoft: ONNX Runtime GenAI's forms
 EMBEDDING_OPS = {("", "Gather"), ("ai.onnx", "Gather"), ("com.microsoft", "GatherBlockQuantized")}

@@ -21,8 +21,10 @@ import logging
 from dataclasses import dataclass
 
 from painters.compiler.blocks import BlockStructure
+from painters.compiler.passes.gqa_match import GqaBlock
 from painters.compiler.passes.llama_match import Mismatch
 from painters.compiler.passes.wide_block import group_dims
+from painters.compiler.passes.wide_gqa import gqa_group_dims
 from painters.graph_metadata import SLOT_LAYOUT, read_slot_layout
 from painters.plans import Plan, Stage
 
@@ -99,12 +101,16 @@ def _fuse_reason(structure: BlockStructure, stage: Stage, opset: int) -> str | N
         return f"opset {opset} < {MIN_FUSE_OPSET}"
     blocks = [structure.blocks[b] for b in stage.blocks]
     for m, block in enumerate(blocks):
-        if block.fused_attention is not None:  # ONNX Runtime GenAI's graphs: no wide-block form for fused ops yet
-            return f"member {m} (block {block.index}): wide blocks of {block.fused_attention} are not implemented"
         if block.form is None:
             return f"member {m} (block {block.index}): {block.mismatch}"
+    forms = [b.form for b in blocks]
+    if len({type(f) for f in forms}) > 1:
+        return "its members match different block forms"
+    gqa = isinstance(forms[0], GqaBlock)
+    if gqa and stage.shared_kv:
+        return "kv=mean groups of GroupQueryAttention blocks have no wide form (the operator writes each member's keys)"
     try:
-        group_dims([b.form for b in blocks])
+        (gqa_group_dims if gqa else group_dims)(forms)
     except Mismatch as exc:
         return str(exc)
     return None
@@ -180,7 +186,8 @@ def slot_layout(plan: Plan, structure: BlockStructure, *, fuse_parallel: bool = 
         heads = [h if isinstance(h := structure.blocks[b].kv_heads, int) else None for b in stage.blocks]
         if index in fused:
             k = 1 if stage.shared_kv else len(stage.blocks)
-            slots.append(Slot(index, plan_slots, k * heads[0]))
+            gqa = isinstance(structure.blocks[stage.blocks[0]].form, GqaBlock)  # one wide GroupQueryAttention
+            slots.append(Slot(index, plan_slots, k * heads[0], gqa, "GroupQueryAttention" if gqa else None))
             member_slots: tuple[int | None, ...] = (len(slots) - 1,) * len(stage.blocks)
         else:
             compiled: dict[int, int] = {}

@@ -121,13 +121,12 @@ def test_inspect_and_runners_read_the_recorded_layout(tiny_onnx, tmp_path):
     assert shown.exit_code == 0, shown.output
     lines = {line.split(":", 1)[0].strip(): line.split(":", 1)[1].strip() for line in shown.output.splitlines()}
     assert json.loads(lines["fused_stages"]) == [2]
-    in_place = False  # decomposed attention concatenates past and new keys
-    assert json.loads(lines["slot_layout"]) == [{"stage": 0, "plan_slots": [0], "heads": 2, "in_place": in_place},
-                                                {"stage": 1, "plan_slots": [1], "heads": 2, "in_place": in_place},
-                                                {"stage": 2, "plan_slots": [2, 3, 4, 5], "heads": 8,
-                                                 "in_place": in_place},
-                                                {"stage": 3, "plan_slots": [6], "heads": 2, "in_place": in_place},
-                                                {"stage": 4, "plan_slots": [7], "heads": 2, "in_place": in_place}]
+    decomposed = {"in_place": False, "attention": None}  # attention concatenates past and new keys
+    assert json.loads(lines["slot_layout"]) == [{"stage": 0, "plan_slots": [0], "heads": 2, **decomposed},
+                                                {"stage": 1, "plan_slots": [1], "heads": 2, **decomposed},
+                                                {"stage": 2, "plan_slots": [2, 3, 4, 5], "heads": 8, **decomposed},
+                                                {"stage": 3, "plan_slots": [6], "heads": 2, **decomposed},
+                                                {"stage": 4, "plan_slots": [7], "heads": 2, **decomposed}]
     as_json = json.loads(CliRunner().invoke(main, ["inspect", str(result.output), "--json"]).output)
     assert [s["heads"] for s in as_json["slot_layout"]] == heads and "painters.slot_layout" not in as_json
     with OrtRunner(result.output) as runner:

@@ -140,6 +140,39 @@ def test_genai_graph_serves_requests_of_several_lengths(tiny, genai_dirs, tmp_pa
     assert [r.tokens for r in requests] == [[t for t in w if t not in batcher.eos] for w in want]
 
 
+@pytest.mark.parametrize("plan, k", [("parallel_2_6", [4]), ("parallel_1_7_x3", [6, 6, 6]),
+                                     ("parallel_2_5+drop_attn_6-7+dup_0_x2", [3])])
+def test_genai_parallel_groups_fuse_into_one_attention(tiny, genai_dirs, tmp_path, plan, k):
+    """A parallel group of builder blocks is one GroupQueryAttention with k × the heads over its one KV slot (k ×
+    kv heads, decoded in place), matching the reference; the fused weights replace the members' (no growth)."""
+    from painters.compiler.graph_io import load_graph
+    from painters.runtime.ort import OrtRunner
+    from painters.runtime.torch_ref import TorchRunner
+
+    result = compile_model(genai_dirs["fp32"] / "model.onnx", plan, tmp_path / "out" / "model.onnx")
+    fused = [s for s in result.layout.stages if s.fused]
+    assert [len(s.stage.blocks) for s in fused] == k
+    heads = [n.attributes["num_heads"].value for n in load_graph(result.output).graph
+             if n.op_type == "GroupQueryAttention" and n.metadata_props.get("painters.stage") in
+             {str(s.index) for s in fused}]
+    assert heads == [4 * m for m in k]  # tiny-llama: 4 query heads per block
+    assert all(result.layout.slots[s.member_slots[0]].in_place for s in fused)
+    assert result.output_bytes <= result.source_bytes
+    assert _prefill_diff(tiny, result.output, result.plan) <= REL
+    runner, reference = OrtRunner(result.output), TorchRunner(tiny.model, result.plan, device="cpu")
+    assert runner.kv_in_place and runner.generate([PROMPTS[1]], 10) == reference.generate([PROMPTS[1]], 10)
+
+
+def test_genai_groups_left_unfused_say_why(genai_dirs, tmp_path, caplog):
+    """Quantized members (norm gains cannot be folded into MatMulNBits weights) and kv=mean groups stay unfused,
+    each with its reason on one line."""
+    int4 = compile_model(genai_dirs["int4"] / "model.onnx", "parallel_2_6", tmp_path / "q" / "model.onnx")
+    mean = compile_model(genai_dirs["fp32"] / "model.onnx", "parallel_2_6:kvmean", tmp_path / "m" / "model.onnx")
+    assert int4.layout.fused_stages == [] and mean.layout.fused_stages == []
+    assert "weights are quantized (MatMulNBits)" in caplog.text
+    assert "kv=mean groups of GroupQueryAttention blocks have no wide form" in caplog.text
+
+
 def test_genai_skip_keeps_builder_form(genai_dirs, tmp_path):
     """Skipping blocks removes exactly their nodes: the residual add is folded back into the next norm."""
     from painters.compiler.graph_io import load_graph

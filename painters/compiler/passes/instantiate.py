@@ -9,7 +9,7 @@ compiled slot; each stage then reads the current residual stream:
   the mask) maps to itself, so clones share weights — duplicating a block adds nodes, never weight bytes;
   several members are averaged, ``Sum · 1/k``;
 * a fused stage is one :class:`~painters.compiler.passes.wide_block.WideBlock` built from the members'
-  typed forms.
+  typed forms (:class:`~painters.compiler.passes.wide_gqa.WideGqaBlock` for ONNX Runtime GenAI's blocks).
 
 Finally the baseline blocks and their KV inputs are removed and the outputs become ``logits`` and one
 present pair per compiled slot (a ``kv=mean`` stage left unfused averages its members' presents). The
@@ -25,7 +25,9 @@ import onnx_ir as ir
 
 from painters.compiler.blocks import Block, BlockStructure
 from painters.compiler.layout import SlotLayout, StageLayout
+from painters.compiler.passes.gqa_match import GqaBlock
 from painters.compiler.passes.wide_block import WideBlock, fused_weights, group_dims
+from painters.compiler.passes.wide_gqa import WideGqaBlock, gqa_fused_weights, gqa_group_dims
 from painters.decoder_io import KINDS, past_name, present_name
 
 __all__ = ["InstantiateStagesPass", "clone_nodes", "mean_of"]
@@ -142,12 +144,14 @@ class InstantiateStagesPass(ir.passes.InPlacePass):
     def _wide(self, graph: ir.Graph, stage: StageLayout, x: ir.Value) -> ir.Value:
         blocks = stage.stage.blocks
         members = [self.structure.blocks[b].form for b in blocks]
-        dims = group_dims(members)
+        gqa = isinstance(members[0], GqaBlock)  # the layout fused only members of one form
+        dims = (gqa_group_dims if gqa else group_dims)(members)
         if blocks not in self.weights:  # the loops of one group share one set of fused weights
-            self.weights[blocks] = fused_weights(graph, blocks, members, dims)
+            self.weights[blocks] = (gqa_fused_weights if gqa else fused_weights)(graph, blocks, members, dims)
         slot = stage.member_slots[0]
-        out, present = WideBlock(graph, self.before, stage.index, blocks, members, dims, self.weights[blocks],
-                                 stage.stage.shared_kv, self.opset).build(x, self.slot_inputs[slot])
+        out, present = (WideGqaBlock if gqa else WideBlock)(
+            graph, self.before, stage.index, blocks, members, dims, self.weights[blocks], stage.stage.shared_kv,
+            self.opset).build(x, self.slot_inputs[slot])
         self.presents[slot].append(present)
         return out
 

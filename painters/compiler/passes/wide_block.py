@@ -144,8 +144,8 @@ class WideBlock:
         self.prefix = f"stage{index}/fused"
         self.meta = {"painters.block": ",".join(map(str, blocks)), "painters.stage": str(index)}
 
-    def op(self, op_type: str, inputs: list, name: str, num_outputs: int = 1, **attrs):
-        node = ir.node(op_type, inputs, attributes=attrs or None, num_outputs=num_outputs,
+    def op(self, op_type: str, inputs: list, name: str, num_outputs: int = 1, domain: str = "", **attrs):
+        node = ir.node(op_type, inputs, attributes=attrs or None, domain=domain, num_outputs=num_outputs,
                        name=f"{self.prefix}/{name}", metadata_props=dict(self.meta))
         for i, out in enumerate(node.outputs):
             out.name = f"{self.prefix}/{name}" + (f".{i}" if num_outputs > 1 else "")

@@ -1,0 +1,151 @@
+"""The wide block of ONNX Runtime GenAI graphs: a parallel group of k builder blocks with ONE GroupQueryAttention.
+
+The same computation as :mod:`painters.compiler.passes.wide_block` (``out = mean_m(h_m + MLP_m(h_m))``,
+``h_m = x + Attn_m(x)``), built from the builder's operators:
+
+1. x is normalized once (``SimplifiedLayerNormalization`` with a gain of ones);
+2. one MatMul projects q, k and v of every member, packed as GroupQueryAttention reads them:
+   ``[q_1 … q_k | k_1 … k_k | v_1 … v_k]``, each member's columns scaled by its own norm gain g_m;
+3. one ``GroupQueryAttention`` with ``num_heads = k·H`` and ``kv_num_heads = k·KV``: member-major heads, so query
+   head m·H + j reads kv head m·KV + j // (H / KV) — each member keeps its own grouping — over the stage's one KV
+   slot of k·KV heads, with the members' rotary caches, ``seqlens_k`` and total length (they agree);
+4. o_proj, the second norm (gain folded into gate and up) and the MLP run as MatMuls batched over a leading member
+   axis, ``[k, B, S, ·] @ [k, 1, ·, ·]``; each member's MLP reads its own ``h_m``;
+5. ``out = mean over members of (h_m + down_m)``.
+
+The slot is written by one GroupQueryAttention, so it decodes in place like the builder's own slots. Only
+``kv=exact`` groups of unquantized blocks fuse (:mod:`painters.compiler.layout` says why others do not).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+from painters.compiler.graph_io import ChunkedTensor
+from painters.compiler.passes.gqa_match import ATTENTION_CONTEXT, MS_DOMAIN, NORM, GqaBlock
+from painters.compiler.passes.llama_match import const, need
+from painters.compiler.passes.wide_block import CHUNK_BYTES, WideBlock
+
+__all__ = ["gqa_group_dims", "gqa_fused_weights", "WideGqaBlock"]
+
+_SAME_ATTRIBUTES = ("scale", "do_rotary", "rotary_interleaved", "local_window_size", "softcap")
+
+
+def _attr(node: ir.Node, name: str):
+    attr = node.attributes.get(name)
+    return attr.value if attr is not None else None
+
+
+def gqa_group_dims(members: list[GqaBlock]) -> dict[str, int]:
+    """The group's shared shapes; raises :class:`Mismatch` naming the first member that differs."""
+    first = members[0]
+    heads, kv = _attr(first.attention, "num_heads"), _attr(first.attention, "kv_num_heads")
+    hidden, packed = first.qkv.shape
+    need(heads and kv and packed % (heads + 2 * kv) == 0, f"packed q/k/v width {packed} does not split into "
+                                                          f"{heads} + 2·{kv} heads")
+    D, inter = packed // (heads + 2 * kv), first.gate.shape[1]
+    expect = {"qkv": (hidden, packed), "o": (heads * D, hidden), "gate": (hidden, inter), "up": (hidden, inter),
+              "down": (inter, hidden)}
+    dtype = first.qkv.const_value.dtype
+    for m, member in enumerate(members):
+        for name, shape in expect.items():
+            w = getattr(member, name)
+            need(tuple(w.shape) == shape and w.const_value.dtype == dtype,
+                 f"member {m}: {name}_proj is {tuple(w.shape)} {w.const_value.dtype}, member 0 has {shape} {dtype}")
+        for a in ("num_heads", "kv_num_heads", *_SAME_ATTRIBUTES):
+            need(_attr(member.attention, a) == _attr(first.attention, a),
+                 f"member {m}: GroupQueryAttention {a} differs from member 0's")
+        need(list(member.attention.inputs[ATTENTION_CONTEXT]) == list(first.attention.inputs[ATTENTION_CONTEXT]),
+             f"member {m}: attention context (sequence lengths, rotary caches) differs from member 0's")
+        for norm, norm0 in ((member.norm1, first.norm1), (member.norm2, first.norm2)):
+            need(const(norm.inputs[1]).shape == (hidden,), f"member {m}: a norm gain is not of size {hidden}")
+            need({a: _attr(norm, a) for a in norm.attributes} == {a: _attr(norm0, a) for a in norm0.attributes},
+                 f"member {m}: a norm's attributes differ from member 0's")
+    return {"k": len(members), "hidden": hidden, "heads": heads, "kv_heads": kv, "head_dim": D, "inter": inter}
+
+
+def gqa_fused_weights(graph: ir.Graph, blocks: tuple[int, ...], members: list[GqaBlock],
+                      d: dict[str, int]) -> dict[str, ir.Value]:
+    """The wide weights as :class:`ChunkedTensor` s (computed row block by row block when the graph is saved)."""
+    k, H, I = d["k"], d["hidden"], d["inter"]
+    heads, kv, D = d["heads"], d["kv_heads"], d["head_dim"]
+    dtype = members[0].qkv.const_value.dtype
+    prefix = "painters.fused.blocks_" + "_".join(map(str, blocks))
+    parts = [(0, heads * D), (heads * D, (heads + kv) * D), ((heads + kv) * D, (heads + 2 * kv) * D)]
+
+    def rows_of(w: ir.Value, gain: ir.Value | None, r: int, rows: int, cols=slice(None)) -> np.ndarray:
+        block = np.asarray(const(w)[r:r + rows, cols], dtype=np.float32)
+        return block if gain is None else np.asarray(const(gain)[r:r + rows], dtype=np.float32)[:, None] * block
+
+    def packed():  # [H, k·(heads + 2·kv)·D]: all members' q, then all k, then all v
+        rows = max(1, CHUNK_BYTES // (4 * k * members[0].qkv.shape[1]))
+        for r in range(0, H, rows):
+            yield np.concatenate([rows_of(m.qkv, m.norm1.inputs[1], r, rows, slice(a, b))
+                                  for a, b in parts for m in members], axis=1)
+
+    def stacked(proj: str, gain: str | None):  # [k, 1, in, out]: member matrices one after another
+        def chunks():
+            for m in members:
+                w = getattr(m, proj)
+                rows = max(1, CHUNK_BYTES // (4 * w.shape[1]))
+                for r in range(0, w.shape[0], rows):
+                    yield rows_of(w, getattr(m, gain).inputs[1] if gain else None, r, rows)
+        return chunks
+
+    recipes = {
+        "qkv_proj": ((H, k * (heads + 2 * kv) * D), packed),
+        "o_proj": ((k, 1, heads * D, H), stacked("o", None)),
+        "gate_proj": ((k, 1, H, I), stacked("gate", "norm2")),
+        "up_proj": ((k, 1, H, I), stacked("up", "norm2")),
+        "down_proj": ((k, 1, I, H), stacked("down", None)),
+    }
+    values = {}
+    for name, (shape, chunks) in recipes.items():
+        full = f"{prefix}.{name}.weight"
+        tensor = ChunkedTensor(chunks, dtype=dtype, shape=ir.Shape(shape), name=full)
+        values[name] = ir.Value(name=full, shape=ir.Shape(shape), type=ir.TensorType(dtype), const_value=tensor)
+        graph.register_initializer(values[name])
+    ones = f"{prefix}.norm_ones"  # the gains live in the weights; the norms scale by one
+    values["ones"] = ir.Value(name=ones, shape=ir.Shape([H]), type=ir.TensorType(dtype),
+                              const_value=ir.tensor(np.ones(H, dtype=dtype.numpy()), name=ones))
+    graph.register_initializer(values["ones"])
+    return values
+
+
+class WideGqaBlock(WideBlock):
+    """Builds one fused stage of builder blocks (see the module docstring); same arguments as :class:`WideBlock`."""
+
+    def norm(self, x: ir.Value, norm: ir.Node, name: str) -> ir.Value:  # type: ignore[override]
+        """The member's norm with a gain of ones (its gain is folded into the next projection)."""
+        attrs = {a: _attr(norm, a) for a in norm.attributes}
+        return self.op(NORM, [x, self.w["ones"]], name, **attrs)
+
+    def build(self, x: ir.Value, past: tuple[ir.Value, ir.Value]) -> tuple[ir.Value, tuple[ir.Value, ir.Value]]:
+        """The stage's output (the next residual stream) and its present (key, value), from ``x`` and ``past``."""
+        d, m0 = self.dims, self.members[0]
+        k, heads, kv, D = d["k"], d["heads"], d["kv_heads"], d["head_dim"]
+        need(not self.shared, "kv=mean groups have no wide GroupQueryAttention form")
+
+        self.meta["painters.sublayer"] = "attn"
+        qkv = self.op("MatMul", [self.norm(x, m0.norm1, "attn_norm"), self.w["qkv_proj"]], "qkv_proj")
+        attrs = {a: _attr(m0.attention, a) for a in m0.attention.attributes}
+        attrs.update(num_heads=k * heads, kv_num_heads=k * kv)
+        context = list(m0.attention.inputs[ATTENTION_CONTEXT])
+        attn, present_k, present_v = self.op("GroupQueryAttention", [qkv, None, None, *past, *context], "attention",
+                                             3, domain=MS_DOMAIN, **attrs)
+        for out, old in zip((present_k, present_v), m0.attention.outputs[1:3]):
+            out.type, out.shape = old.type, ir.Shape([None, k * kv, None, D])
+        members = self.op("Reshape", [attn, self.ints([0, 0, k, heads * D], "attn/shape")], "attn/members")
+        members = self.op("Transpose", [members], "attn/member_major", perm=[2, 0, 1, 3])  # [k, B, S, heads·D]
+        h = self.op("Add", [x, self.op("MatMul", [members, self.w["o_proj"]], "o_proj")], "h")  # [k, B, S, H]
+
+        self.meta["painters.sublayer"] = "mlp"
+        normed = self.norm(h, m0.norm2, "mlp_norm")
+        gate = self.op("MatMul", [normed, self.w["gate_proj"]], "gate_proj")
+        up = self.op("MatMul", [normed, self.w["up_proj"]], "up_proj")
+        silu = self.op("Mul", [gate, self.op("Sigmoid", [gate], "sigmoid")], "silu")
+        down = self.op("MatMul", [self.op("Mul", [silu, up], "act"), self.w["down_proj"]], "down_proj")
+        out = self.reduce_mean(self.op("Add", [h, down], "x_out"), [0], "mean", 0)
+        out.type, out.shape = x.type, x.shape
+        return out, (present_k, present_v)
