@@ -16,7 +16,7 @@ a :class:`~painters.compiler.passes.llama_match.Mismatch` says where the block d
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import onnx_ir as ir
 
@@ -34,16 +34,28 @@ ATTENTION_CONTEXT = slice(5, 9)  # GroupQueryAttention inputs every member reads
 
 @dataclass(frozen=True)
 class GqaBlock:
-    """A builder block's operators and weights (2-D initializers, ``[in, out]`` as MatMul reads them)."""
+    """A builder block's settings and weights (2-D initializers, ``[in, out]`` as MatMul reads them).
 
-    attention: ir.Node  # GroupQueryAttention: its attributes and context inputs are the group's
-    norm1: ir.Node
-    norm2: ir.Node
+    Everything is taken at match time, as values and plain attributes: instantiation removes the block's nodes
+    (which detaches their inputs), and fused weights are computed later still, when the graph is saved.
+    """
+
+    attention: dict[str, Any]  # GroupQueryAttention's attributes (num_heads, kv_num_heads, scale, rotary …)
+    context: tuple[ir.Value, ...]  # its inputs every member reads alike: seqlens_k, total length, cos, sin
+    kv_type: ir.TypeProtocol | None  # of its present outputs
+    norm1: dict[str, Any]  # SimplifiedLayerNormalization attributes (axis, epsilon, stash_type)
+    norm2: dict[str, Any]
+    gain1: ir.Value
+    gain2: ir.Value
     qkv: ir.Value
     o: ir.Value
     gate: ir.Value
     up: ir.Value
     down: ir.Value
+
+
+def _attributes(node: ir.Node) -> dict[str, Any]:
+    return {name: attr.value for name, attr in node.attributes.items()}
 
 
 def _producer(v: ir.Value | None, op: str, nodes: set[ir.Node], domain: str = "") -> ir.Node:
@@ -108,5 +120,7 @@ def match_gqa(block: Block) -> GqaBlock:
         gain = norm.inputs[1] if len(norm.inputs) > 1 else None
         need(gain is not None and gain.const_value is not None, f"{norm.name!r} has no constant gain")
     need(len(attn_nodes) == 5 and len(mlp_nodes) == 8, "the block has operators beyond the builder's form")
-    return GqaBlock(attention, norm1, norm2, _weight(qkv_mm, "qkv_proj"), _weight(o_mm, "o_proj"),
-                    _weight(gate_mm, "gate_proj"), _weight(up_mm, "up_proj"), _weight(down_mm, "down_proj"))
+    return GqaBlock(_attributes(attention), tuple(attention.inputs[ATTENTION_CONTEXT]), block.present[0].type,
+                    _attributes(norm1), _attributes(norm2), norm1.inputs[1], norm2.inputs[1],
+                    _weight(qkv_mm, "qkv_proj"), _weight(o_mm, "o_proj"), _weight(gate_mm, "gate_proj"),
+                    _weight(up_mm, "up_proj"), _weight(down_mm, "down_proj"))

@@ -23,24 +23,16 @@ import numpy as np
 import onnx_ir as ir
 
 from painters.compiler.graph_io import ChunkedTensor
-from painters.compiler.passes.gqa_match import ATTENTION_CONTEXT, MS_DOMAIN, NORM, GqaBlock
+from painters.compiler.passes.gqa_match import MS_DOMAIN, NORM, GqaBlock
 from painters.compiler.passes.llama_match import const, need
 from painters.compiler.passes.wide_block import CHUNK_BYTES, WideBlock
 
 __all__ = ["gqa_group_dims", "gqa_fused_weights", "WideGqaBlock"]
 
-_SAME_ATTRIBUTES = ("scale", "do_rotary", "rotary_interleaved", "local_window_size", "softcap")
-
-
-def _attr(node: ir.Node, name: str):
-    attr = node.attributes.get(name)
-    return attr.value if attr is not None else None
-
-
 def gqa_group_dims(members: list[GqaBlock]) -> dict[str, int]:
     """The group's shared shapes; raises :class:`Mismatch` naming the first member that differs."""
     first = members[0]
-    heads, kv = _attr(first.attention, "num_heads"), _attr(first.attention, "kv_num_heads")
+    heads, kv = first.attention.get("num_heads"), first.attention.get("kv_num_heads")
     hidden, packed = first.qkv.shape
     need(heads and kv and packed % (heads + 2 * kv) == 0, f"packed q/k/v width {packed} does not split into "
                                                           f"{heads} + 2·{kv} heads")
@@ -53,15 +45,14 @@ def gqa_group_dims(members: list[GqaBlock]) -> dict[str, int]:
             w = getattr(member, name)
             need(tuple(w.shape) == shape and w.const_value.dtype == dtype,
                  f"member {m}: {name}_proj is {tuple(w.shape)} {w.const_value.dtype}, member 0 has {shape} {dtype}")
-        for a in ("num_heads", "kv_num_heads", *_SAME_ATTRIBUTES):
-            need(_attr(member.attention, a) == _attr(first.attention, a),
-                 f"member {m}: GroupQueryAttention {a} differs from member 0's")
-        need(list(member.attention.inputs[ATTENTION_CONTEXT]) == list(first.attention.inputs[ATTENTION_CONTEXT]),
+        need(member.attention == first.attention, f"member {m}: GroupQueryAttention's attributes differ from "
+                                                  "member 0's")
+        need(member.context == first.context,
              f"member {m}: attention context (sequence lengths, rotary caches) differs from member 0's")
-        for norm, norm0 in ((member.norm1, first.norm1), (member.norm2, first.norm2)):
-            need(const(norm.inputs[1]).shape == (hidden,), f"member {m}: a norm gain is not of size {hidden}")
-            need({a: _attr(norm, a) for a in norm.attributes} == {a: _attr(norm0, a) for a in norm0.attributes},
-                 f"member {m}: a norm's attributes differ from member 0's")
+        need(member.norm1 == first.norm1 and member.norm2 == first.norm2,
+             f"member {m}: a norm's attributes differ from member 0's")
+        for gain in (member.gain1, member.gain2):
+            need(const(gain).shape == (hidden,), f"member {m}: a norm gain is not of size {hidden}")
     return {"k": len(members), "hidden": hidden, "heads": heads, "kv_heads": kv, "head_dim": D, "inter": inter}
 
 
@@ -81,7 +72,7 @@ def gqa_fused_weights(graph: ir.Graph, blocks: tuple[int, ...], members: list[Gq
     def packed():  # [H, k·(heads + 2·kv)·D]: all members' q, then all k, then all v
         rows = max(1, CHUNK_BYTES // (4 * k * members[0].qkv.shape[1]))
         for r in range(0, H, rows):
-            yield np.concatenate([rows_of(m.qkv, m.norm1.inputs[1], r, rows, slice(a, b))
+            yield np.concatenate([rows_of(m.qkv, m.gain1, r, rows, slice(a, b))
                                   for a, b in parts for m in members], axis=1)
 
     def stacked(proj: str, gain: str | None):  # [k, 1, in, out]: member matrices one after another
@@ -90,14 +81,14 @@ def gqa_fused_weights(graph: ir.Graph, blocks: tuple[int, ...], members: list[Gq
                 w = getattr(m, proj)
                 rows = max(1, CHUNK_BYTES // (4 * w.shape[1]))
                 for r in range(0, w.shape[0], rows):
-                    yield rows_of(w, getattr(m, gain).inputs[1] if gain else None, r, rows)
+                    yield rows_of(w, getattr(m, gain) if gain else None, r, rows)
         return chunks
 
     recipes = {
         "qkv_proj": ((H, k * (heads + 2 * kv) * D), packed),
         "o_proj": ((k, 1, heads * D, H), stacked("o", None)),
-        "gate_proj": ((k, 1, H, I), stacked("gate", "norm2")),
-        "up_proj": ((k, 1, H, I), stacked("up", "norm2")),
+        "gate_proj": ((k, 1, H, I), stacked("gate", "gain2")),
+        "up_proj": ((k, 1, H, I), stacked("up", "gain2")),
         "down_proj": ((k, 1, I, H), stacked("down", None)),
     }
     values = {}
@@ -116,10 +107,9 @@ def gqa_fused_weights(graph: ir.Graph, blocks: tuple[int, ...], members: list[Gq
 class WideGqaBlock(WideBlock):
     """Builds one fused stage of builder blocks (see the module docstring); same arguments as :class:`WideBlock`."""
 
-    def norm(self, x: ir.Value, norm: ir.Node, name: str) -> ir.Value:  # type: ignore[override]
-        """The member's norm with a gain of ones (its gain is folded into the next projection)."""
-        attrs = {a: _attr(norm, a) for a in norm.attributes}
-        return self.op(NORM, [x, self.w["ones"]], name, **attrs)
+    def norm(self, x: ir.Value, norm: dict, name: str) -> ir.Value:  # type: ignore[override]
+        """The members' norm with a gain of ones (their gains are folded into the next projection)."""
+        return self.op(NORM, [x, self.w["ones"]], name, **norm)
 
     def build(self, x: ir.Value, past: tuple[ir.Value, ir.Value]) -> tuple[ir.Value, tuple[ir.Value, ir.Value]]:
         """The stage's output (the next residual stream) and its present (key, value), from ``x`` and ``past``."""
@@ -129,13 +119,11 @@ class WideGqaBlock(WideBlock):
 
         self.meta["painters.sublayer"] = "attn"
         qkv = self.op("MatMul", [self.norm(x, m0.norm1, "attn_norm"), self.w["qkv_proj"]], "qkv_proj")
-        attrs = {a: _attr(m0.attention, a) for a in m0.attention.attributes}
-        attrs.update(num_heads=k * heads, kv_num_heads=k * kv)
-        context = list(m0.attention.inputs[ATTENTION_CONTEXT])
-        attn, present_k, present_v = self.op("GroupQueryAttention", [qkv, None, None, *past, *context], "attention",
-                                             3, domain=MS_DOMAIN, **attrs)
-        for out, old in zip((present_k, present_v), m0.attention.outputs[1:3]):
-            out.type, out.shape = old.type, ir.Shape([None, k * kv, None, D])
+        attrs = {**m0.attention, "num_heads": k * heads, "kv_num_heads": k * kv}
+        attn, present_k, present_v = self.op("GroupQueryAttention", [qkv, None, None, *past, *m0.context],
+                                             "attention", 3, domain=MS_DOMAIN, **attrs)
+        for out in (present_k, present_v):
+            out.type, out.shape = m0.kv_type, ir.Shape([None, k * kv, None, D])
         members = self.op("Reshape", [attn, self.ints([0, 0, k, heads * D], "attn/shape")], "attn/members")
         members = self.op("Transpose", [members], "attn/member_major", perm=[2, 0, 1, 3])  # [k, B, S, heads·D]
         h = self.op("Add", [x, self.op("MatMul", [members, self.w["o_proj"]], "o_proj")], "h")  # [k, B, S, H]
