@@ -31,7 +31,7 @@ from painters.compiler.graph_io import ChunkedTensor
 from painters.compiler.passes.llama_match import LlamaBlock, Norm, const, need
 from painters.decoder_io import KINDS
 
-__all__ = ["group_dims", "fused_weights", "WideBlock", "CHUNK_BYTES"]
+__all__ = ["group_dims", "check_weights", "fused_weights", "register_chunked", "WideBlock", "CHUNK_BYTES"]
 
 
 def group_dims(members: list[LlamaBlock]) -> dict[str, int]:
@@ -49,12 +49,8 @@ def group_dims(members: list[LlamaBlock]) -> dict[str, int]:
     need(heads % kv_heads == 0, f"{heads} heads are not a multiple of {kv_heads} kv heads")
     expect = {"q": (H, heads * D), "k": (H, kv_heads * D), "v": (H, kv_heads * D), "o": (heads * D, H),
               "gate": (H, I), "up": (H, I), "down": (I, H)}
-    dtype = first.q.const_value.dtype
+    check_weights(members, expect)
     for m, member in enumerate(members):
-        for name, shape in expect.items():
-            w = getattr(member, name)
-            need(tuple(w.shape) == shape and w.const_value.dtype == dtype,
-                 f"member {m}: {name}_proj is {tuple(w.shape)} {w.const_value.dtype}, member 0 has {shape} {dtype}")
         for norm, norm0 in ((member.norm1, first.norm1), (member.norm2, first.norm2)):
             need(const(norm.gain).shape == (H,), f"member {m}: a norm gain is not of size {H}")
             need(np.array_equal(const(norm.eps), const(norm0.eps)) and (norm.cast_in, norm.cast_out) ==
@@ -65,6 +61,16 @@ def group_dims(members: list[LlamaBlock]) -> dict[str, int]:
              f"member {m} reads another rotary table or mask than member 0")
         need(np.isclose(member.scale, first.scale, rtol=1e-6), f"member {m}: attention scale differs")
     return {"k": len(members), "heads": heads, "kv_heads": kv_heads, "head_dim": D, "hidden": H, "inter": I}
+
+
+def check_weights(members: list, expect: dict[str, tuple[int, ...]]) -> None:
+    """Every member's weight ``name`` (an attribute of its form) has ``expect[name]``'s shape and member 0's dtype."""
+    dtype = getattr(members[0], next(iter(expect))).const_value.dtype
+    for m, member in enumerate(members):
+        for name, shape in expect.items():
+            w = getattr(member, name)
+            need(tuple(w.shape) == shape and w.const_value.dtype == dtype,
+                 f"member {m}: {name}_proj is {tuple(w.shape)} {w.const_value.dtype}, member 0 has {shape} {dtype}")
 
 
 CHUNK_BYTES = 16 << 20  # float32 bytes of fused weights computed at a time: a 7B group never sits in memory
@@ -112,6 +118,11 @@ def fused_weights(graph: ir.Graph, blocks: tuple[int, ...], members: list[LlamaB
         "up_proj": ((k, H, I), stacked("up", "norm2")),
         "down_proj": ((k, I, H), stacked("down", None)),
     }
+    return register_chunked(graph, prefix, recipes, dtype)
+
+
+def register_chunked(graph: ir.Graph, prefix: str, recipes: dict, dtype: ir.DataType) -> dict[str, ir.Value]:
+    """Register ``recipes`` (name → (shape, chunks)) as :class:`ChunkedTensor` initializers ``PREFIX.NAME.weight``."""
     values = {}
     for name, (shape, chunks) in recipes.items():
         full = f"{prefix}.{name}.weight"
@@ -175,6 +186,18 @@ class WideBlock:
         return self.op("Add", [self.op("Mul", [t, cos], f"{name}/cos"), self.op("Mul", [rot, sin], f"{name}/sin")],
                        name)
 
+    def mlp_mean(self, h: ir.Value, norm) -> ir.Value:
+        """``mean over members of (h_m + MLP_m(h_m))`` from ``h`` with a leading member axis; ``norm`` is the
+        members' second norm (its gains are folded into the gate and up weights)."""
+        self.meta["painters.sublayer"] = "mlp"
+        # gate and up as two batched MatMuls: one concatenated MatMul would need a Split, a copy of both halves
+        normed = self.norm(h, norm, "mlp_norm")
+        gate = self.op("MatMul", [normed, self.w["gate_proj"]], "gate_proj")
+        up = self.op("MatMul", [normed, self.w["up_proj"]], "up_proj")
+        silu = self.op("Mul", [gate, self.op("Sigmoid", [gate], "sigmoid")], "silu")
+        down = self.op("MatMul", [self.op("Mul", [silu, up], "act"), self.w["down_proj"]], "down_proj")
+        return self.reduce_mean(self.op("Add", [h, down], "x_out"), [0], "mean", 0)
+
     def build(self, x: ir.Value, past: tuple[ir.Value, ir.Value]) -> tuple[ir.Value, tuple[ir.Value, ir.Value]]:
         """The stage's output (the next residual stream) and its present (key, value), from ``x`` and ``past``.
 
@@ -227,15 +250,7 @@ class WideBlock:
         x_rows = self.op("Reshape", [x, self.ints([1, -1, H], "x/rows_shape")], "x/rows")
         h = self.op("Add", [x_rows, self.op("MatMul", [ctx, self.w["o_proj"]], "o_proj")], "h")  # [k, B·S, H]
 
-        self.meta["painters.sublayer"] = "mlp"
-        # gate and up as two batched MatMuls: one concatenated MatMul would need a Split, a copy of both halves
-        normed = self.norm(h, m0.norm2, "mlp_norm")
-        gate = self.op("MatMul", [normed, self.w["gate_proj"]], "gate_proj")
-        up = self.op("MatMul", [normed, self.w["up_proj"]], "up_proj")
-        silu = self.op("Mul", [gate, self.op("Sigmoid", [gate], "sigmoid")], "silu")
-        down = self.op("MatMul", [self.op("Mul", [silu, up], "act"), self.w["down_proj"]], "down_proj")
-        outs = self.op("Add", [h, down], "x_out")
-        mean = self.reduce_mean(outs, [0], "mean", 0)
+        mean = self.mlp_mean(h, m0.norm2)
         out = self.op("Reshape", [mean, self.op("Shape", [x], "x/shape")], "out")
         out.type, out.shape = x.type, x.shape
         return out, (present[0], present[1])

@@ -22,10 +22,9 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from painters.compiler.graph_io import ChunkedTensor
 from painters.compiler.passes.gqa_match import MS_DOMAIN, NORM, GqaBlock
 from painters.compiler.passes.llama_match import const, need
-from painters.compiler.passes.wide_block import CHUNK_BYTES, WideBlock
+from painters.compiler.passes.wide_block import CHUNK_BYTES, WideBlock, check_weights, register_chunked
 
 __all__ = ["gqa_group_dims", "gqa_fused_weights", "WideGqaBlock"]
 
@@ -39,12 +38,8 @@ def gqa_group_dims(members: list[GqaBlock]) -> dict[str, int]:
     D, inter = packed // (heads + 2 * kv), first.gate.shape[1]
     expect = {"qkv": (hidden, packed), "o": (heads * D, hidden), "gate": (hidden, inter), "up": (hidden, inter),
               "down": (inter, hidden)}
-    dtype = first.qkv.const_value.dtype
+    check_weights(members, expect)
     for m, member in enumerate(members):
-        for name, shape in expect.items():
-            w = getattr(member, name)
-            need(tuple(w.shape) == shape and w.const_value.dtype == dtype,
-                 f"member {m}: {name}_proj is {tuple(w.shape)} {w.const_value.dtype}, member 0 has {shape} {dtype}")
         need(member.attention == first.attention, f"member {m}: GroupQueryAttention's attributes differ from "
                                                   "member 0's")
         need(member.context == first.context,
@@ -58,7 +53,7 @@ def gqa_group_dims(members: list[GqaBlock]) -> dict[str, int]:
 
 def gqa_fused_weights(graph: ir.Graph, blocks: tuple[int, ...], members: list[GqaBlock],
                       d: dict[str, int]) -> dict[str, ir.Value]:
-    """The wide weights as :class:`ChunkedTensor` s (computed row block by row block when the graph is saved)."""
+    """The wide weights, computed row block by row block when the graph is saved (:func:`register_chunked`)."""
     k, H, I = d["k"], d["hidden"], d["inter"]
     heads, kv, D = d["heads"], d["kv_heads"], d["head_dim"]
     dtype = members[0].qkv.const_value.dtype
@@ -91,12 +86,7 @@ def gqa_fused_weights(graph: ir.Graph, blocks: tuple[int, ...], members: list[Gq
         "up_proj": ((k, 1, H, I), stacked("up", "gain2")),
         "down_proj": ((k, 1, I, H), stacked("down", None)),
     }
-    values = {}
-    for name, (shape, chunks) in recipes.items():
-        full = f"{prefix}.{name}.weight"
-        tensor = ChunkedTensor(chunks, dtype=dtype, shape=ir.Shape(shape), name=full)
-        values[name] = ir.Value(name=full, shape=ir.Shape(shape), type=ir.TensorType(dtype), const_value=tensor)
-        graph.register_initializer(values[name])
+    values = register_chunked(graph, prefix, recipes, dtype)
     ones = f"{prefix}.norm_ones"  # the gains live in the weights; the norms scale by one
     values["ones"] = ir.Value(name=ones, shape=ir.Shape([H]), type=ir.TensorType(dtype),
                               const_value=ir.tensor(np.ones(H, dtype=dtype.numpy()), name=ones))
@@ -128,12 +118,6 @@ class WideGqaBlock(WideBlock):
         members = self.op("Transpose", [members], "attn/member_major", perm=[2, 0, 1, 3])  # [k, B, S, heads·D]
         h = self.op("Add", [x, self.op("MatMul", [members, self.w["o_proj"]], "o_proj")], "h")  # [k, B, S, H]
 
-        self.meta["painters.sublayer"] = "mlp"
-        normed = self.norm(h, m0.norm2, "mlp_norm")
-        gate = self.op("MatMul", [normed, self.w["gate_proj"]], "gate_proj")
-        up = self.op("MatMul", [normed, self.w["up_proj"]], "up_proj")
-        silu = self.op("Mul", [gate, self.op("Sigmoid", [gate], "sigmoid")], "silu")
-        down = self.op("MatMul", [self.op("Mul", [silu, up], "act"), self.w["down_proj"]], "down_proj")
-        out = self.reduce_mean(self.op("Add", [h, down], "x_out"), [0], "mean", 0)
+        out = self.mlp_mean(h, m0.norm2)
         out.type, out.shape = x.type, x.shape
         return out, (present_k, present_v)
