@@ -35,8 +35,10 @@ import onnx_ir as ir
 
 from painters.compiler.passes.gqa_match import GqaBlock, match_gqa
 from painters.compiler.passes.llama_match import LlamaBlock, Mismatch, match_llama
+from painters.compiler.passes.skip_norms import MS_DOMAIN
 from painters.decoder_io import INPUT_IDS, LOGITS, parse_past, past_name, present_name
 from painters.errors import CompileError
+from painters.graph_metadata import GQA
 
 __all__ = ["Block", "BlockStructure", "BlockForm", "Matcher", "MATCHERS", "discover_blocks", "residual_add",
            "residual_set", "collect_nodes"]
@@ -45,8 +47,8 @@ BlockForm = LlamaBlock | GqaBlock  # the typed descriptions matchers return
 Matcher = Callable[["Block"], BlockForm]  # raises Mismatch with the reason
 MATCHERS: tuple[Matcher, ...] = (match_llama, match_gqa)
 # The embedding lookup x_0 = op(weight, input_ids): a Gather, or ONNX Runtime's int4 one (GenAI's int4 graphs)
-FUSED_ATTENTION_OPS = ("GroupQueryAttention", "MultiHeadAttention")  # com.microsoft: ONNX Runtime GenAI's forms
-EMBEDDING_OPS = {("", "Gather"), ("ai.onnx", "Gather"), ("com.microsoft", "GatherBlockQuantized")}
+FUSED_ATTENTION_OPS = (GQA, "MultiHeadAttention")  # com.microsoft: ONNX Runtime GenAI's attention forms
+EMBEDDING_OPS = {("", "Gather"), ("ai.onnx", "Gather"), (MS_DOMAIN, "GatherBlockQuantized")}
 
 
 @dataclass
@@ -75,7 +77,7 @@ class Block:
     def fused_attention(self) -> str | None:
         """The ``com.microsoft`` attention operator of the block (ONNX Runtime GenAI's graphs), None if decomposed."""
         return next((n.op_type for n in self.attn_nodes
-                     if n.domain == "com.microsoft" and n.op_type in FUSED_ATTENTION_OPS), None)
+                     if n.domain == MS_DOMAIN and n.op_type in FUSED_ATTENTION_OPS), None)
 
     @property
     def kv_in_place(self) -> bool:
@@ -86,7 +88,7 @@ class Block:
         GenAI decodes the builder's graphs. Every other attention form concatenates past and new.
         """
         writer = self.present[0].producer()
-        return (writer is not None and writer.domain == "com.microsoft" and writer.op_type == "GroupQueryAttention"
+        return (writer is not None and writer.domain == MS_DOMAIN and writer.op_type == GQA
                 and writer is self.present[1].producer() and len(writer.inputs) > 4
                 and writer.inputs[3] is self.past[0] and writer.inputs[4] is self.past[1])
 

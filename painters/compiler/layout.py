@@ -25,7 +25,7 @@ from painters.compiler.passes.gqa_match import GqaBlock
 from painters.compiler.passes.llama_match import Mismatch
 from painters.compiler.passes.wide_block import group_dims
 from painters.compiler.passes.wide_gqa import gqa_group_dims
-from painters.graph_metadata import SLOT_LAYOUT, read_slot_layout
+from painters.graph_metadata import GQA, SLOT_LAYOUT, read_slot_layout
 from painters.plans import Plan, Stage
 
 __all__ = ["SlotLayout", "StageLayout", "Slot", "slot_layout", "METADATA_KEY", "MIN_FUSE_OPSET"]
@@ -187,7 +187,7 @@ def slot_layout(plan: Plan, structure: BlockStructure, *, fuse_parallel: bool = 
         if index in fused:
             k = 1 if stage.shared_kv else len(stage.blocks)
             gqa = isinstance(structure.blocks[stage.blocks[0]].form, GqaBlock)  # one wide GroupQueryAttention
-            slots.append(Slot(index, plan_slots, k * heads[0], gqa, "GroupQueryAttention" if gqa else None))
+            slots.append(Slot(index, plan_slots, k * heads[0], gqa, GQA if gqa else None))
             member_slots: tuple[int | None, ...] = (len(slots) - 1,) * len(stage.blocks)
         else:
             compiled: dict[int, int] = {}

@@ -32,8 +32,7 @@ from painters.export.sources import LoadedModel, _quiet_transformers
 from painters.fileio import atomic_dir_outputs, check_outputs
 
 __all__ = ["GENAI_MODEL_TYPES", "PRECISIONS", "TARGETS", "GRAPH_NAME", "CONFIG_NAME", "check_request",
-           "check_genai_family",
-           "save_hf_dir", "build_genai", "export_genai"]
+           "check_genai_family", "save_hf_dir", "build_genai", "export_genai"]
 
 log = logging.getLogger(__name__)
 

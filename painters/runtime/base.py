@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from painters.runtime.decode import ForwardLoop, GreedyLoop
-from painters.runtime.tokens import left_pad, positions_from_mask
+from painters.runtime.tokens import left_pad, positions_from_mask, rows_by_length
 
 __all__ = ["Runner", "KV", "ModelInfo", "positions_from_mask", "left_pad"]
 
@@ -96,10 +96,7 @@ class Runner(ABC):
         """Greedy generation with the KV cache; each sequence stops at a token of ``stop_ids``."""
         out: list[list[int]] = [[] for _ in prompts]
         if not self.pads_rows and len({len(p) for p in prompts}) > 1:  # one batch per prompt length
-            by_length: dict[int, list[int]] = {}
-            for i, p in enumerate(prompts):
-                by_length.setdefault(len(p), []).append(i)
-            for rows in by_length.values():
+            for rows in rows_by_length(prompts):
                 batch = self.generate([prompts[i] for i in rows], max_new_tokens, stop_ids, pad_id, static)
                 for i, tokens in zip(rows, batch):
                     out[i] = tokens

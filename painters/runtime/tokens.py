@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["positions_from_mask", "left_pad"]
+__all__ = ["positions_from_mask", "left_pad", "rows_by_length"]
 
 
 def positions_from_mask(attention_mask: np.ndarray, seq: int) -> np.ndarray:
@@ -30,3 +30,12 @@ def left_pad(sequences: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[np.nd
             ids[row, width - len(seq):] = seq
             mask[row, width - len(seq):] = 1
     return ids, mask
+
+
+def rows_by_length(sequences: Sequence[Sequence[int]]) -> list[list[int]]:
+    """Indices of ``sequences`` grouped by length, in order of first appearance: batches that need no padding
+    (for runners that take no padded rows, ``Runner.pads_rows``)."""
+    groups: dict[int, list[int]] = {}
+    for i, seq in enumerate(sequences):
+        groups.setdefault(len(seq), []).append(i)
+    return list(groups.values())

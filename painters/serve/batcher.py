@@ -20,6 +20,7 @@ import numpy as np
 from painters.runtime.base import Runner, left_pad
 from painters.runtime.decode import ForwardLoop
 from painters.runtime.sampling import pick_tokens
+from painters.runtime.tokens import rows_by_length
 
 __all__ = ["GenRequest", "Batcher"]
 
@@ -106,10 +107,7 @@ class Batcher:
         (``Runner.pads_rows``: GroupQueryAttention graphs)."""
         if self.runner.pads_rows:
             return [requests]
-        by_length: dict[int, list[GenRequest]] = {}
-        for request in requests:
-            by_length.setdefault(len(request.prompt), []).append(request)
-        return list(by_length.values())
+        return [[requests[i] for i in rows] for rows in rows_by_length([r.prompt for r in requests])]
 
     def run(self, batch: list[GenRequest]) -> None:
         """Generate for ``batch`` (left-padded together) until every request has finished."""

@@ -21,14 +21,14 @@ from typing import TYPE_CHECKING, Any
 import onnx_ir as ir
 
 from painters.compiler.passes.llama_match import Mismatch, need
+from painters.compiler.passes.skip_norms import MS_DOMAIN, NORM
+from painters.graph_metadata import GQA
 
 if TYPE_CHECKING:
     from painters.compiler.blocks import Block
 
-__all__ = ["GqaBlock", "match_gqa", "ATTENTION_CONTEXT"]
+__all__ = ["GqaBlock", "match_gqa"]
 
-MS_DOMAIN = "com.microsoft"
-NORM = "SimplifiedLayerNormalization"
 ATTENTION_CONTEXT = slice(5, 9)  # GroupQueryAttention inputs every member reads alike: seqlens_k, length, cos, sin
 
 
@@ -102,7 +102,7 @@ def match_gqa(block: Block) -> GqaBlock:
          "its weights are quantized (MatMulNBits): norm gains cannot be folded into them")
     h_add = _producer(block.h, "Add", attn_nodes)
     o_mm = _producer(_other(h_add, block.x_in), "MatMul", attn_nodes)
-    attention = _producer(o_mm.inputs[0], "GroupQueryAttention", attn_nodes, MS_DOMAIN)
+    attention = _producer(o_mm.inputs[0], GQA, attn_nodes, MS_DOMAIN)
     need(len(attention.inputs) >= 9 and attention.inputs[1] is None and attention.inputs[2] is None,
          "GroupQueryAttention does not take packed q/k/v and rotary caches")
     need(attention.inputs[3] is block.past[0] and attention.inputs[4] is block.past[1]

@@ -22,11 +22,14 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from painters.compiler.passes.gqa_match import MS_DOMAIN, NORM, GqaBlock
+from painters.compiler.passes.gqa_match import GqaBlock
 from painters.compiler.passes.llama_match import const, need
+from painters.compiler.passes.skip_norms import MS_DOMAIN, NORM
 from painters.compiler.passes.wide_block import CHUNK_BYTES, WideBlock, check_weights, register_chunked
+from painters.graph_metadata import GQA
 
 __all__ = ["gqa_group_dims", "gqa_fused_weights", "WideGqaBlock"]
+
 
 def gqa_group_dims(members: list[GqaBlock]) -> dict[str, int]:
     """The group's shared shapes; raises :class:`Mismatch` naming the first member that differs."""
@@ -110,7 +113,7 @@ class WideGqaBlock(WideBlock):
         self.meta["painters.sublayer"] = "attn"
         qkv = self.op("MatMul", [self.norm(x, m0.norm1, "attn_norm"), self.w["qkv_proj"]], "qkv_proj")
         attrs = {**m0.attention, "num_heads": k * heads, "kv_num_heads": k * kv}
-        attn, present_k, present_v = self.op("GroupQueryAttention", [qkv, None, None, *past, *m0.context],
+        attn, present_k, present_v = self.op(GQA, [qkv, None, None, *past, *m0.context],
                                              "attention", 3, domain=MS_DOMAIN, **attrs)
         for out in (present_k, present_v):
             out.type, out.shape = m0.kv_type, ir.Shape([None, k * kv, None, D])
