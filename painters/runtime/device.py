@@ -103,8 +103,8 @@ class DeviceRunner(Runner):
         """The static loop on a GPU (CUDA graphs) or where the cache updates in place, else the forward loop,
         unless ``static`` says otherwise."""
         if static is None:  # GroupQueryAttention places a row's new token after its filled positions: no padding
-            padded = not np.asarray(attention_mask).all()
-            static = self.device.type == "cuda" and not (self.kv_in_place and padded) or self.kv_in_place and not padded
+            padded_in_place = self.kv_in_place and not np.asarray(attention_mask).all()
+            static = (self.device.type == "cuda" or self.kv_in_place) and not padded_in_place
         if static:
             return StaticLoop(self, input_ids, attention_mask, max_new_tokens)
         return ForwardLoop(self, input_ids, attention_mask)
