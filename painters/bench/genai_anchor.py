@@ -111,7 +111,7 @@ def _variants(folder: Path, plans: list[str], scores: str | None) -> dict[str, P
 
 def genai_runners(anchor: str, plans: list[str], scores: str | None) -> dict[str, GenaiRunner]:
     """Rows ``genai/PLAN`` for ``--anchor ort-genai:DIR``; each runner carries its parsed ``plan`` (for the ideal
-    cost ratio, :func:`painters.bench.runners.ideal_ratio`)."""
+    cost ratio, :func:`painters.routing.ideal_ratio`)."""
     try:
         import onnxruntime_genai  # noqa: F401
     except ImportError:

@@ -60,8 +60,8 @@ def accuracy_cmd(model, tasks, backend, plan, scores, data_dir, limit, num_fewsh
                  json_out) -> None:
     """Score MODEL (.onnx, .engine, or a source such as smollm2-135m) on TASKS and print a Markdown table."""
     from painters.bench.accuracy import evaluate, render_markdown
-    from painters.bench.runners import open_runner
     from painters.bench.tasks import parse_tasks, resolve_data_dir
+    from painters.routing import open_runner
 
     parse_tasks(tasks)  # fail on a typo before a model loads
     resolve_data_dir(data_dir)

@@ -23,7 +23,7 @@ from painters.cli.root import handle_errors
 @handle_errors
 def glue_cmd(model, task, limit, batch_size, data_dir, threads, json_out) -> None:
     """Score MODEL (a fine-tuned encoder .onnx, any plan) on TASK's dev split with GLUE's own metrics."""
-    from painters.bench.glue import evaluate_glue
+    from painters.glue.evaluate import evaluate_glue
 
     result = evaluate_glue(model, task, limit=limit, batch_size=batch_size, data_dir=data_dir, threads=threads)
     metrics = ", ".join(f"{k} {100 * v:.2f}" for k, v in result["metrics"].items())
@@ -46,11 +46,11 @@ def glue_table_cmd(results, as_json, page, out) -> None:
     RESULTS may also hold fine-tuning records (CKPT/finetune.json: they give each result its seed, and several
     seeds show as mean ± standard deviation) and files merged by --json. --page needs the records.
     """
-    from painters.bench.glue import load_results, render_table
-    from painters.bench.glue_page import render_page
-    from painters.bench.reproduce import provenance
     from painters.errors import BenchError
+    from painters.experiments.reproduce import provenance
     from painters.fileio import atomic_write, check_outputs
+    from painters.glue.evaluate import load_results, render_table
+    from painters.glue.page import render_page
 
     if as_json and page:
         raise BenchError("--json and --page write different things; give one of them")

@@ -56,8 +56,8 @@ def latency_cmd(model, backend, plans, plan, scores, fuse_parallel, batch, promp
                 anchor, dtype, json_out) -> None:
     """Prefill latency, decode ms/token and KV bytes of MODEL; several plans interleaved, as ratios to baseline."""
     from painters.bench.latency import benchmark, engine_profile, format_table, rows_to_json
-    from painters.bench.runners import decode_weight_bytes, ideal_ratio, open_runners
     from painters.plans import split_plans
+    from painters.routing import decode_weight_bytes, ideal_ratio, open_runners
 
     check_outputs([json_out], model_reads(model, scores, anchor))  # before the run, not after it
     asked = split_plans(plans or plan) if (plans or plan) else None  # None: the model's own plan

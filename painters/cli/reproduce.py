@@ -32,7 +32,7 @@ from painters.cli.root import handle_errors, main
 @handle_errors
 def reproduce_cmd(model, tasks, limit, quick, ns, ks, variants, kinds, seeds, calib, data, threads, out) -> None:
     """Run both papers' experiments on MODEL through compiled graphs; write OUT/report.md (resumable)."""
-    from painters.bench.reproduce import FULL, QUICK, parse_ints, run_reproduce
+    from painters.experiments.reproduce import FULL, QUICK, parse_ints, run_reproduce
 
     grid = QUICK if quick else FULL
     changes = {k: v for k, v in (("tasks", tasks), ("limit", limit), ("ns", parse_ints(ns)), ("ks", parse_ints(ks)),

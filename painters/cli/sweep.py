@@ -26,10 +26,10 @@ from painters.cli.root import handle_errors, main
 @handle_errors
 def sweep_cmd(model, variants, n_range, tasks, limit, backend, data, latency, ray_address, out) -> None:
     """Run the Painters grid on MODEL (resumable: finished runs in OUT/runs are kept)."""
-    from painters.bench.sweep import latency_ratio, parse_range, run_sweep, sweep_runners
+    from painters.experiments.sweep import latency_ratio, parse_range, run_sweep, sweep_runners
 
     if ray_address:
-        from painters.bench.sweep_ray import import_ray, run_sweep_ray
+        from painters.experiments.sweep_ray import import_ray, run_sweep_ray
 
         import_ray()
     models = sweep_runners(model, backend)

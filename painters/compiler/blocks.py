@@ -33,8 +33,8 @@ from dataclasses import dataclass
 
 import onnx_ir as ir
 
-from painters.compiler.passes.gqa_match import GqaBlock, match_gqa
-from painters.compiler.passes.llama_match import LlamaBlock, Mismatch, match_llama
+from painters.compiler.forms.gqa_match import GqaBlock, match_gqa
+from painters.compiler.forms.llama_match import LlamaBlock, Mismatch, match_llama
 from painters.compiler.passes.skip_norms import MS_DOMAIN
 from painters.decoder_io import INPUT_IDS, LOGITS, parse_past, past_name, present_name
 from painters.errors import CompileError

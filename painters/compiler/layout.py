@@ -11,7 +11,7 @@ metadata ``painters.slot_layout`` once, and runners and ``painters inspect`` rea
 
 A parallel stage fuses when it keeps attention and MLP, every member matched a block form
 (:attr:`painters.compiler.blocks.Block.form`), the members agree in shapes and context
-(:func:`painters.compiler.passes.wide_block.group_dims`), and no member also runs outside stages with the
+(:func:`painters.compiler.forms.wide_block.group_dims`), and no member also runs outside stages with the
 same members (fused weights replace the members', so fusing it would copy its weights).
 """
 
@@ -21,10 +21,10 @@ import logging
 from dataclasses import dataclass
 
 from painters.compiler.blocks import BlockStructure
-from painters.compiler.passes.gqa_match import GqaBlock
-from painters.compiler.passes.llama_match import Mismatch
-from painters.compiler.passes.wide_block import group_dims
-from painters.compiler.passes.wide_gqa import gqa_group_dims
+from painters.compiler.forms.gqa_match import GqaBlock
+from painters.compiler.forms.llama_match import Mismatch
+from painters.compiler.forms.wide_block import group_dims
+from painters.compiler.forms.wide_gqa import gqa_group_dims
 from painters.graph_metadata import GQA, SLOT_LAYOUT, read_slot_layout
 from painters.plans import Plan, Stage
 

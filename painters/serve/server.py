@@ -22,7 +22,7 @@ def serve(model: str, *, plan: str | None = None, backend: str | None = None, ho
     require_serve_extra()
     import uvicorn
 
-    from painters.bench.runners import open_runner
+    from painters.routing import open_runner
     from painters.serve.app import create_app
 
     runner = open_runner(model, backend, plan)

@@ -18,8 +18,8 @@ from painters.bench.metrics import (
     perplexity,
     regex_extract,
 )
-from painters.bench.runners import open_runner
 from painters.errors import BenchError
+from painters.routing import open_runner
 
 
 class ByteTokenizer:
@@ -190,7 +190,7 @@ def test_compiled_plan_is_fixed(tiny_onnx, tmp_path):
 
 
 def test_cli_accuracy(tiny_runner, toy_data, tmp_path, monkeypatch):
-    from painters.bench import runners
+    from painters import routing as runners
     from painters.cli import main
 
     monkeypatch.setattr(runners, "open_runner", lambda *a, **k: tiny_runner)  # the CLI imports it when run

@@ -28,8 +28,8 @@ def runners(smollm2, smollm2_onnx):
     """(onnxruntime, torch) runners over the same weights; the conftest fixtures export once per session."""
     import torch
 
-    from painters.bench.runners import open_runner
     from painters.plans import parse_plan
+    from painters.routing import open_runner
     from painters.runtime.torch_ref import TorchRunner
 
     threads = torch.get_num_threads()

@@ -22,8 +22,8 @@ import pytest
 from click.testing import CliRunner
 
 from painters.bench.accuracy import evaluate, score_loglikelihood, score_multiple_choice
-from painters.bench.runners import ModelRunners, open_runners
 from painters.bench.tasks import get_task, load_items
+from painters.routing import ModelRunners, open_runners
 from tests.families import FAMILIES, family_params
 
 # name → a plan that changes the family's structure: GPT-NeoX drops a parallel block's attention (its MLP still

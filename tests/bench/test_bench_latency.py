@@ -9,9 +9,9 @@ from click.testing import CliRunner
 
 from painters.bench.gate import check_regressions
 from painters.bench.latency import benchmark, format_table
-from painters.bench.runners import ideal_ratio, open_runners
 from painters.cli import main
 from painters.errors import BenchError
+from painters.routing import ideal_ratio, open_runners
 
 
 def test_plans_side_by_side_with_the_papers_path(tiny_onnx):
@@ -79,7 +79,7 @@ def test_source_model_rejects_anchor_and_graph_backends():
 
 
 def test_fusion_benchmark_times_both_twins(tiny_onnx, tmp_path, capsys):
-    from painters.bench.fusion import main as fusion_main
+    from painters.experiments.fusion import main as fusion_main
 
     out = tmp_path / "fusion.json"
     fusion_main([str(tiny_onnx), "--plans", "parallel_2_6_x2", "--prompt", "8", "--gen", "2", "--warmup", "0",

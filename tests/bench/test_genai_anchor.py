@@ -9,7 +9,7 @@ from painters.errors import BenchError
 
 def test_genai_anchor_rows(tiny_onnx, genai_dirs, tmp_path, monkeypatch):
     from painters.bench.latency import benchmark
-    from painters.bench.runners import ideal_ratio, open_runners
+    from painters.routing import ideal_ratio, open_runners
 
     monkeypatch.setenv("PAINTERS_CACHE", str(tmp_path / "cache"))
     runners = open_runners(str(tiny_onnx), ["baseline", "skip_2_5"], anchor=f"ort-genai:{genai_dirs['fp32']}")
@@ -28,7 +28,7 @@ def test_genai_anchor_rows(tiny_onnx, genai_dirs, tmp_path, monkeypatch):
 
 
 def test_genai_anchor_needs_a_genai_folder(tiny_onnx, tmp_path):
-    from painters.bench.runners import open_runners
+    from painters.routing import open_runners
 
     with pytest.raises(BenchError, match="not an ONNX Runtime GenAI folder"):
         open_runners(str(tiny_onnx), ["baseline"], anchor=f"ort-genai:{tmp_path}")

@@ -7,8 +7,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from painters.bench.latency import benchmark
-from painters.bench.runners import decode_weight_bytes, open_runners
 from painters.bench.weight_reads import weight_bytes
+from painters.routing import decode_weight_bytes, open_runners
 
 
 def test_three_nodes_count_reads_not_tensors(tmp_path):

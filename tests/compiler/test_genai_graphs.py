@@ -217,7 +217,7 @@ def _dequantized_reference(tiny, int4_dir: Path):
     import onnx_ir as ir
     import torch
 
-    from painters.compiler.passes.llama_match import const
+    from painters.compiler.forms.llama_match import const
 
     graph = ir.load(int4_dir / "model.onnx").graph
     nodes = {n.inputs[1].name.removesuffix(".weight_Q4"): n for n in graph if n.op_type == "MatMulNBits"}

@@ -100,7 +100,7 @@ def test_plugin_matches_hf_backend(graphs, checkpoint, task_manager):
 def test_plugin_matches_bench_accuracy_for_a_plan(graphs, task_manager):
     """skip_2_4: the plugin's metrics equal ``painters bench accuracy``'s on the same compiled graph."""
     from painters.bench.accuracy import evaluate
-    from painters.bench.runners import open_runner
+    from painters.routing import open_runner
 
     ours = _evaluate("painters", f"model={graphs['skip_2_4']}", TASKS, task_manager)
     with open_runner(str(graphs["skip_2_4"])) as runner:
@@ -163,8 +163,8 @@ def test_plain_lm_eval_command_runs_the_painters_model(graphs, tmp_path):
     import sys
 
     from painters.bench.accuracy import evaluate
-    from painters.bench.runners import open_runner
     from painters.integrations.lm_eval import TASKS_DIR
+    from painters.routing import open_runner
 
     exe = Path(sys.executable).with_name("lm_eval")
     if not exe.exists():

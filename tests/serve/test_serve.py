@@ -71,7 +71,7 @@ def server(served_tiny):
 
 def _reference(model_path, prompts, max_tokens):
     """painters' own greedy generation, with the served model's tokenizer; the final end token dropped."""
-    from painters.bench.runners import open_runner
+    from painters.routing import open_runner
 
     with open_runner(str(model_path)) as runner:
         tok = runner.tokenizer
@@ -117,7 +117,7 @@ def test_chat_uses_the_chat_template(server, served_tiny):
     ref, tok = _reference(served_tiny, [], 0)
     ids = tok.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True,
                                   tokenize=True)["input_ids"]
-    from painters.bench.runners import open_runner
+    from painters.routing import open_runner
 
     with open_runner(str(served_tiny)) as runner:
         expect = runner.generate([ids], 8, stop_ids=[tok.eos_token_id])[0]

@@ -8,8 +8,8 @@ compiled slot; each stage then reads the current residual stream:
   past-KV inputs become the member's slot inputs, and everything else it reads (initializers, rotary tables,
   the mask) maps to itself, so clones share weights — duplicating a block adds nodes, never weight bytes;
   several members are averaged, ``Sum · 1/k``;
-* a fused stage is one :class:`~painters.compiler.passes.wide_block.WideBlock` built from the members'
-  typed forms (:class:`~painters.compiler.passes.wide_gqa.WideGqaBlock` for ONNX Runtime GenAI's blocks).
+* a fused stage is one :class:`~painters.compiler.forms.wide_block.WideBlock` built from the members'
+  typed forms (:class:`~painters.compiler.forms.wide_gqa.WideGqaBlock` for ONNX Runtime GenAI's blocks).
 
 Finally the baseline blocks and their KV inputs are removed and the outputs become ``logits`` and one
 present pair per compiled slot (a ``kv=mean`` stage left unfused averages its members' presents). The
@@ -24,10 +24,10 @@ import numpy as np
 import onnx_ir as ir
 
 from painters.compiler.blocks import Block, BlockStructure
+from painters.compiler.forms.gqa_match import GqaBlock
+from painters.compiler.forms.wide_block import WideBlock, fused_weights, group_dims
+from painters.compiler.forms.wide_gqa import WideGqaBlock, gqa_fused_weights, gqa_group_dims
 from painters.compiler.layout import SlotLayout, StageLayout
-from painters.compiler.passes.gqa_match import GqaBlock
-from painters.compiler.passes.wide_block import WideBlock, fused_weights, group_dims
-from painters.compiler.passes.wide_gqa import WideGqaBlock, gqa_fused_weights, gqa_group_dims
 from painters.decoder_io import KINDS, past_name, present_name
 
 __all__ = ["InstantiateStagesPass", "clone_nodes", "mean_of"]

@@ -23,8 +23,8 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
+from painters.compiler.forms.llama_match import const
 from painters.compiler.graph_io import ChunkedTensor
-from painters.compiler.passes.llama_match import const
 
 __all__ = ["QuantizeWeightsPass", "BLOCK_SIZES", "WEIGHT_FORMATS"]
 

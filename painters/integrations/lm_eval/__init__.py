@@ -61,7 +61,7 @@ class PaintersLM(TemplateLM):
                  threads: int | str | None = None, batch_size: int | str | None = None,
                  max_length: int | str | None = None, max_batch_size: Any = None, device: Any = None) -> None:
         from painters.bench.accuracy import _require_tokenizer
-        from painters.bench.runners import open_runner
+        from painters.routing import open_runner
 
         super().__init__()
         self.runner = open_runner(str(model), backend or None, plan or None, scores or None,

@@ -12,7 +12,7 @@ import re
 import shutil
 from pathlib import Path
 
-from painters.bench.report import FIGURES, figure_data, write_report
+from painters.experiments.report import FIGURES, figure_data, write_report
 
 REPORT = Path(__file__).resolve().parents[2] / "docs" / "results" / "smollm2-135m"
 

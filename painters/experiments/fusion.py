@@ -1,4 +1,4 @@
-"""Fused vs unfused parallel groups, side by side: ``python -m painters.bench.fusion MODEL.onnx``.
+"""Fused vs unfused parallel groups, side by side: ``python -m painters.experiments.fusion MODEL.onnx``.
 
 Compiles each parallel plan twice (``--fuse-parallel`` on and off), then times baseline, every unfused and
 every fused graph interleaved in the same rounds (see :func:`painters.bench.latency.benchmark`) and prints
@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 
 from painters.bench.latency import benchmark, format_table, rows_to_json
-from painters.bench.runners import open_runners
 from painters.fileio import write_json
 from painters.plans import split_plans
+from painters.routing import open_runners
 
 __all__ = ["fusion_rows", "main"]
 

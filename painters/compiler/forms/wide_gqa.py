@@ -1,6 +1,6 @@
 """The wide block of ONNX Runtime GenAI graphs: a parallel group of k builder blocks with ONE GroupQueryAttention.
 
-The same computation as :mod:`painters.compiler.passes.wide_block` (``out = mean_m(h_m + MLP_m(h_m))``,
+The same computation as :mod:`painters.compiler.forms.wide_block` (``out = mean_m(h_m + MLP_m(h_m))``,
 ``h_m = x + Attn_m(x)``), built from the builder's operators:
 
 1. x is normalized once (``SimplifiedLayerNormalization`` with a gain of ones);
@@ -22,10 +22,10 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from painters.compiler.passes.gqa_match import GqaBlock
-from painters.compiler.passes.llama_match import const, need
+from painters.compiler.forms.gqa_match import GqaBlock
+from painters.compiler.forms.llama_match import const, need
+from painters.compiler.forms.wide_block import CHUNK_BYTES, WideBlock, check_weights, register_chunked
 from painters.compiler.passes.skip_norms import MS_DOMAIN, NORM
-from painters.compiler.passes.wide_block import CHUNK_BYTES, WideBlock, check_weights, register_chunked
 from painters.graph_metadata import GQA
 
 __all__ = ["gqa_group_dims", "gqa_fused_weights", "WideGqaBlock"]

@@ -12,7 +12,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from painters.bench.claims import PAINTERS_CLAIMS, WHAT_MATTERS_CLAIMS, verdicts
+from painters.experiments.claims import PAINTERS_CLAIMS, WHAT_MATTERS_CLAIMS, verdicts
 from painters.fileio import atomic_dir_outputs
 
 __all__ = ["load_runs", "figure_data", "pareto_front", "write_report", "FIGURES"]
@@ -282,7 +282,7 @@ def write_report(out: Path) -> Path:
 {meta.get('model', '?')}
 
 Every number below is read from the run files in `runs/` (one per plan) and `analysis/`; the figures are drawn
-from `figures.json`, which `painters.bench.report.figure_data` recomputes from those files. Accuracy is
+from `figures.json`, which `painters.experiments.report.figure_data` recomputes from those files. Accuracy is
 `painters bench accuracy` (lm-evaluation-harness task definitions) on each compiled graph
 ({meta.get('num_layers', '?')} decoder blocks); latency is measured on the same compiled graph
 ({lat.get('backend', '?')}, prompt {lat.get('prompt', '?')} tokens, {lat.get('gen', '?')} generated,

@@ -19,7 +19,7 @@ from painters.fileio import atomic_dir_outputs
 from painters.plans import symmetric_plan
 
 if TYPE_CHECKING:
-    from painters.bench.runners import ModelRunners
+    from painters.routing import ModelRunners
 
 __all__ = ["sweep_plans", "sweep_runners", "latency_ratio", "run_sweep", "pending_runs", "run_plan", "save_run",
            "write_summary", "parse_range", "VARIANTS"]
@@ -55,7 +55,7 @@ def sweep_runners(model: str, backend: str | None, threads: int | None = None) -
 
     ``threads`` caps CPU threads per runner (a Ray worker gets as many as its task reserved).
     """
-    from painters.bench.runners import ModelRunners
+    from painters.routing import ModelRunners
 
     models = ModelRunners(model, backend, threads=threads)
     if models.fixed is not None or models.kind == "engine":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from painters.finetune.glue import epoch_batches
+from painters.glue.finetune import epoch_batches
 
 
 def test_plain_batches_are_the_seeded_permutation_cut_in_order():

@@ -9,7 +9,7 @@ After :class:`~painters.compiler.passes.skip_norms.SplitSkipNormsPass` a block o
   ``gate · Sigmoid(gate) · up`` → ``MatMul(W_down)`` → ``Add(h, ·)``.
 
 :func:`match_gqa` checks exactly that (every node of the block accounted for) and returns a :class:`GqaBlock`;
-a :class:`~painters.compiler.passes.llama_match.Mismatch` says where the block differs. Quantized weights
+a :class:`~painters.compiler.forms.llama_match.Mismatch` says where the block differs. Quantized weights
 (``MatMulNBits``) do not match: the wide block folds each member's norm gains into its weights.
 """
 
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import onnx_ir as ir
 
-from painters.compiler.passes.llama_match import Mismatch, need
+from painters.compiler.forms.llama_match import Mismatch, need
 from painters.compiler.passes.skip_norms import MS_DOMAIN, NORM
 from painters.graph_metadata import GQA
 

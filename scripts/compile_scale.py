@@ -1,4 +1,4 @@
-"""Compile at Llama-2-7B scale without loading 13 GB: ``python -m painters.bench.compile_scale``.
+"""Compile at Llama-2-7B scale without loading 13 GB: ``python scripts/compile_scale.py``.
 
 Builds (once, cached under ``$PAINTERS_CACHE/scale``) a graph with Llama-2-7B's shapes — 32 layers,
 hidden 4096, 32 heads, intermediate 11008, vocab 32000, fp16 weights as external data — traced by the same

@@ -1,7 +1,7 @@
 """The Llama block matcher: match one discovered block node for node, and name the weights and context it reads.
 
 Discovery (:func:`painters.compiler.blocks.discover_blocks`) runs each matcher of ``MATCHERS`` on every block and
-records the first typed description that fits (:class:`LlamaBlock`); :mod:`painters.compiler.passes.wide_block`
+records the first typed description that fits (:class:`LlamaBlock`); :mod:`painters.compiler.forms.wide_block`
 rebuilds a parallel group as one wide block from these parts. A block is accepted only when *every* node of it
 is explained by this template (read backwards from the block output ``x_out``)::
 

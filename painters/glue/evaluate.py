@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from painters.bench.glue_data import GLUE_TASKS, GlueTask, get_task, read_split
-from painters.bench.glue_metrics import (
+from painters.errors import BenchError
+from painters.glue.data import GLUE_TASKS, GlueTask, get_task, read_split
+from painters.glue.metrics import (
     accuracy,
     f1_binary,
     glue_average,
@@ -24,7 +25,6 @@ from painters.bench.glue_metrics import (
     spearman,
     task_score,
 )
-from painters.errors import BenchError
 
 __all__ = ["score", "evaluate_glue", "dev_logits", "render_table", "load_results", "plan_order", "METRICS"]
 
@@ -95,7 +95,7 @@ def dev_logits(session, tokenizer, dev, batch_size: int, max_length: int, *, by_
     ``by_length`` batches the examples in order of token count (the same logits up to float noise, fewer padded
     tokens); ``False`` batches them in file order.
     """
-    from painters.finetune.glue import tokenize
+    from painters.glue.finetune import tokenize
 
     order = np.arange(len(dev))
     if by_length:

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from painters.bench.glue_metrics import (
+from painters.glue.metrics import (
     accuracy,
     f1_binary,
     glue_average,

@@ -36,7 +36,7 @@ def reproduced(checkpoint, tiny_onnx, tmp_path_factory) -> Path:
     it: reproduce keeps an existing graph (it resumes), and this saves a second export."""
     import os
 
-    from painters.bench.reproduce import Grid, run_reproduce
+    from painters.experiments.reproduce import Grid, run_reproduce
     from tests.byte_tokenizer import byte_tokenizer
 
     out = tmp_path_factory.mktemp("reproduce")
@@ -60,7 +60,7 @@ def _score(run: dict, task: str = "arc_easy") -> float:
 
 def test_report_numbers_rederive_from_the_run_files(reproduced):
     """figures.json (what the PNGs draw) equals numbers recomputed here from runs/*.json; every figure exists."""
-    from painters.bench.report import FIGURES
+    from painters.experiments.report import FIGURES
 
     runs = _runs(reproduced)
     fig = json.loads((reproduced / "figures.json").read_text())
@@ -106,15 +106,15 @@ def test_report_names_command_commit_and_every_run(reproduced):
 
 
 def test_rerun_resumes_and_refuses_other_settings(reproduced, checkpoint, monkeypatch):
-    import painters.bench.sweep
-    from painters.bench.reproduce import Grid, run_reproduce
+    import painters.experiments.sweep
     from painters.errors import BenchError
+    from painters.experiments.reproduce import Grid, run_reproduce
 
     before = {p.name: p.stat().st_mtime_ns for p in (reproduced / "runs").glob("*.json")}
     (reproduced / "runs" / "skip_3_5.json").unlink()
     done = []
-    real = painters.bench.sweep.run_plan
-    monkeypatch.setattr(painters.bench.sweep, "run_plan", lambda *a, **k: done.append(a[3]) or real(*a, **k))
+    real = painters.experiments.sweep.run_plan
+    monkeypatch.setattr(painters.experiments.sweep, "run_plan", lambda *a, **k: done.append(a[3]) or real(*a, **k))
     run_reproduce(checkpoint, reproduced, Grid(**GRID), data_dir=str(DATA), command=COMMAND)
     assert done == ["skip_3_5"]
     after = {p.name: p.stat().st_mtime_ns for p in (reproduced / "runs").glob("*.json")}

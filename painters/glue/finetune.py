@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from painters.bench.glue_data import GlueSplit, get_task, read_split
 from painters.errors import PaintersError
+from painters.glue.data import GlueSplit, get_task, read_split
 
 __all__ = ["FinetuneResult", "finetune_glue", "tokenize", "epoch_batches", "RECORD"]
 

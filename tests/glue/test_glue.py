@@ -7,9 +7,9 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from painters.bench.glue_data import GLUE_TASKS, get_task, read_split
 from painters.cli import main
 from painters.errors import BenchError
+from painters.glue.data import GLUE_TASKS, get_task, read_split
 from tests.conftest import requires_data
 
 # dev / train sizes from ../shared/data/README.md
@@ -79,7 +79,7 @@ def test_dev_batches_sorted_by_length_give_the_file_order_logits(tiny_bert_onnx)
     import onnxruntime as ort
     from transformers import AutoTokenizer
 
-    from painters.bench.glue import dev_logits
+    from painters.glue.evaluate import dev_logits
 
     dev = read_split(get_task("mrpc"), "dev", limit=40)
     session = ort.InferenceSession(str(tiny_bert_onnx), providers=["CPUExecutionProvider"])
@@ -102,7 +102,7 @@ def _result(task, plan, score, seed, metrics=None):
 def test_table_shows_seed_means_and_spreads():
     from statistics import fmean, stdev
 
-    from painters.bench.glue import render_table
+    from painters.glue.evaluate import render_table
 
     rows = [_result("rte", "baseline", 60.0, 0), _result("rte", "baseline", 64.0, 1),
             _result("cola", "baseline", 30.0, 0), _result("cola", "baseline", 40.0, 1),
@@ -117,7 +117,7 @@ def test_table_shows_seed_means_and_spreads():
 
 
 def test_results_take_the_seed_of_their_finetune_record(tmp_path):
-    from painters.bench.glue import load_results
+    from painters.glue.evaluate import load_results
 
     result = _result("rte", "baseline", 60.0, None)
     del result["seed"]

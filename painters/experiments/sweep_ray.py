@@ -1,6 +1,6 @@
 """The Painters grid fanned out on Ray: one Ray task per (plan, task), the same run files, summary and plots.
 
-Ray only schedules. Each Ray task calls ``painters.bench.sweep.run_plan`` (the one function that computes a
+Ray only schedules. Each Ray task calls ``painters.experiments.sweep.run_plan`` (the one function that computes a
 run, shared with the serial sweep) on a worker; the driver writes ``runs/<plan>.json`` by rename as soon as all
 tasks of a plan are back, so an interrupted sweep resumes where it stopped, and finally ``write_summary``.
 
@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from painters.bench.sweep import latency_ratio, pending_runs, run_plan, save_run, sweep_runners, write_summary
 from painters.errors import BenchError, PaintersError
+from painters.experiments.sweep import latency_ratio, pending_runs, run_plan, save_run, sweep_runners, write_summary
 
 __all__ = ["run_sweep_ray", "import_ray", "CPUS_PER_TASK"]
 

@@ -10,10 +10,10 @@ committed page from the committed file and find it unchanged.
 
 from __future__ import annotations
 
-from painters.bench.claims import PAINTERS_CLAIMS
-from painters.bench.glue import plan_order, render_table
-from painters.bench.glue_data import ABSENT_TASKS, GLUE_TASKS
-from painters.bench.glue_metrics import glue_average
+from painters.experiments.claims import PAINTERS_CLAIMS
+from painters.glue.data import ABSENT_TASKS, GLUE_TASKS
+from painters.glue.evaluate import plan_order, render_table
+from painters.glue.metrics import glue_average
 
 __all__ = ["render_page", "plan_averages"]
 
@@ -194,7 +194,7 @@ def render_page(merged: dict) -> str:
         "",
         "The paper's second model is BERT-Large (24 layers) fine-tuned on GLUE; its BERT numbers are not in this "
         "repository's notes, so only its statements are set beside this table, quoted or paraphrased as "
-        "`painters/bench/claims.py` holds them (most were made on Llama2-7B benchmarks). MiniLM has 6 blocks, "
+        "`painters/experiments/claims.py` holds them (most were made on Llama2-7B benchmarks). MiniLM has 6 blocks, "
         "so a middle of 4 blocks is two thirds of the model, far more than the paper's middle ranges.",
         "",
         *_paper(averages),

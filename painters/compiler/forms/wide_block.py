@@ -27,8 +27,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
+from painters.compiler.forms.llama_match import LlamaBlock, Norm, const, need
 from painters.compiler.graph_io import ChunkedTensor
-from painters.compiler.passes.llama_match import LlamaBlock, Norm, const, need
 from painters.decoder_io import KINDS
 
 __all__ = ["group_dims", "check_weights", "fused_weights", "register_chunked", "WideBlock", "CHUNK_BYTES"]
@@ -37,7 +37,7 @@ __all__ = ["group_dims", "check_weights", "fused_weights", "register_chunked", "
 def group_dims(members: list[LlamaBlock]) -> dict[str, int]:
     """The shared shapes of the group; every member must have them, and read the same context.
 
-    Raises :class:`~painters.compiler.passes.llama_match.Mismatch` naming the first member that differs.
+    Raises :class:`~painters.compiler.forms.llama_match.Mismatch` naming the first member that differs.
     """
     first = members[0]
     past = first.past[0]

@@ -8,7 +8,7 @@ One directory holds everything (``DIR/``):
 * ``runs/PLAN.json`` — one file per plan, written by rename as soon as the plan is done (``sweep.save_run``):
   the task results of ``painters bench accuracy`` on the compiled graph, the latency of the compiled graph
   measured against baseline in the same rounds (``bench.latency.benchmark``), and the command and commit;
-* ``report.md``, ``figures.json`` and the PNGs — rebuilt from those files alone (``painters.bench.report``).
+* ``report.md``, ``figures.json`` and the PNGs — rebuilt from those files alone (``painters.experiments.report``).
 
 A finished run is never redone; a rerun with other tasks or another limit is refused rather than mixed in.
 """
@@ -149,9 +149,9 @@ def run_reproduce(model: str | LoadedModel, out: Path, grid: Grid = FULL, *, dat
 
     ``model`` is a source name or path, or an already loaded model (it needs a tokenizer).
     """
-    from painters.bench.report import write_report
-    from painters.bench.sweep import save_run
     from painters.bench.tasks import parse_tasks, resolve_data_dir
+    from painters.experiments.report import write_report
+    from painters.experiments.sweep import save_run
     from painters.export.sources import load_source
 
     out = Path(out)
@@ -225,7 +225,7 @@ class _Timer:
 
     def open(self, plan: str):
         from painters.bench.latency import compiled_variants
-        from painters.bench.runners import open_runner
+        from painters.routing import open_runner
 
         path = compiled_variants(self.graph, [plan], scores=str(self.scores))[plan]
         return open_runner(str(path), None, threads=self.threads)
@@ -258,7 +258,7 @@ class _Timer:
 
 def _run_one(run: PlannedRun, grid: Grid, timer: _Timer, *, data_dir: str, model: str, provenance: dict) -> dict:
     """One plan: accuracy through ``sweep.run_plan`` (the sweep's own run), then its latency vs baseline."""
-    from painters.bench.sweep import run_plan
+    from painters.experiments.sweep import run_plan
 
     record = run_plan(model, run.variant, run.n, run.plan, grid.tasks, open_plan=timer.open, limit=grid.limit,
                       data_dir=data_dir)
@@ -272,7 +272,7 @@ def parse_ints(text: str | None) -> tuple[int, ...]:
     """``2,4,8`` or ``2..8`` (inclusive) → a tuple; None or empty → () (the default axis)."""
     if not text:
         return ()
-    from painters.bench.sweep import parse_range
+    from painters.experiments.sweep import parse_range
 
     return tuple(parse_range(text))
 

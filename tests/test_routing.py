@@ -14,9 +14,9 @@ from types import SimpleNamespace
 import pytest
 from click.testing import CliRunner
 
-from painters.bench.runners import ModelRunners, open_runners
 from painters.cli import main
 from painters.errors import BenchError, BuildError
+from painters.routing import ModelRunners, open_runners
 from tests.compiler.test_engine import make_decoder, needs_rtx
 
 

@@ -1,0 +1,1 @@
+"""The papers' experiments: reproduce, sweeps (local and Ray), the report, its claims and the fusion table."""
