@@ -1,6 +1,6 @@
 """The one exception family users see; anything else escaping is a bug."""
 
-__all__ = ["PaintersError", "PlanError", "ExportError", "CompileError", "BuildError", "BenchError"]
+__all__ = ["PaintersError", "PlanError", "ExportError", "CompileError", "BuildError", "BenchError", "InternalError"]
 
 
 class PaintersError(Exception):
@@ -25,3 +25,11 @@ class BuildError(PaintersError):
 
 class BenchError(PaintersError):
     """A benchmark that cannot run (missing data, incompatible results)."""
+
+
+class InternalError(Exception):
+    """A broken invariant inside painters: a bug, not the user's input.
+
+    Deliberately *not* a :class:`PaintersError`, so the CLI lets it through with its traceback instead of
+    printing one line.
+    """

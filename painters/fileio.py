@@ -16,6 +16,9 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from painters.cache import cache_dir
+from painters.errors import PaintersError
+
 __all__ = ["atomic_dir_outputs", "atomic_write", "write_json", "file_hash", "check_outputs", "clean_stale_temps",
            "disk_error"]
 
@@ -68,8 +71,6 @@ def check_outputs(outputs: Iterable[str | os.PathLike | None], inputs: Iterable[
     ``-o M/model.onnx.data`` overwrite the input's weights. Callers pass everything they read and write.
     Checking before the run turns a failure that used to come after minutes of work into one in seconds.
     """
-    from painters.errors import PaintersError
-
     inputs = [Path(p) for p in inputs if p is not None and Path(p).exists()]
     for out in (Path(o) for o in outputs if o is not None):
         for part in out.parts:
@@ -163,8 +164,6 @@ def disk_error(exc: BaseException, out: Path) -> Exception | None:
 
     Writers deep in torch or onnx may wrap the OSError, so the whole cause/context chain is searched.
     """
-    from painters.errors import PaintersError
-
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
@@ -226,16 +225,14 @@ def atomic_write(path: str | os.PathLike, data: bytes | memoryview | str) -> Pat
     return path
 
 
-def write_json(path: str | os.PathLike, data: object) -> Path:
+def write_json(path: str | os.PathLike, data: object, *, indent: int = 2) -> Path:
     """Write ``data`` as JSON by rename; if that fails, save it in a fallback file first and say where.
 
     Why a fallback: results come at the end of a long run; a full disk or a folder that vanished must
     not throw them away. The error names the file that holds them.
     """
-    from painters.errors import PaintersError
-
     path = Path(path)
-    text = json.dumps(data, indent=2, allow_nan=True) + "\n"
+    text = json.dumps(data, indent=indent, allow_nan=True) + "\n"
     try:
         return atomic_write(path, text)
     except (OSError, PaintersError) as exc:
@@ -253,6 +250,4 @@ def write_json(path: str | os.PathLike, data: object) -> Path:
 
 
 def _fallback_dir() -> Path:
-    from painters.cache import cache_dir
-
     return cache_dir("results")

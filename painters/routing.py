@@ -4,13 +4,15 @@ MODEL decides what a plan means:
 
 * a source (``smollm2-135m``, ``tiny-llama``, a checkpoint directory, a ``.gguf``) is loaded once; each plan runs
   on the torch reference executor (``torch``) or as the papers' eager Hugging Face path (``hf``);
-* an exported ``.onnx`` is compiled once per plan (cached, :func:`painters.bench.latency.compiled_variants`) and
+* an exported ``.onnx`` is compiled once per plan (cached, :func:`painters.compiler.variants.compiled_variants`) and
   run by onnxruntime (``onnxruntime``, ``onnxruntime-cuda``) or built into a cached TensorRT engine and run there
   (``tensorrt``, ``tensorrt-rtx``);
 * a compiled ``.onnx`` or a TensorRT ``.engine`` carries its plan: asking for another is an error.
 
-Plans are compared by schedule (``drop_attn_1,2`` is ``drop_attn_1-2``), the graph's from its
-``painters.schedule`` metadata (:mod:`painters.graph_metadata`).
+What MODEL is comes from :func:`painters.artifact.read_artifact` (by content, not suffix); plans are compared
+by schedule (``drop_attn_1,2`` is ``drop_attn_1-2``), the artifact's from its record. The backends a kind of
+artifact may run on are one table (``ROUTES``): another runner is one more row there and one more branch in
+:meth:`ModelRunners.open`.
 """
 
 from __future__ import annotations
@@ -19,14 +21,13 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from painters.artifact import Engine, GenaiFolder, Graph, missing_artifact, read_artifact
 from painters.decoder_io import precision_of
 from painters.errors import BenchError, PlanError
-from painters.graph_metadata import PLAN, painters_metadata, read_schedule
 from painters.plans import Plan
 from painters.runtime.base import Runner
-from painters.tensorrt_lib import read_sidecar
 
-__all__ = ["open_runners", "open_runner", "ModelRunners", "ideal_ratio", "decode_weight_bytes", "BACKENDS",
+__all__ = ["open_runners", "open_runner", "ModelRunners", "RunnerSet", "ideal_ratio", "decode_weight_bytes", "BACKENDS",
            "SOURCE_BACKENDS", "ENGINE_BACKENDS"]
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,25 @@ log = logging.getLogger(__name__)
 SOURCE_BACKENDS = ("torch", "hf")
 ENGINE_BACKENDS = ("tensorrt", "tensorrt-rtx")
 BACKENDS = ("torch", "hf", "onnxruntime", "onnxruntime-cuda", *ENGINE_BACKENDS)
+# how an artifact routes (Artifact.routes_as) → (its natural backend, the backends it may run on)
+ROUTES = {"source": ("torch", SOURCE_BACKENDS),
+          "graph": ("onnxruntime", ("onnxruntime", "onnxruntime-cuda", *ENGINE_BACKENDS)),
+          "engine": ("tensorrt-rtx", ENGINE_BACKENDS)}
+
+
+class RunnerSet(dict):
+    """Runners keyed by row name (``PLAN``, ``hf/PLAN``, ``genai/PLAN``); as a context manager it closes them all."""
+
+    def __enter__(self) -> RunnerSet:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close every runner (device sessions, buffers)."""
+        for runner in self.values():
+            runner.close()
 
 
 class ModelRunners:
@@ -54,14 +74,19 @@ class ModelRunners:
                  profile: str | None = None):
         if backend is not None and backend not in BACKENDS:
             raise BenchError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-        self.model, self.path = model, Path(model)
+        self.model = model
         self.scores, self.fuse_parallel, self.threads, self.profile = scores, fuse_parallel, threads, profile
-        self.kind = {".onnx": "graph", ".engine": "engine"}.get(self.path.suffix, "source")
-        self.backend = backend or {"graph": "onnxruntime", "engine": "tensorrt-rtx", "source": "torch"}[self.kind]
+        what = missing_artifact(model)
+        if what:
+            raise BenchError(f"{what} {model} not found")
+        self.artifact = read_artifact(model)
+        self.kind = self.artifact.routes_as
+        # the file a graph or engine backend opens (a GenAI folder's graph)
+        self.path = self.artifact.graph if isinstance(self.artifact, GenaiFolder) else self.artifact.path
+        self.backend = backend or ROUTES[self.kind][0]
         self._check_backend()
         self.fixed: Plan | None = None  # the plan a compiled graph or an engine runs
         self._num_layers: int | None = None
-        self._meta: dict[str, str] = {}
         if self.kind == "source":
             self._load_source(dtype or "fp32")
         else:
@@ -100,24 +125,16 @@ class ModelRunners:
         self._scores = load_scores(self.scores, model_hash=self.loaded.hash) if self.scores else None
 
     def _read_artifact(self) -> None:
-        """The plan and block count a graph or engine records (its metadata; an engine's sidecar holds the graph's)."""
-        if not self.path.is_file():
-            what = "engine" if self.kind == "engine" else "model"
-            raise BenchError(f"{what} {self.path} not found")
-        if self.kind == "engine":
-            self._meta = painters_metadata(read_sidecar(self.path).get("inputs", {}).get("metadata", {}))
-        else:
-            from painters.compiler.graph_io import load_graph
-
-            self._meta = painters_metadata(load_graph(self.path).metadata_props)
-        self.fixed = read_schedule(self._meta)
+        """The plan and block count a graph or engine records (an engine's sidecar holds the graph's record)."""
+        record = self.artifact.record
+        self.fixed = record.plan
         if self.fixed is not None:
             self._num_layers = self.fixed.num_layers
         self._scores = None
         if self.scores:
             from painters.plans import load_scores
 
-            self._scores = load_scores(self.scores, model_hash=self._meta.get("painters.source_hash", ""))
+            self._scores = load_scores(self.scores, model_hash=record.source_hash)
 
     @property
     def num_layers(self) -> int | None:
@@ -141,7 +158,7 @@ class ModelRunners:
 
     def _refuse_other_plan(self, plan: str) -> None:
         """A compiled graph or engine runs the plan it was compiled for: refuse any other (by schedule)."""
-        have = self.fixed.name if self.fixed is not None else self._meta.get(PLAN, "baseline")
+        have = self.fixed.name if self.fixed is not None else self.artifact.record.plan_name
         same = plan.strip() == have
         if not same and self.fixed is not None:
             try:
@@ -165,7 +182,7 @@ class ModelRunners:
             return self._open_graph(self.path)
         if plan is None:
             return self._open_graph(self.path)
-        from painters.bench.latency import compiled_variants  # baseline too: every plan through one pipeline
+        from painters.compiler.variants import compiled_variants  # baseline too: every plan through one pipeline
 
         compiled = compiled_variants(self.path, [plan], scores=self.scores, fuse_parallel=self.fuse_parallel)
         return self._open_graph(compiled[plan])
@@ -193,7 +210,7 @@ class ModelRunners:
         from painters.tensorrt_lib import require_cuda
 
         require_cuda(f"{path}: running a {self.backend} engine")  # checked on entry too; kept beside the build
-        if path.suffix != ".engine":
+        if not isinstance(self.artifact, Engine):  # a graph (or a plan compiled from it): build it first
             from painters.compiler.engine import cached_engine
 
             path = cached_engine(path, backend=self.backend, profile=self.profile)
@@ -210,8 +227,10 @@ class ModelRunners:
 def open_runners(model: str, plans: Sequence[str | None] | None = None, backend: str | None = None, *,
                  anchor: str | None = None, scores: str | None = None, fuse_parallel: bool = True,
                  threads: int | None = None, dtype: str | None = None,
-                 profile: str | None = None) -> dict[str, Runner]:
+                 profile: str | None = None) -> RunnerSet:
     """Runners for ``plans`` of MODEL, keyed by plan name (None: the model's own plan, keyed by its name).
+
+    The result is a dict and a context manager (``with open_runners(...) as runners:`` closes them all).
 
     ``anchor`` (a source model, with a graph MODEL) adds the papers' eager Hugging Face path for every plan as
     ``hf/PLAN``, in the graph's dtype unless ``dtype`` says otherwise; ``ort-genai:DIR`` instead times
@@ -225,7 +244,7 @@ def open_runners(model: str, plans: Sequence[str | None] | None = None, backend:
     if anchor and models.kind == "source":
         raise BenchError("--anchor adds the papers' path beside an exported .onnx; with a source MODEL use "
                          "--backend hf instead")
-    runners: dict[str, Runner] = {}
+    runners = RunnerSet()
     try:
         for plan in plans:
             runner = models.open(plan)
@@ -241,8 +260,7 @@ def open_runners(model: str, plans: Sequence[str | None] | None = None, backend:
             for name in list(runners):
                 runners[f"hf/{name}"] = hf.open(name)
     except BaseException:
-        for runner in runners.values():
-            runner.close()
+        runners.close()
         raise
     return runners
 
@@ -255,16 +273,10 @@ def open_runner(model: str, backend: str | None = None, plan: str | None = None,
 
 
 def ideal_ratio(runner: Runner) -> float | None:
-    """Sublayer evaluations of the runner's plan relative to baseline: its own plan (torch, hf), or the schedule
-    the compiler recorded in the graph (an uncompiled export runs baseline: 1.0); None when nothing says."""
-    plan = getattr(runner, "plan", None)
-    if isinstance(plan, Plan):
-        return plan.ideal_cost_ratio()
-    meta = getattr(runner, "metadata", None)
-    if meta is None:
-        return None
-    schedule = read_schedule(meta)
-    return schedule.ideal_cost_ratio() if schedule is not None else 1.0
+    """Sublayer evaluations of the runner's plan relative to baseline, from the record it carries (an uncompiled
+    export runs baseline: 1.0); None when the runner carries no record."""
+    artifact = getattr(runner, "artifact", None)
+    return artifact.record.ideal_ratio() if artifact is not None and artifact.record is not None else None
 
 
 def decode_weight_bytes(runner: Runner) -> int | None:
@@ -272,8 +284,9 @@ def decode_weight_bytes(runner: Runner) -> int | None:
     runs (onnxruntime and GenAI runners); None for engines and source models."""
     from painters.bench.weight_reads import weight_bytes
 
-    path = getattr(runner, "path", None)
-    if path is None or Path(path).suffix != ".onnx" or not Path(path).is_file():
-        return None
-    return weight_bytes(path)
-
+    artifact = getattr(runner, "artifact", None)
+    if isinstance(artifact, GenaiFolder):
+        return weight_bytes(artifact.graph) if artifact.graph.is_file() else None
+    if isinstance(artifact, Graph) and artifact.path.is_file():
+        return weight_bytes(artifact.path)
+    return None

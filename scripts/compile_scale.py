@@ -44,7 +44,7 @@ def build_scale_model(directory: Path) -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM
     from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
-    from painters.export.onnx_export import _annotate_and_save, trace_decoder
+    from painters.export.onnx_export import annotate_and_save, trace_decoder
     from painters.export.sources import LoadedModel
     from painters.export.trace import linears_as_matmul
 
@@ -60,7 +60,7 @@ def build_scale_model(directory: Path) -> Path:
     with linears_as_matmul(model, transpose=lambda w: torch.zeros((), dtype=w.dtype).expand(w.shape[::-1])):
         graph = trace_decoder(loaded)
     _sparse_weights(graph, directory, path.name + ".data")  # the compiler never reads weight bytes
-    _annotate_and_save(graph, path, loaded, weights_written=True)
+    annotate_and_save(graph, path, loaded, weights_written=True)
     scores = {"format": "painters.scores/1", "model_hash": "", "num_layers": 32,
               "attn": list(np.linspace(1, 0, 32)), "mlp": [1.0] * 32, "block": [1.0] * 32}
     (directory / "scores.json").write_text(json.dumps(scores))

@@ -20,7 +20,6 @@ model without it, and repeats; :func:`iterative_drop_order` returns that order.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Iterable
@@ -33,7 +32,7 @@ import torch
 from painters.analysis.calibration import check_ids, load_calibrated
 from painters.errors import PlanError
 from painters.export.sources import LoadedModel
-from painters.fileio import atomic_dir_outputs
+from painters.fileio import write_json
 from painters.plans import Plan, Scores, Step
 from painters.runtime.families import family_for
 from painters.runtime.torch_ref import SlotCache
@@ -210,8 +209,7 @@ def measure_importance(src: str | Path | LoadedModel, calib: str | Path, *, samp
                                             initial=scores)
     if out is not None:
         out = Path(out)
-        with atomic_dir_outputs(out) as tmp:
-            (tmp / out.name).write_text(json.dumps(result.to_json(), indent=2) + "\n")
+        write_json(out, result.to_json())
     if plot is not None:
         from painters.analysis.similarity import plot_scores
 

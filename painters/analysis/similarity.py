@@ -9,7 +9,6 @@ keep_hidden=True)`` on the baseline plan), so they are exactly what every plan s
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import torch
 
 from painters.analysis.calibration import check_ids, load_calibrated
 from painters.export.sources import LoadedModel
-from painters.fileio import atomic_dir_outputs
+from painters.fileio import atomic_dir_outputs, write_json
 from painters.plans import Scores, parse_plan
 from painters.runtime.torch_ref import plan_forward
 
@@ -87,8 +86,7 @@ def measure_similarity(src: str | Path | LoadedModel, calib: str | Path, *, samp
     sim = Similarity(sim.matrix, sim.model_hash, meta)
     if out is not None:
         out = Path(out)
-        with atomic_dir_outputs(out) as tmp:
-            (tmp / out.name).write_text(json.dumps(sim.to_json(), indent=2) + "\n")
+        write_json(out, sim.to_json())
     if plot is not None:
         plot_similarity(sim, plot, title=f"{loaded.name}: hidden-state cosine similarity on {Path(calib).name}")
     return sim

@@ -24,8 +24,8 @@ from painters.bench.tasks import Generation, Loglikelihood, MultipleChoice, Task
 from painters.errors import BenchError
 from painters.runtime.base import KV, Runner
 
-__all__ = ["encode_pair", "loglikelihood", "greedy_until", "score_multiple_choice", "score_loglikelihood",
-           "score_generation", "evaluate", "render_markdown", "DEFAULT_BATCH_SIZE"]
+__all__ = ["require_tokenizer", "encode_pair", "loglikelihood", "greedy_until", "score_multiple_choice",
+           "score_loglikelihood", "score_generation", "evaluate", "render_markdown", "DEFAULT_BATCH_SIZE"]
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ Request = tuple[Sequence[int], Sequence[int]]  # (context token ids, continuatio
 Progress = Callable[[int], None]
 
 
-def _require_tokenizer(runner: Runner) -> Any:
+def require_tokenizer(runner: Runner) -> Any:
     if runner.tokenizer is None:
         raise BenchError(f"the {runner.name} model has no tokenizer; accuracy tasks need one (export from a source "
                          "with a tokenizer, which `painters export` saves beside the .onnx)")
@@ -206,7 +206,7 @@ def greedy_until(runner: Runner, prompts: Sequence[Sequence[int]], until: Sequen
     Generation runs in chunks of ``GENERATION_CHUNK`` tokens; after each, rows whose text holds a stop
     string (or that emitted a stop token) drop out, and the rest continue from prompt + tokens so far.
     """
-    tokenizer = _require_tokenizer(runner)
+    tokenizer = require_tokenizer(runner)
     eos_text = tokenizer.decode([runner.info.eos_token_id]) if runner.info.eos_token_id is not None else None
     until = tuple(until) + ((eos_text,) if eos_text and eos_text not in until else ())
     stops = _stop_token_ids(runner, tokenizer, until)
@@ -237,7 +237,7 @@ def greedy_until(runner: Runner, prompts: Sequence[Sequence[int]], until: Sequen
 def score_multiple_choice(runner: Runner, items: Sequence[MultipleChoice], batch_size: int | None = None,
                           progress: Progress | None = None) -> list[list[float]]:
     """Per item, the loglikelihood of each choice."""
-    tokenizer = _require_tokenizer(runner)
+    tokenizer = require_tokenizer(runner)
     requests, owners = [], []
     for n, item in enumerate(items):
         for ctx, cont in zip(item.contexts, item.continuations):
@@ -252,7 +252,7 @@ def score_multiple_choice(runner: Runner, items: Sequence[MultipleChoice], batch
 def score_loglikelihood(runner: Runner, items: Sequence[Loglikelihood], batch_size: int | None = None,
                         progress: Progress | None = None) -> list[tuple[float, bool]]:
     """Per item, (loglikelihood, is_greedy) of the continuation."""
-    tokenizer = _require_tokenizer(runner)
+    tokenizer = require_tokenizer(runner)
     requests = [encode_pair(tokenizer, item.context, item.continuation) for item in items]
     return loglikelihood(runner, requests, batch_size, progress)
 
@@ -260,7 +260,7 @@ def score_loglikelihood(runner: Runner, items: Sequence[Loglikelihood], batch_si
 def score_generation(runner: Runner, items: Sequence[Generation], batch_size: int | None = None,
                      progress: Progress | None = None) -> list[str]:
     """Per item, the greedy completion cut at the first stop string."""
-    tokenizer = _require_tokenizer(runner)
+    tokenizer = require_tokenizer(runner)
     if not items:
         return []
     prompts = [_encode(tokenizer, item.prompt) for item in items]
@@ -290,7 +290,7 @@ def evaluate(runner: Runner, tasks: str | Sequence[str], limit: int | None = Non
     """Run ``tasks`` (names or a comma-separated string) on ``runner``; a result dict per task name."""
     from tqdm import tqdm
 
-    _require_tokenizer(runner)
+    require_tokenizer(runner)
     results: dict[str, dict[str, Any]] = {}
     for task in parse_tasks(tasks):
         items = load_items(task, data_dir, limit, num_fewshot)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from painters.artifact import GenaiFolder, Record
 from painters.errors import BenchError
 
 __all__ = ["ANCHOR_PREFIX", "GenaiRunner", "genai_runners"]
@@ -88,14 +89,14 @@ class GenaiRunner:
 
 def _variants(folder: Path, plans: list[str], scores: str | None) -> dict[str, Path]:
     """Each plan compiled on the builder's graph into its own cached GenAI folder (baseline: the folder itself)."""
-    from painters.bench.latency import _compiler_fingerprint
     from painters.cache import cache_dir
     from painters.compiler.compile import compile_model, safe_plan_name
+    from painters.compiler.variants import compiler_fingerprint
     from painters.fileio import file_hash
 
     model = folder / "model.onnx"
     parts = [file_hash(model), file_hash(folder / "genai_config.json"), file_hash(scores) if scores else "",
-             _compiler_fingerprint()]
+             compiler_fingerprint()]
     key = hashlib.sha256(":".join(parts).encode()).hexdigest()[:16]
     paths = {}
     for plan in plans:
@@ -130,4 +131,5 @@ def genai_runners(anchor: str, plans: list[str], scores: str | None) -> dict[str
     for p, path in paths.items():
         runners[f"genai/{p}"] = runner = GenaiRunner(path)
         runner.plan = parse_plan(p, layers, scores=table)
+        runner.artifact = GenaiFolder(Path(path), runner.path, Record(runner.plan.name, runner.plan))
     return runners

@@ -7,21 +7,21 @@ Timing uses ``perf_counter`` around the greedy loop's ``synchronize()`` (CUDA ba
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from painters import __version__
+from painters.routing import decode_weight_bytes, ideal_ratio, open_runners
 from painters.runtime.base import Runner
+from painters.runtime.decode import bucket_for
 
-__all__ = ["LatencyRow", "measure_once", "benchmark", "compiled_variants", "engine_profile", "format_table"]
+__all__ = ["LatencyRow", "measure_once", "benchmark", "measure_latency", "engine_profile",
+           "format_table"]
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,16 @@ def measure_once(runner: Runner, batch: int, prompt: int, gen: int,
     return prefill * 1e3, decode * 1e3, loop.kv_bytes(), peak
 
 
+def _baseline(runners: dict[str, Runner]) -> str:
+    """The row the ratios divide by: the first runner whose record runs the baseline plan (found by plan, not
+    by its row's name), else the first runner."""
+    for name, runner in runners.items():
+        artifact = getattr(runner, "artifact", None)
+        if artifact is not None and artifact.record is not None and artifact.record.is_baseline:
+            return name
+    return next(iter(runners))
+
+
 def _p90(values: Sequence[float]) -> float:
     return float(np.percentile(values, 90))
 
@@ -101,7 +111,7 @@ def benchmark(runners: dict[str, Runner], *, batches: Sequence[int] = (1,), prom
               progress: Callable[[str], None] | None = None) -> list[LatencyRow]:
     """Measure every runner on every (batch, prompt), interleaving runners round by round."""
     names = list(runners)
-    baseline = baseline if baseline in runners else ("baseline" if "baseline" in runners else names[0])
+    baseline = baseline if baseline in runners else _baseline(runners)
     rows: list[LatencyRow] = []
     for batch in batches:
         for prompt in prompts:
@@ -135,56 +145,28 @@ def benchmark(runners: dict[str, Runner], *, batches: Sequence[int] = (1,), prom
     return rows
 
 
-def compiled_variants(model: Path, plans: Sequence[str], *, scores: str | None = None,
-                      fuse_parallel: bool = True, out_dir: Path | None = None) -> dict[str, Path]:
-    """Compile ``plans`` of an exported graph once into a cache (reused by later runs).
-
-    The cache key names the graph's bytes, the identity of its external data files (a re-export writes new
-    ones, which the cached outputs do not share), the scores file, the compiler's code and the fusion flag.
-    """
-    from painters.cache import cache_dir
-    from painters.compiler.compile import compile_model, default_output
-    from painters.compiler.graph_io import SIDE_FILES, allowed_dir, external_files, load_graph
-    from painters.fileio import file_hash
-
-    data = [(name, (st := (model.parent / name).stat()).st_size, st.st_mtime_ns, st.st_ino)
-            for name in external_files(load_graph(model), model.parent, allowed=allowed_dir(model))]
-    # the outputs carry copies of the tokenizer files beside the graph: a hard-linked twin of the graph with
-    # another tokenizer (or none) must not reuse them
-    side = [(name, file_hash(model.parent / name)) for name in SIDE_FILES if (model.parent / name).is_file()]
-    parts = [file_hash(model), json.dumps(data), json.dumps(side), file_hash(scores) if scores else "",
-             _compiler_fingerprint(), str(fuse_parallel)]
-    key = hashlib.sha256(":".join(parts).encode()).hexdigest()[:16]
-    out_dir = out_dir or cache_dir("compiled", key)
-    paths: dict[str, Path] = {}
-    genai_folder = (model.parent / "genai_config.json").is_file()  # one GenAI folder (and config) per plan
-    for plan in plans:
-        out = default_output(out_dir / model.name, plan + (".fused" if fuse_parallel else ""))
-        if genai_folder:
-            out = out_dir / out.stem.removeprefix(f"{model.stem}.") / model.name
-        if not out.exists():
-            compile_model(model, plan, out, scores=scores, fuse_parallel=fuse_parallel)
-        paths[plan] = out
-    return paths
+def measure_latency(model: str, plans: Sequence[str] | None = None, backend: str | None = None, *,
+                    anchor: str | None = None, scores: str | None = None, fuse_parallel: bool = True,
+                    threads: int | None = None, dtype: str | None = None, batches: Sequence[int] = (1,),
+                    prompts: Sequence[int] = (128,), gen: int = 32, warmup: int = 1, iters: int = 5,
+                    progress: Callable[[str], None] | None = None) -> list[LatencyRow]:
+    """``painters bench latency`` as one call: route MODEL and ``plans`` to runners (:mod:`painters.routing`,
+    engines built for the run's shapes), measure them interleaved with each row's ideal and weight-read ratios
+    from the record its runner carries, and close every runner. ``plans`` None: the model's own plan."""
+    with open_runners(model, plans, backend, anchor=anchor, scores=scores, fuse_parallel=fuse_parallel,
+                      threads=threads, dtype=dtype, profile=engine_profile(batches, prompts, gen)) as runners:
+        ideal = {name: ideal_ratio(runner) for name, runner in runners.items()}
+        weights = {name: decode_weight_bytes(runner) for name, runner in runners.items()}
+        return benchmark(runners, batches=batches, prompts=prompts, gen=gen, warmup=warmup, iters=iters,
+                         ideal=ideal, weights=weights, progress=progress)
 
 
 def engine_profile(batches: Sequence[int], prompts: Sequence[int], gen: int) -> str:
     """Engine shape ranges covering a latency run: the largest batch and prompt, and the static decode loop's
     cache bucket for prompt + gen (decode steps feed the whole bucket)."""
-    from painters.runtime.decode import bucket_for
-
     batch, prompt = max(batches), max(prompts)
     past = bucket_for(prompt + gen)
     return f"batch=1:{batch}:{batch},seq=1:{prompt}:{prompt},past=0:{past}:{past}"
-
-
-def _compiler_fingerprint() -> str:
-    """The painters version and a hash of the compiler and plan sources: a changed rewrite recompiles."""
-    root = Path(__file__).resolve().parents[1]
-    digest = hashlib.sha256(__version__.encode())
-    for path in sorted([*(root / "compiler").rglob("*.py"), *(root / "plans").rglob("*.py")]):
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
 
 
 def format_table(rows: Sequence[LatencyRow]) -> str:

@@ -25,9 +25,11 @@ from pathlib import Path
 import onnx
 from onnx import helper
 
+from painters.ort_ops import GATHER_BLOCK_QUANTIZED, GQA, ROTARY
+
 __all__ = ["weight_bytes", "ROW_READERS", "INDEX_TYPES"]
 
-ROW_READERS = frozenset({"Gather", "GatherBlockQuantized", "GroupQueryAttention", "RotaryEmbedding"})
+ROW_READERS = frozenset({"Gather", GATHER_BLOCK_QUANTIZED, GQA, ROTARY})
 INDEX_TYPES = frozenset({onnx.TensorProto.INT64, onnx.TensorProto.INT32, onnx.TensorProto.BOOL})
 
 

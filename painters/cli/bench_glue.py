@@ -48,7 +48,7 @@ def glue_table_cmd(results, as_json, page, out) -> None:
     """
     from painters.errors import BenchError
     from painters.experiments.reproduce import provenance
-    from painters.fileio import atomic_write, check_outputs
+    from painters.fileio import atomic_write, check_outputs, write_json
     from painters.glue.evaluate import load_results, render_table
     from painters.glue.page import render_page
 
@@ -65,6 +65,9 @@ def glue_table_cmd(results, as_json, page, out) -> None:
             merged["provenance"] = loaded["provenance"]
     if page and not records:
         raise BenchError("--page needs the fine-tuning records: give CKPT/finetune.json files or a merged file")
+    if as_json and out:
+        click.echo(f"wrote {write_json(out, merged)}")
+        return
     if as_json:
         text = json.dumps(merged, indent=2) + "\n"
     else:

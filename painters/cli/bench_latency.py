@@ -55,23 +55,14 @@ class _Sizes(click.ParamType):
 def latency_cmd(model, backend, plans, plan, scores, fuse_parallel, batch, prompt, gen, warmup, iters, threads,
                 anchor, dtype, json_out) -> None:
     """Prefill latency, decode ms/token and KV bytes of MODEL; several plans interleaved, as ratios to baseline."""
-    from painters.bench.latency import benchmark, engine_profile, format_table, rows_to_json
+    from painters.bench.latency import format_table, measure_latency, rows_to_json
     from painters.plans import split_plans
-    from painters.routing import decode_weight_bytes, ideal_ratio, open_runners
 
     check_outputs([json_out], model_reads(model, scores, anchor))  # before the run, not after it
     asked = split_plans(plans or plan) if (plans or plan) else None  # None: the model's own plan
-    runners = open_runners(model, asked, backend, anchor=anchor, scores=scores,
-                           fuse_parallel=fuse_parallel, threads=threads, dtype=dtype,
-                           profile=engine_profile(batch, prompt, gen))
-    ideal = {name: ideal_ratio(runner) for name, runner in runners.items()}
-    weights = {name: decode_weight_bytes(runner) for name, runner in runners.items()}
-    try:
-        rows = benchmark(runners, batches=batch, prompts=prompt, gen=gen, warmup=warmup, iters=iters,
-                         ideal=ideal, weights=weights, progress=lambda msg: click.echo(msg, err=True))
-    finally:
-        for runner in runners.values():
-            runner.close()
+    rows = measure_latency(model, asked, backend, anchor=anchor, scores=scores, fuse_parallel=fuse_parallel,
+                           threads=threads, dtype=dtype, batches=batch, prompts=prompt, gen=gen, warmup=warmup,
+                           iters=iters, progress=lambda msg: click.echo(msg, err=True))
     click.echo(format_table(rows))
     if json_out:
         write_json(json_out, rows_to_json(rows, model=str(model), warmup=warmup, iters=iters))

@@ -50,12 +50,31 @@ def compile_cmd(model, plan, out, scores, fuse_parallel, weights, block_size, en
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @handle_errors
 def inspect_cmd(model: str, as_json: bool) -> None:
-    """Print a graph's provenance (plan, schedule, source hash, painters version) and block/KV-slot counts."""
+    """Print a graph's plan, blocks, KV slots, weights and provenance as a short table (--json: the full record)."""
     from painters.compiler.compile import describe
 
     info = describe(model)
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
-    for key, value in info.items():
-        click.echo(f"{key:>18}: {json.dumps(value) if isinstance(value, (list, dict)) else value}")
+    for key, value in summary(info):
+        click.echo(f"{key:>12}: {value}")
+
+
+def summary(info: dict) -> list[tuple[str, str]]:
+    """The first screen of ``painters inspect``: one line per question a newcomer asks of a graph."""
+    rows = [("file", info["file"]), ("plan", str(info.get("plan", "baseline")))]
+    if "schedule" in info:
+        rows.append(("blocks", f"{info['block_evals']} block evaluations in {len(info['schedule'])} steps"))
+    elif "blocks" in info:
+        rows.append(("blocks", f"{info['blocks']} (as exported)"))
+    heads = [s["heads"] for s in info.get("slot_layout", [])]
+    counts = ", ".join(f"{heads.count(h)}× {h} heads" for h in dict.fromkeys(heads))
+    rows.append(("kv slots", f"{len(heads) or info['kv_slots']}" + (f" ({counts})" if counts else "")))
+    if "fused_stages" in info:
+        rows.append(("fused stages", ", ".join(map(str, info["fused_stages"])) or "none"))
+    rows.append(("weights", f"{info['initializer_bytes'] / 2**20:.1f} MiB in {info['nodes']} nodes"))
+    shown = {"file", "plan", "schedule", "block_evals", "blocks", "slot_layout", "kv_slots", "fused_stages",
+             "initializer_bytes", "nodes", "config"}
+    rows += [(key.replace("_", " "), str(value)) for key, value in info.items() if key not in shown]
+    return rows

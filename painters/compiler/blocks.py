@@ -19,36 +19,34 @@ names) that share the decoder IO convention of :mod:`painters.decoder_io` (past-
    Everything outside R (rotary tables, the mask, shape arithmetic) is shared *context*.
 
 Each failed expectation raises :class:`CompileError` naming the block and what was missing. Then every
-matcher of ``MATCHERS`` is tried on each block; the first typed description that fits is the block's
-``form`` (what a wide block is built from), and otherwise ``mismatch`` says why none fits. A new graph form
-or architecture is a new matcher, not a new pass. The result is recorded by ``painters export`` in the model
-metadata ``painters.blocks`` (residual tensor names per block) and on every node as ``painters.block`` /
-``painters.sublayer``.
+registered block form (:mod:`painters.compiler.forms.registry`) is tried on each block; the first typed
+description that fits is the block's ``form`` (what a wide block is built from) and the form that made it its
+``block_form``, and otherwise ``mismatch`` says why none fits. A new graph form or architecture is a new
+:class:`~painters.compiler.forms.base.BlockForm` and a registry line, not a new pass. The result is recorded
+by ``painters export`` in the model metadata ``painters.blocks`` (residual tensor names per block) and on every
+node as ``painters.block`` / ``painters.sublayer``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import onnx_ir as ir
 
-from painters.compiler.forms.gqa_match import GqaBlock, match_gqa
-from painters.compiler.forms.llama_match import LlamaBlock, Mismatch, match_llama
-from painters.compiler.passes.skip_norms import MS_DOMAIN
+from painters.compiler.forms import registry
+from painters.compiler.forms.base import BlockForm, Mismatch
 from painters.decoder_io import INPUT_IDS, LOGITS, parse_past, past_name, present_name
 from painters.errors import CompileError
-from painters.graph_metadata import GQA
+from painters.ort_ops import GATHER_BLOCK_QUANTIZED, GQA, MHA, MS_DOMAIN
 
-__all__ = ["Block", "BlockStructure", "BlockForm", "Matcher", "MATCHERS", "discover_blocks", "residual_add",
+__all__ = ["Block", "BlockStructure", "BlockForm", "discover_blocks", "residual_add",
            "residual_set", "collect_nodes"]
 
-BlockForm = LlamaBlock | GqaBlock  # the typed descriptions matchers return
-Matcher = Callable[["Block"], BlockForm]  # raises Mismatch with the reason
-MATCHERS: tuple[Matcher, ...] = (match_llama, match_gqa)
 # The embedding lookup x_0 = op(weight, input_ids): a Gather, or ONNX Runtime's int4 one (GenAI's int4 graphs)
-FUSED_ATTENTION_OPS = (GQA, "MultiHeadAttention")  # com.microsoft: ONNX Runtime GenAI's attention forms
-EMBEDDING_OPS = {("", "Gather"), ("ai.onnx", "Gather"), (MS_DOMAIN, "GatherBlockQuantized")}
+FUSED_ATTENTION_OPS = (GQA, MHA)  # com.microsoft: ONNX Runtime GenAI's attention forms
+EMBEDDING_OPS = {("", "Gather"), ("ai.onnx", "Gather"), (MS_DOMAIN, GATHER_BLOCK_QUANTIZED)}
 
 
 @dataclass
@@ -64,8 +62,9 @@ class Block:
     attn_nodes: list[ir.Node]  # in graph order, including the attention residual Add
     mlp_nodes: list[ir.Node]  # in graph order, including the MLP residual Add
     shared_nodes: list[ir.Node]  # in graph order: read by both sublayers (a parallel-residual block's one norm)
-    form: BlockForm | None = None  # the first matcher's typed description that fits
-    mismatch: str | None = None  # why no matcher fits (None when one does)
+    form: Any = None  # the first registered form's typed description that fits (its matcher's result)
+    block_form: BlockForm | None = None  # the form that made it: layout and instantiation ask it, not isinstance
+    mismatch: str | None = None  # why no form fits (None when one does)
 
     @property
     def kv_heads(self) -> int | str | None:
@@ -212,18 +211,19 @@ def collect_nodes(
     return sorted(found, key=order.__getitem__)
 
 
-def _match(block: Block, matchers: Sequence[Matcher]) -> None:
+def _match(block: Block, forms: Sequence[BlockForm]) -> None:
     reasons = []
-    for matcher in matchers:
+    for form in forms:
         try:
-            block.form = matcher(block)
+            block.form = form.match(block)
+            block.block_form = form
             return
         except Mismatch as exc:
             reasons.append(str(exc))
-    block.mismatch = "; ".join(reasons) or "no block matcher is registered"
+    block.mismatch = "; ".join(reasons) or "no block form is registered"
 
 
-def discover_blocks(model: ir.Model, matchers: Sequence[Matcher] = MATCHERS) -> BlockStructure:
+def discover_blocks(model: ir.Model, forms: Sequence[BlockForm] | None = None) -> BlockStructure:
     """Find the decoder blocks of ``model`` (see the module docstring for the rules) and match their forms."""
     graph = model.graph
     x0 = _find_embedding(graph)
@@ -285,5 +285,5 @@ def discover_blocks(model: ir.Model, matchers: Sequence[Matcher] = MATCHERS) -> 
                 raise CompileError(f"block discovery: block {i}: {value.name!r} is not computed by the block's "
                                    "attention")
         blocks.append(Block(i, x_in, h, x_out, pasts[i], presents[i], attn, mlp, shared))
-        _match(blocks[-1], matchers)
+        _match(blocks[-1], registry.FORMS if forms is None else forms)
     return BlockStructure(blocks, x0, stream[-1], logits)

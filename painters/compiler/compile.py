@@ -10,19 +10,19 @@ from pathlib import Path
 import onnx_ir as ir
 from onnx_ir.passes.common import RemoveUnusedNodesPass, ShapeInferencePass, TopologicalSortPass
 
+from painters.artifact import BLOCKS, PLAN, PREFIX, SCHEDULE, SLOT_LAYOUT, Record
 from painters.compiler import genai
 from painters.compiler.blocks import BlockStructure, discover_blocks
 from painters.compiler.encoder_blocks import is_encoder_graph, prepare_encoder
 from painters.compiler.fused_ops import check_fused_ops
 from painters.compiler.graph_io import graph_inputs, initializer_bytes, inline_small_external, load_graph, save_graph
-from painters.compiler.layout import METADATA_KEY as LAYOUT_KEY
 from painters.compiler.layout import SlotLayout, slot_layout
 from painters.compiler.passes.anchor_shapes import AnchorKVShapesPass
 from painters.compiler.passes.check import CheckStructurePass
 from painters.compiler.passes.instantiate import InstantiateStagesPass
 from painters.compiler.passes.noops import RemoveNoOpsPass
 from painters.compiler.passes.quantize import WEIGHT_FORMATS, QuantizeWeightsPass
-from painters.compiler.passes.skip_norms import MS_DOMAIN, FuseSkipNormsPass, SplitSkipNormsPass
+from painters.compiler.passes.skip_norms import FuseSkipNormsPass, SplitSkipNormsPass
 from painters.compiler.pipeline import (
     CompileResult,
     default_output,
@@ -34,7 +34,7 @@ from painters.compiler.pipeline import (
 from painters.decoder_io import past_slots
 from painters.errors import CompileError, PaintersError
 from painters.fileio import atomic_dir_outputs, check_outputs
-from painters.graph_metadata import PLAN, SCHEDULE, painters_metadata, read_schedule, read_slot_layout
+from painters.ort_ops import MS_DOMAIN
 from painters.plans import Plan, parse_plan
 
 __all__ = ["compile_model", "compiled_plan", "CompileResult", "default_output", "safe_plan_name", "prepare",
@@ -124,7 +124,7 @@ def compile_model(model_path: str | Path, plan: str | Plan, out: str | Path | No
     structure = prepare(model)
     if config is not None:
         genai.check_config(config, src, model, structure)
-    source_hash = model.metadata_props.get("painters.source_hash", "")
+    source_hash = Record.from_props(model.metadata_props, str(src)).source_hash
     plan = resolve_plan(plan, structure.num_layers, src, source_hash, scores)
     if out:
         out = Path(out)
@@ -149,7 +149,7 @@ def compile_model(model_path: str | Path, plan: str | Plan, out: str | Path | No
     layout = slot_layout(plan, structure, fuse_parallel=fuse_parallel, opset=model.opset_imports.get("", 0))
     run_passes(compile_passes(structure, layout, ort_form=ort_form, weights=weights, block_size=block_size), model)
     output_bytes = stamp_compiled(model, src, plan, layout, source_bytes, source_hash,
-                                  {"painters.weights": f"int4/block{block_size}"} if weights == "int4" else None)
+                                  {"weights": f"int4/block{block_size}"} if weights == "int4" else None)
     with atomic_dir_outputs(out) as tmp:
         save_graph(model, src, out, tmp)
         if config is not None:
@@ -169,17 +169,13 @@ def compiled_plan(model: ir.Model) -> str | None:
     source's blocks, so it is not "compiled" here. Every composition is one plan on the source graph (a
     name joined with ``+`` or a plan file listing the steps), so nothing is lost by asking for that.
     """
-    meta = model.metadata_props
-    name = meta.get(PLAN, "baseline")
-    if SCHEDULE not in meta and name == "baseline":
-        return None
     try:
-        parent = read_schedule(meta)
+        record = Record.from_props(model.metadata_props)
     except PaintersError:
-        return name
-    if parent is None:
-        return name
-    return None if parent == parse_plan("baseline", parent.num_layers) else name
+        return model.metadata_props.get(PLAN, "baseline")
+    if record.plan is None:
+        return None if record.plan_name == "baseline" else record.plan_name
+    return None if record.plan == parse_plan("baseline", record.plan.num_layers) else record.plan_name
 
 
 def describe(path: str | Path) -> dict:
@@ -188,29 +184,29 @@ def describe(path: str | Path) -> dict:
     Malformed ``painters.*`` metadata is refused with the key's name (:class:`CompileError`).
     """
     model = load_graph(Path(path))
-    meta = painters_metadata(model.metadata_props)
+    record = Record.from_props(model.metadata_props, str(path))
+    meta = {k: v for k, v in record.to_props().items() if k not in (SCHEDULE, SLOT_LAYOUT, BLOCKS)}
     slots = len(past_slots(v.name for v in model.graph.inputs))
     info: dict = {"file": str(path), "nodes": len(model.graph), "kv_slots": slots,
                   "initializer_bytes": initializer_bytes(model)}
-    plan = read_schedule(meta)
+    plan = record.plan
     if plan is not None:
         info.update(block_evals=plan.block_evals, schedule=[s.to_json() for s in plan.steps])
-        meta.pop(SCHEDULE)
-    elif "painters.blocks" in meta:
+    elif "blocks" in record.extra:
         try:
-            blocks = json.loads(meta.pop("painters.blocks"))
+            blocks = json.loads(record.extra["blocks"])
         except ValueError as exc:
-            raise CompileError(f"metadata painters.blocks is not valid JSON ({exc}); re-export the model") from None
+            raise CompileError(f"metadata {BLOCKS} is not valid JSON ({exc}); re-export the model") from None
         if not isinstance(blocks, list):
-            raise CompileError("metadata painters.blocks is malformed (not a list); re-export the model")
+            raise CompileError(f"metadata {BLOCKS} is malformed (not a list); re-export the model")
         info["blocks"] = len(blocks)
     else:
         info["blocks"] = (prepare_encoder(model) if is_encoder_graph(model) else prepare(model)).num_layers
-    layout = read_slot_layout(meta)
+    layout = record.slot_layout
     if layout is not None:
-        meta.pop(LAYOUT_KEY)
-        if len(layout["slots"]) != slots:
-            raise CompileError(f"metadata {LAYOUT_KEY} lists {len(layout['slots'])} KV slots but the graph has "
+        if len(layout.slots) != slots:
+            raise CompileError(f"metadata {SLOT_LAYOUT} lists {len(layout.slots)} KV slots but the graph has "
                                f"{slots}; recompile it with `painters compile`")
-        info.update(fused_stages=layout["fused_stages"], slot_layout=layout["slots"])
-    return {**info, **{k.removeprefix("painters."): v for k, v in meta.items()}}
+        recorded = layout.to_json()
+        info.update(fused_stages=recorded["fused_stages"], slot_layout=recorded["slots"])
+    return {**info, **{k.removeprefix(PREFIX): v for k, v in meta.items()}}

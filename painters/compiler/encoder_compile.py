@@ -14,6 +14,7 @@ from pathlib import Path
 import onnx_ir as ir
 from onnx_ir.passes.common import CheckerPass, RemoveUnusedNodesPass, TopologicalSortPass
 
+from painters.artifact import Record
 from painters.compiler.encoder_blocks import NO_FUSION, prepare_encoder
 from painters.compiler.graph_io import graph_inputs, initializer_bytes, save_graph
 from painters.compiler.layout import SlotLayout, StageLayout
@@ -42,7 +43,7 @@ def compile_encoder(model: ir.Model, src: Path, plan: str | Plan, out: str | Pat
     start = time.perf_counter() if start is None else start
     source_bytes = initializer_bytes(model)
     structure = prepare_encoder(model)
-    source_hash = model.metadata_props.get("painters.source_hash", "")
+    source_hash = Record.from_props(model.metadata_props, str(src)).source_hash
     plan = resolve_plan(plan, structure.num_layers, src, source_hash, scores)
     check_encoder_plan(plan)
     out = Path(out) if out else default_output(src, plan.name)

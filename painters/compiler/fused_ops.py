@@ -14,17 +14,18 @@ import onnx_ir as ir
 
 from painters.compiler.blocks import BlockStructure
 from painters.errors import CompileError
+from painters.ort_ops import GATHER_BLOCK_QUANTIZED, GQA, MATMUL_NBITS, MHA, MS_DOMAIN, ROTARY, SKIP_NORM
 
 __all__ = ["KNOWN_FUSED_OPS", "unknown_fused_ops", "check_fused_ops"]
 
 # (domain, op_type) → why it is safe to clone inside a block or leave in the shared context
 KNOWN_FUSED_OPS: dict[tuple[str, str], str] = {
-    ("com.microsoft", "GroupQueryAttention"): "attention with rotary and KV cache; reads the block's own slot",
-    ("com.microsoft", "MultiHeadAttention"): "attention with KV cache; reads the block's own slot",
-    ("com.microsoft", "RotaryEmbedding"): "rotary position embedding of q or k",
-    ("com.microsoft", "SkipSimplifiedLayerNormalization"): "residual add + RMSNorm; split before discovery",
-    ("com.microsoft", "MatMulNBits"): "a MatMul with block-quantized weights",
-    ("com.microsoft", "GatherBlockQuantized"): "an embedding Gather with block-quantized weights",
+    (MS_DOMAIN, GQA): "attention with rotary and KV cache; reads the block's own slot",
+    (MS_DOMAIN, MHA): "attention with KV cache; reads the block's own slot",
+    (MS_DOMAIN, ROTARY): "rotary position embedding of q or k",
+    (MS_DOMAIN, SKIP_NORM): "residual add + RMSNorm; split before discovery",
+    (MS_DOMAIN, MATMUL_NBITS): "a MatMul with block-quantized weights",
+    (MS_DOMAIN, GATHER_BLOCK_QUANTIZED): "an embedding Gather with block-quantized weights",
 }
 
 

@@ -25,6 +25,8 @@ import onnx_ir as ir
 from painters.compiler.blocks import FUSED_ATTENTION_OPS, BlockStructure
 from painters.decoder_io import ATTENTION_MASK, INPUT_IDS, LOGITS, parse_past, parse_present, past_name, present_name
 from painters.errors import CompileError
+from painters.fileio import write_json
+from painters.ort_ops import GQA, MATMUL_NBITS, MS_DOMAIN
 
 __all__ = ["CONFIG_NAME", "ATTENTION_OPS", "read_config", "check_config", "pin_head_dim", "compiled_config",
            "default_output_dir", "write_config"]
@@ -34,7 +36,7 @@ ATTENTION_OPS = FUSED_ATTENTION_OPS  # com.microsoft: the builder's attention fo
 
 
 def _builder_form(model: ir.Model) -> bool:
-    return any(n.domain == "com.microsoft" and n.op_type in ATTENTION_OPS for n in model.graph)
+    return any(n.domain == MS_DOMAIN and n.op_type in ATTENTION_OPS for n in model.graph)
 
 
 def read_config(model_path: Path, model: ir.Model) -> dict[str, Any] | None:
@@ -74,7 +76,7 @@ def _disagree(dotted: str, value: Any, graph_value: Any, what: str) -> CompileEr
 
 def _attention_node(structure: BlockStructure) -> ir.Node | None:
     return next((n for n in structure.blocks[0].attn_nodes
-                 if n.domain == "com.microsoft" and n.op_type in ATTENTION_OPS), None)
+                 if n.domain == MS_DOMAIN and n.op_type in ATTENTION_OPS), None)
 
 
 def check_config(config: dict, model_path: Path, model: ir.Model, structure: BlockStructure) -> None:
@@ -137,12 +139,12 @@ def check_config(config: dict, model_path: Path, model: ir.Model, structure: Blo
 def _packed_qkv_width(structure: BlockStructure) -> int | None:
     """Output width of the MatMul / MatMulNBits feeding a GroupQueryAttention's packed query (None otherwise)."""
     attn = _attention_node(structure)
-    if attn is None or attn.op_type != "GroupQueryAttention" or len(attn.inputs) < 3 or attn.inputs[1] is not None:
+    if attn is None or attn.op_type != GQA or len(attn.inputs) < 3 or attn.inputs[1] is not None:
         return None
     producer = attn.inputs[0].producer()
     if producer is None:
         return None
-    if producer.op_type == "MatMulNBits":
+    if producer.op_type == MATMUL_NBITS:
         return producer.attributes.get_int("N")
     weight = producer.inputs[1] if producer.op_type == "MatMul" else None
     shape = weight.shape if weight is not None else None
@@ -189,4 +191,4 @@ def default_output_dir(model_path: Path, safe_plan: str) -> Path:
 
 def write_config(config: dict, tmp: Path) -> None:
     """Write ``genai_config.json`` into the temp directory the compiled folder is assembled in."""
-    (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=4) + "\n")
+    write_json(tmp / CONFIG_NAME, config, indent=4)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import onnx_ir as ir
 
-from painters.errors import CompileError
+from painters.errors import CompileError, InternalError
 
 __all__ = ["load_graph", "external_files", "save_graph", "initializer_bytes", "ChunkedTensor", "SIDE_FILES",
            "NEW_DATA_THRESHOLD", "graph_inputs", "allowed_dir", "inline_small_external"]
@@ -275,8 +275,7 @@ def _write_new_tensors(values: list[ir.Value], tmp: Path, name: str) -> None:
                 f.write(data)
                 offset += len(data)
             if offset - start != tensor.nbytes:
-                raise CompileError(f"internal error: {value.name} wrote {offset - start} bytes, expected "
-                                   f"{tensor.nbytes}")
+                raise InternalError(f"{value.name} wrote {offset - start} bytes, expected {tensor.nbytes}")
             value.const_value = ir.ExternalTensor(name, start, offset - start, tensor.dtype, shape=tensor.shape,
                                                   name=tensor.name or value.name, base_dir=tmp)
 

@@ -10,8 +10,8 @@ metadata ``painters.slot_layout`` once, and runners and ``painters inspect`` rea
 (:meth:`SlotLayout.from_metadata`).
 
 A parallel stage fuses when it keeps attention and MLP, every member matched a block form
-(:attr:`painters.compiler.blocks.Block.form`), the members agree in shapes and context
-(:func:`painters.compiler.forms.wide_block.group_dims`), and no member also runs outside stages with the
+(:attr:`painters.compiler.blocks.Block.block_form`), the members agree in shapes and context
+(:meth:`painters.compiler.forms.base.BlockForm.group_dims`), and no member also runs outside stages with the
 same members (fused weights replace the members', so fusing it would copy its weights).
 """
 
@@ -20,12 +20,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from painters.artifact import SLOT_LAYOUT, Record, RecordedLayout, Slot
 from painters.compiler.blocks import BlockStructure
-from painters.compiler.forms.gqa_match import GqaBlock
-from painters.compiler.forms.llama_match import Mismatch
-from painters.compiler.forms.wide_block import group_dims
-from painters.compiler.forms.wide_gqa import gqa_group_dims
-from painters.graph_metadata import GQA, SLOT_LAYOUT, read_slot_layout
+from painters.compiler.forms.base import Mismatch
 from painters.plans import Plan, Stage
 
 __all__ = ["SlotLayout", "StageLayout", "Slot", "slot_layout", "METADATA_KEY", "MIN_FUSE_OPSET"]
@@ -34,17 +31,6 @@ log = logging.getLogger(__name__)
 
 METADATA_KEY = SLOT_LAYOUT
 MIN_FUSE_OPSET = 13  # Split with sizes as an input, ReduceMean semantics the wide block relies on
-
-
-@dataclass(frozen=True)
-class Slot:
-    """One compiled KV slot: the stage that fills it, the plan slots it holds and its head count."""
-
-    stage: int
-    plan_slots: tuple[int, ...]
-    heads: int | None  # None where the graph's kv heads are symbolic (foreign exports)
-    in_place: bool = False  # one attention writes it and can update its buffer in place (Block.kv_in_place)
-    attention: str | None = None  # the com.microsoft operator writing it (Block.fused_attention); None: decomposed
 
 
 @dataclass(frozen=True)
@@ -81,16 +67,19 @@ class SlotLayout:
     def slot_heads(self) -> list[int | None]:
         return [s.heads for s in self.slots]
 
+    @property
+    def recorded(self) -> RecordedLayout:
+        """What the artifact record keeps of it: the fused stages and every compiled slot."""
+        return RecordedLayout(tuple(self.fused_stages), self.slots)
+
     def to_json(self) -> dict:
         """What the metadata records: the fused stages and, per compiled slot, its stage, plan slots and heads."""
-        return {"fused_stages": self.fused_stages,
-                "slots": [{"stage": s.stage, "plan_slots": list(s.plan_slots), "heads": s.heads, "in_place": s.in_place,
-                           "attention": s.attention} for s in self.slots]}
+        return self.recorded.to_json()
 
     @staticmethod
-    def from_metadata(meta: dict[str, str]) -> dict | None:
-        """The recorded layout of a compiled graph (``to_json``'s form), None if absent; refuses malformed ones."""
-        return read_slot_layout(meta)
+    def from_metadata(meta: dict[str, str]) -> RecordedLayout | None:
+        """The recorded layout of a compiled graph, None if absent; refuses malformed ones."""
+        return Record.from_props(meta).slot_layout
 
 
 def _fuse_reason(structure: BlockStructure, stage: Stage, opset: int) -> str | None:
@@ -103,14 +92,14 @@ def _fuse_reason(structure: BlockStructure, stage: Stage, opset: int) -> str | N
     for m, block in enumerate(blocks):
         if block.form is None:
             return f"member {m} (block {block.index}): {block.mismatch}"
-    forms = [b.form for b in blocks]
-    if len({type(f) for f in forms}) > 1:
+    if len({id(b.block_form) for b in blocks}) > 1:
         return "its members match different block forms"
-    gqa = isinstance(forms[0], GqaBlock)
-    if gqa and stage.shared_kv:
-        return "kv=mean groups of GroupQueryAttention blocks have no wide form (the operator writes each member's keys)"
+    form = blocks[0].block_form
+    reason = form.why_not(stage)
+    if reason is not None:
+        return reason
     try:
-        (gqa_group_dims if gqa else group_dims)(forms)
+        form.group_dims([b.form for b in blocks])
     except Mismatch as exc:
         return str(exc)
     return None
@@ -186,8 +175,8 @@ def slot_layout(plan: Plan, structure: BlockStructure, *, fuse_parallel: bool = 
         heads = [h if isinstance(h := structure.blocks[b].kv_heads, int) else None for b in stage.blocks]
         if index in fused:
             k = 1 if stage.shared_kv else len(stage.blocks)
-            gqa = isinstance(structure.blocks[stage.blocks[0]].form, GqaBlock)  # one wide GroupQueryAttention
-            slots.append(Slot(index, plan_slots, k * heads[0], gqa, GQA if gqa else None))
+            form = structure.blocks[stage.blocks[0]].block_form  # its wide block writes the slot
+            slots.append(Slot(index, plan_slots, k * heads[0], form.wide_in_place, form.attention))
             member_slots: tuple[int | None, ...] = (len(slots) - 1,) * len(stage.blocks)
         else:
             compiled: dict[int, int] = {}

@@ -5,7 +5,6 @@ other's module back.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,10 +12,10 @@ from pathlib import Path
 import onnx_ir as ir
 
 from painters import __version__
+from painters.artifact import BLOCKS, Record
 from painters.compiler.graph_io import initializer_bytes
-from painters.compiler.layout import METADATA_KEY as LAYOUT_KEY
 from painters.compiler.layout import SlotLayout
-from painters.errors import CompileError, PaintersError
+from painters.errors import CompileError, InternalError, PaintersError
 from painters.fileio import file_hash
 from painters.plans import Plan, load_scores, parse_plan
 
@@ -84,16 +83,10 @@ def stamp_compiled(model: ir.Model, src: Path, plan: Plan, layout: SlotLayout, s
     """
     output_bytes = initializer_bytes(model)
     if output_bytes > source_bytes:
-        raise CompileError(f"internal error: plan {plan} grew the weights ({output_bytes} > {source_bytes} bytes)")
-    model.metadata_props.update({
-        "painters.version": __version__,
-        "painters.plan": plan.name,
-        "painters.schedule": plan.to_json_text(),
-        "painters.kv_slots": str(layout.kv_slots),
-        LAYOUT_KEY: json.dumps(layout.to_json(), separators=(",", ":")),
-        "painters.source_hash": source_hash or file_hash(src),
-        "painters.parent_graph_hash": file_hash(src),
-        **(extra or {}),
-    })
-    model.metadata_props.pop("painters.blocks", None)  # described the parent graph's blocks, not these
+        raise InternalError(f"plan {plan} grew the weights ({output_bytes} > {source_bytes} bytes)")
+    record = Record(plan_name=plan.name, plan=plan, slot_layout=layout.recorded,
+                    source_hash=source_hash or file_hash(src), version=__version__,
+                    extra={"kv_slots": str(layout.kv_slots), "parent_graph_hash": file_hash(src), **(extra or {})})
+    model.metadata_props.update(record.to_props())
+    model.metadata_props.pop(BLOCKS, None)  # described the parent graph's blocks, not these
     return output_bytes

@@ -13,7 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from painters.experiments.claims import PAINTERS_CLAIMS, WHAT_MATTERS_CLAIMS, verdicts
-from painters.fileio import atomic_dir_outputs
+from painters.fileio import atomic_dir_outputs, write_json
 
 __all__ = ["load_runs", "figure_data", "pareto_front", "write_report", "FIGURES"]
 
@@ -264,8 +264,7 @@ def write_report(out: Path) -> Path:
     data = figure_data(out)
     meta = json.loads((out / "meta.json").read_text()) if (out / "meta.json").exists() else {}
     _render(out, data, runs)
-    with atomic_dir_outputs(out / "figures.json") as tmp:
-        (tmp / "figures.json").write_text(json.dumps(data, indent=1) + "\n")
+    write_json(out / "figures.json", data, indent=1)
     tables = _tables(data, runs)
     found = verdicts(data)
     commits = sorted({(r.get("provenance") or {}).get("commit") or "?" for r in runs})

@@ -20,7 +20,7 @@ import logging
 import subprocess
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from painters import __version__
@@ -62,8 +62,6 @@ QUICK = Grid(tasks="arc_easy,lambada", limit=20, ns=(4, 8), ks=(4, 8), seeds=(0,
 
 def grid_for(grid: Grid, num_layers: int) -> Grid:
     """Fill the default axes: every even n up to L−4 middle layers, every even k up to L/2 modules."""
-    from dataclasses import replace
-
     bad = [v for v in grid.variants if v not in PAINTERS_VARIANTS] + [k for k in grid.kinds if k not in DROP_KINDS]
     if bad:
         raise BenchError(f"unknown variants/kinds {bad}: variants {', '.join(PAINTERS_VARIANTS)}; "
@@ -136,10 +134,9 @@ def _check_resumable(out: Path, grid: Grid, model: str) -> None:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    from painters.fileio import atomic_dir_outputs
+    from painters.fileio import write_json
 
-    with atomic_dir_outputs(path) as tmp:
-        (tmp / path.name).write_text(json.dumps(data, indent=2) + "\n")
+    write_json(path, data)
 
 
 def run_reproduce(model: str | LoadedModel, out: Path, grid: Grid = FULL, *, data_dir: str | None = None,
@@ -149,6 +146,7 @@ def run_reproduce(model: str | LoadedModel, out: Path, grid: Grid = FULL, *, dat
 
     ``model`` is a source name or path, or an already loaded model (it needs a tokenizer).
     """
+    from painters.artifact import read_artifact
     from painters.bench.tasks import parse_tasks, resolve_data_dir
     from painters.experiments.report import write_report
     from painters.experiments.sweep import save_run
@@ -157,7 +155,7 @@ def run_reproduce(model: str | LoadedModel, out: Path, grid: Grid = FULL, *, dat
     out = Path(out)
     loaded = model if isinstance(model, LoadedModel) else None
     model = loaded.name if loaded else str(model)
-    if Path(model).suffix in (".onnx", ".engine"):
+    if read_artifact(model).routes_as != "source":
         raise BenchError(f"reproduce takes a source model (smollm2-135m, a checkpoint directory, a .gguf), not "
                          f"{model}: the analyses run on its weights and it is exported once into DIR/graph")
     parse_tasks(grid.tasks)  # unknown task names fail before any work
@@ -224,7 +222,7 @@ class _Timer:
     _baseline: object = field(default=None, init=False)
 
     def open(self, plan: str):
-        from painters.bench.latency import compiled_variants
+        from painters.compiler.variants import compiled_variants
         from painters.routing import open_runner
 
         path = compiled_variants(self.graph, [plan], scores=str(self.scores))[plan]

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from painters.errors import BenchError
-from painters.fileio import atomic_dir_outputs
+from painters.fileio import atomic_dir_outputs, write_json
 from painters.plans import symmetric_plan
 
 if TYPE_CHECKING:
@@ -121,9 +121,7 @@ def run_plan(model: str, variant: str, n: int, plan: str, tasks: str | Sequence[
 def save_run(out: Path, record: dict) -> Path:
     """Write ``out/runs/<plan>.json`` by rename, so a reader (or a resumed sweep) never sees half a run."""
     path = out / "runs" / f"{record['plan']}.json"
-    with atomic_dir_outputs(path) as tmp:
-        (tmp / path.name).write_text(json.dumps(record, indent=2))
-    return path
+    return write_json(path, record)
 
 
 def write_summary(out: Path) -> None:

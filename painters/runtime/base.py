@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from painters.artifact import Artifact
 from painters.runtime.decode import ForwardLoop, GreedyLoop
 from painters.runtime.tokens import left_pad, positions_from_mask, rows_by_length
 
@@ -43,6 +44,8 @@ class Runner(ABC):
 
     name: str = "base"
     info: ModelInfo
+    # what it runs and where that came from (painters.artifact): the plan as a Plan, not a name
+    artifact: Artifact | None = None
     tokenizer: Any = None
     # Rows of different lengths may share a batch (padding masked out). False for GroupQueryAttention graphs,
     # which read a row's positions from its mask's count: generate and scoring then batch equal lengths only.

@@ -29,7 +29,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -46,12 +46,38 @@ from painters.decoder_io import (
 )
 from painters.runtime.tokens import positions_from_mask
 
-if TYPE_CHECKING:
-    from painters.runtime.base import Runner
-    from painters.runtime.device import DeviceRunner
 
-__all__ = ["GreedyLoop", "ForwardLoop", "StaticLoop", "StaticBuffers", "allocate_static", "bucket_for", "kv_nbytes",
-           "MIN_BUCKET"]
+class Stepper(Protocol):
+    """What :class:`ForwardLoop` drives: :class:`painters.runtime.base.Runner`'s prefill, decode and sync
+    (a protocol, so this module does not import the runner classes that import it)."""
+
+    def prefill(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, Any]: ...
+
+    def decode(self, token_ids: np.ndarray, attention_mask: np.ndarray, past: Any) -> tuple[np.ndarray, Any]: ...
+
+    def synchronize(self) -> None: ...
+
+
+class StaticStepper(Stepper, Protocol):
+    """What :class:`StaticLoop` drives: a :class:`painters.runtime.device.DeviceRunner`'s bound IO and buffers."""
+
+    def stream_context(self) -> Any: ...
+
+    def empty_kv(self, batch: int) -> Any: ...
+
+    def bound_io(self, input_ids: np.ndarray, attention_mask: np.ndarray, positions: np.ndarray,
+                 past: Any) -> tuple[dict, dict]: ...
+
+    def run_bound(self, inputs: dict, outputs: dict) -> None: ...
+
+    def static_buffers(self, batch: int, bucket: int) -> StaticBuffers: ...
+
+    def grow_static(self, buffers: StaticBuffers, bucket: int) -> StaticBuffers: ...
+
+    def run_step(self, buffers: StaticBuffers, advance: Any) -> None: ...
+
+__all__ = ["GreedyLoop", "ForwardLoop", "StaticLoop", "Stepper", "StaticStepper", "StaticBuffers", "allocate_static",
+           "bucket_for", "kv_nbytes", "MIN_BUCKET"]
 
 MIN_BUCKET = 64  # smallest past length a static loop allocates
 
@@ -97,7 +123,7 @@ class GreedyLoop(ABC):
 class ForwardLoop(GreedyLoop):
     """The portable loop: ``Runner.prefill`` / ``Runner.decode``, logits and argmax (or ``pick``) on the host."""
 
-    def __init__(self, runner: Runner, input_ids: np.ndarray, attention_mask: np.ndarray,
+    def __init__(self, runner: Stepper, input_ids: np.ndarray, attention_mask: np.ndarray,
                  pick: Callable[[np.ndarray], np.ndarray] | None = None):
         self.runner = runner
         self.pick = pick or (lambda last: last.argmax(-1))  # logits [batch, vocab] → tokens (sampling: serve)
@@ -185,7 +211,7 @@ class StaticLoop(GreedyLoop):
     CUDA graph and replay it, because a ``StaticBuffers`` object's tensors are its own for life.
     """
 
-    def __init__(self, runner: DeviceRunner, input_ids: np.ndarray, attention_mask: np.ndarray, max_new_tokens: int):
+    def __init__(self, runner: StaticStepper, input_ids: np.ndarray, attention_mask: np.ndarray, max_new_tokens: int):
         self.runner = runner
         self.ids = np.asarray(input_ids, dtype=np.int64)
         self.mask = np.asarray(attention_mask, dtype=np.int64)

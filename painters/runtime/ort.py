@@ -20,9 +20,10 @@ from typing import Any
 
 import numpy as np
 
+from painters.artifact import Graph, Record
 from painters.decoder_io import LOGITS, ORT_DTYPES, past_name, past_slots
 from painters.errors import PaintersError
-from painters.graph_metadata import PLAN, SOURCE_HASH, kv_in_place, pads_rows, painters_metadata, slot_heads
+from painters.graph_metadata import kv_in_place, pads_rows, slot_heads
 from painters.runtime.base import ModelInfo
 from painters.runtime.decode import StaticBuffers
 from painters.runtime.device import DeviceRunner
@@ -89,17 +90,17 @@ class OrtRunner(DeviceRunner):
         logits = next(o for o in outputs if o.name == LOGITS)
         self.kv_dtype = getattr(torch, ORT_DTYPES.get(first.type if first else "tensor(float)", "float32"))
         self.logits_dtype = getattr(torch, ORT_DTYPES.get(logits.type, "float32"))
-        self.metadata = painters_metadata(self.session.get_modelmeta().custom_metadata_map)
+        record = Record.from_props(self.session.get_modelmeta().custom_metadata_map, str(path))
+        self.artifact = Graph(path, record)
         # heads per slot as the compiler laid them out: a fused parallel group's slot holds k × kv_heads heads
         io_heads = [_static(inputs[past_name(s, "key")].shape[1]) for s in slots]
-        self.slot_heads = slot_heads(self.metadata, io_heads, str(path))
-        self.kv_in_place = kv_in_place(self.metadata)
-        self.pads_rows = pads_rows(self.metadata, lambda: _op_types(path))
+        self.slot_heads = slot_heads(record.slot_layout, io_heads, str(path))
+        self.kv_in_place = kv_in_place(record.slot_layout)
+        self.pads_rows = pads_rows(record.slot_layout, lambda: _op_types(path))
         kv_heads = min(self.slot_heads, default=0)
         head_dim = _static(first.shape[3]) if first is not None else 0
         self.info = ModelInfo(len(slots), kv_heads, head_dim, int(logits.shape[-1]),
-                              str(self.kv_dtype).removeprefix("torch."), self.metadata.get(PLAN, "baseline"),
-                              self.metadata.get(SOURCE_HASH, ""))
+                              str(self.kv_dtype).removeprefix("torch."), record.plan_name, record.source_hash)
         self.tokenizer = load_tokenizer(path.parent)
         if self.tokenizer is not None:
             self.info.eos_token_id = self.tokenizer.eos_token_id

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from painters.artifact import Record, Source
 from painters.plans import Plan, Stage
 from painters.runtime.base import KV, ModelInfo, Runner
 from painters.runtime.families import Family, additive_mask, cache_kwarg, family_for
@@ -95,6 +96,8 @@ class TorchRunner(Runner):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()
         self.plan = plan
+        name = getattr(model, "name_or_path", "") or "torch"
+        self.artifact = Source(name, Record(plan.name, plan, source_hash=model_hash))
         self.tokenizer = tokenizer
         cfg = model.config
         kv_heads, head_dim = family_for(cfg).kv_shape()

@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from painters.artifact import Engine, Record
 from painters.decoder_io import INPUT_IDS, LOGITS, TRT_DTYPES, is_io_input, past_name, past_slots
 from painters.errors import BuildError
-from painters.graph_metadata import PLAN, SOURCE_HASH, painters_metadata, slot_heads
+from painters.graph_metadata import slot_heads
 from painters.runtime.base import ModelInfo
 from painters.runtime.decode import StaticBuffers
 from painters.runtime.device import DeviceRunner
-from painters.tensorrt_lib import gpu_name, import_trt, read_sidecar, require_cuda, trt_logger
+from painters.tensorrt_lib import gpu_name, import_trt, require_cuda, trt_logger
 
 __all__ = ["TrtRunner"]
 
@@ -75,15 +76,17 @@ class TrtRunner(DeviceRunner):
         self.logits_dtype = self._dtypes[LOGITS]
         self.cuda_graph = cuda_graph
         self._graphs: dict[int, object] = {}  # id(StaticBuffers) → captured CUDA graph
-        record = read_sidecar(path)  # the graph's painters metadata, recorded at build time
-        self.metadata = painters_metadata(record.get("inputs", {}).get("metadata", {}))
+        # the graph's painters metadata, recorded at build time in the sidecar
+        self.artifact = Engine.detect(path) or Engine(path, Record())
+        record = self.artifact.record
         # heads per slot as the compiler laid them out: a fused parallel group's slot holds k × kv_heads heads
         io_heads = [int(self.engine.get_tensor_shape(past_name(s, "key"))[1]) for s in self._slots]
-        self.slot_heads = slot_heads(self.metadata, [h if h >= 0 else None for h in io_heads], str(path))
+        self.slot_heads = slot_heads(record.slot_layout, [h if h >= 0 else None for h in io_heads], str(path))
         self.info = ModelInfo(len(self._slots), min(self.slot_heads, default=0), kv[3],
                               int(self.engine.get_tensor_shape(LOGITS)[-1]), str(self.kv_dtype).removeprefix("torch."),
-                              self.metadata.get(PLAN, "baseline"), self.metadata.get(SOURCE_HASH, ""))
-        self.tokenizer = load_tokenizer(Path(record["onnx"]).parent) if record.get("onnx") else None
+                              record.plan_name, record.source_hash)
+        onnx = self.artifact.onnx
+        self.tokenizer = load_tokenizer(onnx.parent) if onnx is not None else None
         if self.tokenizer is not None:
             self.info.eos_token_id = self.tokenizer.eos_token_id
         log.info("loaded %s (%d profiles, %d KV slots)", path, self.engine.num_optimization_profiles, len(self._slots))

@@ -96,7 +96,7 @@ def test_compiled_cache_tells_hard_linked_twins_with_other_tokenizers_apart(tiny
     ignored the side files, so a twin reused the tokenizer-less outputs of the first compile)."""
     import os
 
-    from painters.bench.latency import compiled_variants
+    from painters.compiler.variants import compiled_variants
     from tests.byte_tokenizer import byte_tokenizer
 
     monkeypatch.setenv("PAINTERS_CACHE", str(tmp_path / "cache"))

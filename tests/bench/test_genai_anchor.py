@@ -38,7 +38,7 @@ def test_bench_on_a_genai_graph_keeps_one_folder_per_plan(genai_dirs, tmp_path, 
     """painters' own runner on compiled builder graphs: each plan's GenAI config stays with its graph."""
     import json
 
-    from painters.bench.latency import compiled_variants
+    from painters.compiler.variants import compiled_variants
 
     paths = compiled_variants(genai_dirs["fp32"] / "model.onnx", ["skip_2_5", "dup_4_x3"], out_dir=tmp_path)
     layers = {plan: json.loads((p.parent / "genai_config.json").read_text())["model"]["decoder"]["num_hidden_layers"]

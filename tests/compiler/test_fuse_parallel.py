@@ -74,7 +74,7 @@ def test_fused_parity(tiny, tiny_onnx, tmp_path, plan, kv, caplog):
     meta = fused.metadata_props
     stages = [i for i, s in enumerate(result.plan.stages()) if len(s.blocks) > 1 and s.attn and s.mlp]
     heads = [len(s.plan_slots) * KV_HEADS for s in layout.slots]
-    assert SlotLayout.from_metadata(meta) == layout.to_json() and layout.fused_stages == stages
+    assert SlotLayout.from_metadata(meta) == layout.recorded and layout.fused_stages == stages
     assert layout.slot_heads == heads
     assert int(meta["painters.kv_slots"]) == result.kv_slots == layout.kv_slots
     # one slot per (stage, loop) of each group: k·kv_heads heads (kv=exact) or kv_heads (kv=mean)
@@ -95,11 +95,11 @@ def test_fused_cache_is_the_reference_cache_laid_out(tiny, tiny_onnx, tmp_path, 
     ids, mask = left_pad(PROMPTS)
     _, got = OrtRunner(result.output).prefill(ids, mask)
     _, want = TorchRunner(tiny.model, result.plan, device="cpu").prefill(ids, mask)
-    layout = SlotLayout.from_metadata(load_graph(result.output).metadata_props)["slots"]
+    layout = SlotLayout.from_metadata(load_graph(result.output).metadata_props).slots
     assert len(got) == len(layout)
     for compiled, slot in zip(got, layout):
         for kind in (0, 1):
-            expected = np.concatenate([want[s][kind].numpy() for s in slot["plan_slots"]], axis=1)
+            expected = np.concatenate([want[s][kind].numpy() for s in slot.plan_slots], axis=1)
             np.testing.assert_allclose(compiled[kind], expected, rtol=1e-4, atol=1e-5)
 
 
@@ -120,17 +120,20 @@ def test_inspect_and_runners_read_the_recorded_layout(tiny_onnx, tmp_path):
     shown = CliRunner().invoke(main, ["inspect", str(result.output)])
     assert shown.exit_code == 0, shown.output
     lines = {line.split(":", 1)[0].strip(): line.split(":", 1)[1].strip() for line in shown.output.splitlines()}
-    assert json.loads(lines["fused_stages"]) == [2]
-    decomposed = {"in_place": False, "attention": None}  # attention concatenates past and new keys
-    assert json.loads(lines["slot_layout"]) == [{"stage": 0, "plan_slots": [0], "heads": 2, **decomposed},
-                                                {"stage": 1, "plan_slots": [1], "heads": 2, **decomposed},
-                                                {"stage": 2, "plan_slots": [2, 3, 4, 5], "heads": 8, **decomposed},
-                                                {"stage": 3, "plan_slots": [6], "heads": 2, **decomposed},
-                                                {"stage": 4, "plan_slots": [7], "heads": 2, **decomposed}]
+    assert lines["fused stages"] == "2" and lines["kv slots"] == "5 (4× 2 heads, 1× 8 heads)"
+    assert lines["plan"] == "parallel_2_6" and lines["weights"].endswith(" nodes") and lines["source hash"]
+    assert all(len(line) < 120 for line in shown.output.splitlines())  # a first screen, not JSON dumps
     as_json = json.loads(CliRunner().invoke(main, ["inspect", str(result.output), "--json"]).output)
+    decomposed = {"in_place": False, "attention": None}  # attention concatenates past and new keys
+    assert as_json["fused_stages"] == [2]
+    assert as_json["slot_layout"] == [{"stage": 0, "plan_slots": [0], "heads": 2, **decomposed},
+                                      {"stage": 1, "plan_slots": [1], "heads": 2, **decomposed},
+                                      {"stage": 2, "plan_slots": [2, 3, 4, 5], "heads": 8, **decomposed},
+                                      {"stage": 3, "plan_slots": [6], "heads": 2, **decomposed},
+                                      {"stage": 4, "plan_slots": [7], "heads": 2, **decomposed}]
     assert [s["heads"] for s in as_json["slot_layout"]] == heads and "painters.slot_layout" not in as_json
     with OrtRunner(result.output) as runner:
-        assert runner.slot_heads == heads and runner.metadata["painters.slot_layout"]
+        assert runner.slot_heads == heads and runner.artifact.record.slot_layout.slots
 
     model = onnx.load(result.output, load_external_data=False)  # the layout edited after compiling
     layout = json.loads(next(p.value for p in model.metadata_props if p.key == "painters.slot_layout"))
@@ -164,7 +167,7 @@ def test_fallback_when_a_member_runs_elsewhere(tiny, tiny_onnx, tmp_path, caplog
     assert [r.getMessage() for r in caplog.records] == [
         "fuse-parallel: stages 1-2 (parallel blocks 1,2,3) left unfused: block 3 also runs outside this group; "
         "fusing would copy its weights"]
-    assert SlotLayout.from_metadata(load_graph(result.output).metadata_props)["fused_stages"] == [5]
+    assert SlotLayout.from_metadata(load_graph(result.output).metadata_props).fused_stages == (5,)
 
 
 def test_fallback_on_projection_bias(tiny_onnx, tmp_path, caplog):
@@ -205,5 +208,5 @@ def test_smollm2_fused_and_unfused_parity(smollm2, smollm2_onnx, tmp_path, plan,
     prompts = [tok.encode("The capital of France is"), tok.encode("Q: What is 2 + 3?\nA:")]
     fused = compile_model(smollm2_onnx, plan + kv, tmp_path / "fused.onnx")
     stages = [i for i, s in enumerate(fused.plan.stages()) if len(s.blocks) > 1]
-    assert SlotLayout.from_metadata(load_graph(fused.output).metadata_props)["fused_stages"] == stages
+    assert list(SlotLayout.from_metadata(load_graph(fused.output).metadata_props).fused_stages) == stages
     assert_plan_parity(smollm2, smollm2_onnx, plan + kv, tmp_path, prompts, fuse_parallel=False)

@@ -7,7 +7,6 @@ source graph, checksum, network IO). Both take an already resolved request and k
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -18,7 +17,7 @@ from painters.compiler.engine.key import EngineKey, key_of
 from painters.compiler.engine.profiles import profile_shapes, profile_spec
 from painters.compiler.engine.request import EngineRequest, engine_request
 from painters.errors import BuildError
-from painters.fileio import atomic_write, check_outputs, file_hash
+from painters.fileio import atomic_write, check_outputs, file_hash, write_json
 from painters.tensorrt_lib import gpu_name, sidecar_path, trt_logger
 
 __all__ = ["EngineFromOnnx", "build_engine"]
@@ -135,5 +134,5 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, backend: str
     record = {"key": build.key, "inputs": build.key_inputs, "onnx": str(onnx_path.resolve()),
               "engine_hash": file_hash(engine_path), "engine_bytes": engine_path.stat().st_size,
               "seconds": round(build.seconds, 3), "io": build.network_io}
-    atomic_write(sidecar, json.dumps(record, indent=2).encode())
+    write_json(sidecar, record)
     return engine_path

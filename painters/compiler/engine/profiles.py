@@ -7,16 +7,22 @@ Which input dim plays which role comes from the IO convention (:func:`painters.d
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from painters.decoder_io import dim_roles, is_past, past_name
 from painters.errors import BuildError
 
-if TYPE_CHECKING:
-    from painters.compiler.engine.request import GraphInfo
 
-__all__ = ["DimRange", "DEFAULT_PROFILE", "DIMS", "parse_profile", "profile_spec", "profile_shapes"]
+class GraphInputs(Protocol):
+    """What a profile reads of a graph: its inputs as (name, dtype, shape) — ``request.GraphInfo`` is one (a
+    protocol, so this module does not import the request module that imports it)."""
+
+    inputs: Sequence[tuple[str, Any, Any]]
+
+
+__all__ = ["DimRange", "DEFAULT_PROFILE", "DIMS", "parse_profile", "profile_spec", "profile_shapes", "GraphInputs"]
 
 DEFAULT_PROFILE = "batch=1:1:8,seq=1:128:512,past=0:128:512"
 DIMS = ("batch", "seq", "past")
@@ -78,7 +84,7 @@ def profile_spec(dims: dict[str, DimRange]) -> str:
     return ",".join(f"{name}={dims[name]}" for name in DIMS)
 
 
-def profile_shapes(graph: GraphInfo, dims: dict[str, DimRange]) -> list[dict[str, tuple[tuple[int, ...], ...]]]:
+def profile_shapes(graph: GraphInputs, dims: dict[str, DimRange]) -> list[dict[str, tuple[tuple[int, ...], ...]]]:
     """Per input (min, opt, max) shapes of the two profiles: prefill (index 0) and decode (index 1, seq = 1).
 
     Static dims of the graph win over the spec, so a graph exported with a fixed batch still builds.

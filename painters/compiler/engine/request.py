@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from painters.artifact import painters_props
 from painters.compiler.engine.profiles import DimRange, parse_profile
 from painters.decoder_io import INPUT_IDS, LOGITS, ONNX_DTYPES, PRECISIONS, dtype_name, is_past, precision_of
 from painters.errors import BuildError, CompileError
@@ -75,7 +76,7 @@ def graph_info(onnx_path: str | Path) -> GraphInfo:
                 counts[name] = counts.get(name, 0) + v.const_value.size
         dtype = max(counts, key=counts.get) if counts else None
     return GraphInfo(path, io(model.graph.inputs), io(model.graph.outputs), dtype,
-                     {k: v for k, v in model.metadata_props.items() if k.startswith("painters.")},
+                     painters_props(model.metadata_props),
                      [(name, (path.parent / name).stat().st_size) for name in external])
 
 

@@ -16,16 +16,12 @@ a :class:`~painters.compiler.forms.llama_match.Mismatch` says where the block di
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import onnx_ir as ir
 
-from painters.compiler.forms.llama_match import Mismatch, need
-from painters.compiler.passes.skip_norms import MS_DOMAIN, NORM
-from painters.graph_metadata import GQA
-
-if TYPE_CHECKING:
-    from painters.compiler.blocks import Block
+from painters.compiler.forms.base import Mismatch, Region, need
+from painters.ort_ops import GQA, MATMUL_NBITS, MS_DOMAIN, NORM
 
 __all__ = ["GqaBlock", "match_gqa"]
 
@@ -94,11 +90,11 @@ def _mlp_product(act: ir.Node, nodes: set[ir.Node]) -> tuple[ir.Node, ir.Node]:
     raise Mismatch("the MLP is not gate · Sigmoid(gate) · up")
 
 
-def match_gqa(block: Block) -> GqaBlock:
+def match_gqa(block: Region) -> GqaBlock:
     """The block as a :class:`GqaBlock`, or :class:`Mismatch` naming the first place it differs."""
     need(not block.shared_nodes, "the block has a norm shared by attention and MLP")
     attn_nodes, mlp_nodes = set(block.attn_nodes), set(block.mlp_nodes)
-    need(not any(n.op_type == "MatMulNBits" for n in (*attn_nodes, *mlp_nodes)),
+    need(not any(n.op_type == MATMUL_NBITS for n in (*attn_nodes, *mlp_nodes)),
          "its weights are quantized (MatMulNBits): norm gains cannot be folded into them")
     h_add = _producer(block.h, "Add", attn_nodes)
     o_mm = _producer(_other(h_add, block.x_in), "MatMul", attn_nodes)

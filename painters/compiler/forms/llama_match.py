@@ -1,6 +1,6 @@
 """The Llama block matcher: match one discovered block node for node, and name the weights and context it reads.
 
-Discovery (:func:`painters.compiler.blocks.discover_blocks`) runs each matcher of ``MATCHERS`` on every block and
+Discovery (:func:`painters.compiler.blocks.discover_blocks`) runs each registered form's matcher on every block and
 records the first typed description that fits (:class:`LlamaBlock`); :mod:`painters.compiler.forms.wide_block`
 rebuilds a parallel group as one wide block from these parts. A block is accepted only when *every* node of it
 is explained by this template (read backwards from the block output ``x_out``)::
@@ -16,41 +16,20 @@ Kᵀ is ``Transpose(perm=(0,1,3,2))`` or the exporter's Reshape → Transpose(0,
 arithmetic is checked symbolically. Anything else (a projection bias, another norm, a fused attention op)
 raises :class:`Mismatch` with the reason, and a group with that block stays unfused. Another graph form
 (a fused attention operator, quantized MatMuls) or architecture is another matcher: a function from a
-:class:`~painters.compiler.blocks.Block` to a typed description, raising :class:`Mismatch`.
+:class:`~painters.compiler.forms.base.Region` to a typed description, raising :class:`Mismatch`, wrapped as a
+:class:`~painters.compiler.forms.base.BlockForm` (:mod:`painters.compiler.forms.llama` is this one's).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx_ir as ir
 
-if TYPE_CHECKING:
-    from painters.compiler.blocks import Block
+from painters.compiler.forms.base import Mismatch, Region, const, need
 
-__all__ = ["Mismatch", "Norm", "LlamaBlock", "match_member", "match_llama"]
-
-
-class Mismatch(Exception):
-    """A block does not follow the template; the message says where."""
-
-
-def need(cond: bool, reason: str) -> None:
-    if not cond:
-        raise Mismatch(reason)
-
-
-def const(value: ir.Value | None) -> np.ndarray | None:
-    """The value's constant (initializer or Constant node) as an array; external data is memory-mapped."""
-    tensor = ir.convenience.get_const_tensor(value) if value is not None else None
-    if isinstance(tensor, ir.ExternalTensor) and tensor.size:
-        # onnx-ir refuses data files with several hard links, and compiled graphs share the source's data
-        # file by hard links; graph_io.external_files has already checked the location, so map it directly.
-        return np.memmap(tensor.path, dtype=tensor.dtype.numpy(), mode="r", offset=tensor.offset or 0,
-                         shape=tuple(tensor.shape.numpy()))
-    return None if tensor is None else tensor.numpy()
+__all__ = ["Mismatch", "Norm", "LlamaBlock", "match_member", "match_llama", "const", "need"]
 
 
 @dataclass
@@ -312,7 +291,7 @@ def match_member(nodes: set[ir.Node], x_out: ir.Value, head_dim: int) -> LlamaBl
     return LlamaBlock(norm2=norm2, gate=gate, up=up, down=down, **parts)
 
 
-def match_llama(block: Block) -> LlamaBlock:
+def match_llama(block: Region) -> LlamaBlock:
     """The typed description of a discovered block, or :class:`Mismatch` saying why it is not a Llama block."""
     past_k = block.past[0]
     need(past_k.shape is not None and len(past_k.shape) == 4 and isinstance(past_k.shape[1], int)

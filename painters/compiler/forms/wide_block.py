@@ -27,14 +27,15 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from painters.compiler.forms.llama_match import LlamaBlock, Norm, const, need
+from painters.compiler.forms.base import GroupDims, const, need
+from painters.compiler.forms.llama_match import LlamaBlock, Norm
 from painters.compiler.graph_io import ChunkedTensor
 from painters.decoder_io import KINDS
 
 __all__ = ["group_dims", "check_weights", "fused_weights", "register_chunked", "WideBlock", "CHUNK_BYTES"]
 
 
-def group_dims(members: list[LlamaBlock]) -> dict[str, int]:
+def group_dims(members: list[LlamaBlock]) -> GroupDims:
     """The shared shapes of the group; every member must have them, and read the same context.
 
     Raises :class:`~painters.compiler.forms.llama_match.Mismatch` naming the first member that differs.
@@ -60,7 +61,7 @@ def group_dims(members: list[LlamaBlock]) -> dict[str, int]:
         need(all(getattr(member, n) is getattr(first, n) for n in ("cos", "sin", "mask")),
              f"member {m} reads another rotary table or mask than member 0")
         need(np.isclose(member.scale, first.scale, rtol=1e-6), f"member {m}: attention scale differs")
-    return {"k": len(members), "heads": heads, "kv_heads": kv_heads, "head_dim": D, "hidden": H, "inter": I}
+    return GroupDims(k=len(members), heads=heads, kv_heads=kv_heads, head_dim=D, hidden=H, inter=I)
 
 
 def check_weights(members: list, expect: dict[str, tuple[int, ...]]) -> None:
@@ -77,10 +78,10 @@ CHUNK_BYTES = 16 << 20  # float32 bytes of fused weights computed at a time: a 7
 
 
 def fused_weights(graph: ir.Graph, blocks: tuple[int, ...], members: list[LlamaBlock],
-                  d: dict[str, int]) -> dict[str, ir.Value]:
+                  d: GroupDims) -> dict[str, ir.Value]:
     """Register the wide weights as :class:`ChunkedTensor` s: computed when the graph is saved, row block by
     row block, from memory-mapped member weights, so no fused tensor is ever whole in memory."""
-    k, H, I = d["k"], d["hidden"], d["inter"]
+    k, H, I = d.k, d.hidden, d.inter
     dtype = members[0].q.const_value.dtype
     prefix = "painters.fused.blocks_" + "_".join(map(str, blocks))
 
@@ -108,7 +109,7 @@ def fused_weights(graph: ir.Graph, blocks: tuple[int, ...], members: list[LlamaB
                     yield scaled(getattr(m, norm) if norm else None, w, r, rows)
         return chunks
 
-    heads, kv, D = d["heads"], d["kv_heads"], d["head_dim"]
+    heads, kv, D = d.heads, d.kv_heads, d.head_dim
     recipes = {
         "q_proj": ((H, k * heads * D), side_by_side("q")),
         "k_proj": ((H, k * kv * D), side_by_side("k")),
@@ -148,7 +149,7 @@ class WideBlock:
     """
 
     def __init__(self, graph: ir.Graph, before: ir.Node, index: int, blocks: tuple[int, ...],
-                 members: list[LlamaBlock], dims: dict[str, int], weights: dict[str, ir.Value], shared_kv: bool,
+                 members: list[LlamaBlock], dims: GroupDims, weights: dict[str, ir.Value], shared_kv: bool,
                  opset: int):
         self.graph, self.before, self.members, self.dims, self.w = graph, before, members, dims, weights
         self.shared, self.opset = shared_kv, opset
@@ -180,7 +181,7 @@ class WideBlock:
         return self.op("Cast", [out], f"{name}/cast_out", to=norm.cast_out) if norm.cast_out is not None else out
 
     def rope(self, t: ir.Value, cos: ir.Value, sin: ir.Value, name: str) -> ir.Value:
-        half = self.dims["head_dim"] // 2
+        half = self.dims.head_dim // 2
         lo, hi = self.op("Split", [t, self.ints([half, half], f"{name}/halves")], f"{name}/split", 2, axis=-1)
         rot = self.op("Concat", [self.op("Neg", [hi], f"{name}/neg"), lo], f"{name}/rotate", axis=-1)
         return self.op("Add", [self.op("Mul", [t, cos], f"{name}/cos"), self.op("Mul", [rot, sin], f"{name}/sin")],
@@ -204,7 +205,7 @@ class WideBlock:
         ``past`` are the slot's graph inputs, [batch, kv_heads (kv=mean) or k·kv_heads, past, head_dim].
         """
         d, m0 = self.dims, self.members[0]
-        k, nh, nkv, D, H = d["k"], d["heads"], d["kv_heads"], d["head_dim"], d["hidden"]
+        k, nh, nkv, D, H = d.k, d.heads, d.kv_heads, d.head_dim, d.hidden
         rep, shared = nh // nkv, self.shared
 
         self.meta["painters.sublayer"] = "attn"

@@ -22,16 +22,15 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
+from painters.compiler.forms.base import GroupDims, const, need
 from painters.compiler.forms.gqa_match import GqaBlock
-from painters.compiler.forms.llama_match import const, need
 from painters.compiler.forms.wide_block import CHUNK_BYTES, WideBlock, check_weights, register_chunked
-from painters.compiler.passes.skip_norms import MS_DOMAIN, NORM
-from painters.graph_metadata import GQA
+from painters.ort_ops import GQA, MS_DOMAIN, NORM
 
 __all__ = ["gqa_group_dims", "gqa_fused_weights", "WideGqaBlock"]
 
 
-def gqa_group_dims(members: list[GqaBlock]) -> dict[str, int]:
+def gqa_group_dims(members: list[GqaBlock]) -> GroupDims:
     """The group's shared shapes; raises :class:`Mismatch` naming the first member that differs."""
     first = members[0]
     heads, kv = first.attention.get("num_heads"), first.attention.get("kv_num_heads")
@@ -51,14 +50,14 @@ def gqa_group_dims(members: list[GqaBlock]) -> dict[str, int]:
              f"member {m}: a norm's attributes differ from member 0's")
         for gain in (member.gain1, member.gain2):
             need(const(gain).shape == (hidden,), f"member {m}: a norm gain is not of size {hidden}")
-    return {"k": len(members), "hidden": hidden, "heads": heads, "kv_heads": kv, "head_dim": D, "inter": inter}
+    return GroupDims(k=len(members), heads=heads, kv_heads=kv, head_dim=D, hidden=hidden, inter=inter)
 
 
 def gqa_fused_weights(graph: ir.Graph, blocks: tuple[int, ...], members: list[GqaBlock],
-                      d: dict[str, int]) -> dict[str, ir.Value]:
+                      d: GroupDims) -> dict[str, ir.Value]:
     """The wide weights, computed row block by row block when the graph is saved (:func:`register_chunked`)."""
-    k, H, I = d["k"], d["hidden"], d["inter"]
-    heads, kv, D = d["heads"], d["kv_heads"], d["head_dim"]
+    k, H, I = d.k, d.hidden, d.inter
+    heads, kv, D = d.heads, d.kv_heads, d.head_dim
     dtype = members[0].qkv.const_value.dtype
     prefix = "painters.fused.blocks_" + "_".join(map(str, blocks))
     parts = [(0, heads * D), (heads * D, (heads + kv) * D), ((heads + kv) * D, (heads + 2 * kv) * D)]
@@ -107,7 +106,7 @@ class WideGqaBlock(WideBlock):
     def build(self, x: ir.Value, past: tuple[ir.Value, ir.Value]) -> tuple[ir.Value, tuple[ir.Value, ir.Value]]:
         """The stage's output (the next residual stream) and its present (key, value), from ``x`` and ``past``."""
         d, m0 = self.dims, self.members[0]
-        k, heads, kv, D = d["k"], d["heads"], d["kv_heads"], d["head_dim"]
+        k, heads, kv, D = d.k, d.heads, d.kv_heads, d.head_dim
         need(not self.shared, "kv=mean groups have no wide GroupQueryAttention form")
 
         self.meta["painters.sublayer"] = "attn"

@@ -14,6 +14,7 @@ import numpy as np
 import onnx_ir as ir
 
 from painters.decoder_io import ATTENTION_MASK, INPUT_IDS, is_past
+from painters.errors import CompileError
 
 __all__ = ["AnchorKVShapesPass"]
 
@@ -53,7 +54,8 @@ class AnchorKVShapesPass(ir.passes.InPlacePass):
             return self._add(graph, before, "Sub", [total, seq])
         size = kv.shape[d]
         if not isinstance(size, int):
-            raise ValueError(f"{kv.name}: dim {d} must be static")
+            raise CompileError(f"{kv.name}: dim {d} is symbolic ({size!r}); its KV shape must be static here — "
+                               "re-export the model (painters export writes static kv heads and head dims)")
         const = ir.node("Constant", [], attributes={"value": ir.tensor(np.array([size], dtype=np.int64))},
                         name=f"{before.name}/anchor/const_{d}")
         graph.insert_before(before, const)

@@ -8,8 +8,8 @@ compiled slot; each stage then reads the current residual stream:
   past-KV inputs become the member's slot inputs, and everything else it reads (initializers, rotary tables,
   the mask) maps to itself, so clones share weights — duplicating a block adds nodes, never weight bytes;
   several members are averaged, ``Sum · 1/k``;
-* a fused stage is one :class:`~painters.compiler.forms.wide_block.WideBlock` built from the members'
-  typed forms (:class:`~painters.compiler.forms.wide_gqa.WideGqaBlock` for ONNX Runtime GenAI's blocks).
+* a fused stage is one wide block that the members' block form builds from their typed descriptions
+  (:meth:`~painters.compiler.forms.base.BlockForm.wide_block`).
 
 Finally the baseline blocks and their KV inputs are removed and the outputs become ``logits`` and one
 present pair per compiled slot (a ``kv=mean`` stage left unfused averages its members' presents). The
@@ -24,9 +24,6 @@ import numpy as np
 import onnx_ir as ir
 
 from painters.compiler.blocks import Block, BlockStructure
-from painters.compiler.forms.gqa_match import GqaBlock
-from painters.compiler.forms.wide_block import WideBlock, fused_weights, group_dims
-from painters.compiler.forms.wide_gqa import WideGqaBlock, gqa_fused_weights, gqa_group_dims
 from painters.compiler.layout import SlotLayout, StageLayout
 from painters.decoder_io import KINDS, past_name, present_name
 
@@ -144,14 +141,13 @@ class InstantiateStagesPass(ir.passes.InPlacePass):
     def _wide(self, graph: ir.Graph, stage: StageLayout, x: ir.Value) -> ir.Value:
         blocks = stage.stage.blocks
         members = [self.structure.blocks[b].form for b in blocks]
-        gqa = isinstance(members[0], GqaBlock)  # the layout fused only members of one form
-        dims = (gqa_group_dims if gqa else group_dims)(members)
+        form = self.structure.blocks[blocks[0]].block_form  # the layout fused only members of one form
+        dims = form.group_dims(members)
         if blocks not in self.weights:  # the loops of one group share one set of fused weights
-            self.weights[blocks] = (gqa_fused_weights if gqa else fused_weights)(graph, blocks, members, dims)
+            self.weights[blocks] = form.fused_weights(graph, blocks, members, dims)
         slot = stage.member_slots[0]
-        out, present = (WideGqaBlock if gqa else WideBlock)(
-            graph, self.before, stage.index, blocks, members, dims, self.weights[blocks], stage.stage.shared_kv,
-            self.opset).build(x, self.slot_inputs[slot])
+        out, present = form.wide_block(graph, self.before, stage.index, blocks, members, dims, self.weights[blocks],
+                                       stage.stage.shared_kv, self.opset).build(x, self.slot_inputs[slot])
         self.presents[slot].append(present)
         return out
 

@@ -23,8 +23,10 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
-from painters.compiler.forms.llama_match import const
+from painters.compiler.forms.base import const
 from painters.compiler.graph_io import ChunkedTensor
+from painters.errors import CompileError
+from painters.ort_ops import MATMUL_NBITS, MS_DOMAIN
 
 __all__ = ["QuantizeWeightsPass", "BLOCK_SIZES", "WEIGHT_FORMATS"]
 
@@ -32,16 +34,13 @@ log = logging.getLogger(__name__)
 
 BLOCK_SIZES = (32, 128)
 WEIGHT_FORMATS = ("float", "int4")
-_MS = "com.microsoft"
-
-
 class QuantizeWeightsPass(ir.passes.InPlacePass):
     """Replace ``MatMul(A, W)`` (W a 2-D float initializer) by ``MatMulNBits``, one quantization per W."""
 
     def __init__(self, block_size: int = 32, accuracy_level: int = 4):
         super().__init__()
         if block_size not in BLOCK_SIZES:
-            raise ValueError(f"block size {block_size}: choose one of {BLOCK_SIZES}")
+            raise CompileError(f"--block-size {block_size}: choose one of {', '.join(map(str, BLOCK_SIZES))}")
         self.block_size = block_size
         self.accuracy_level = accuracy_level
 
@@ -74,7 +73,7 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
                 done[weight] = (q, s)
             q, s = done[weight]
             k, n = reversed(stored.shape) if transposed else stored.shape
-            new = ir.Node(_MS, "MatMulNBits", [node.inputs[0], q, s], num_outputs=1, name=f"{node.name}/int4",
+            new = ir.Node(MS_DOMAIN, MATMUL_NBITS, [node.inputs[0], q, s], num_outputs=1, name=f"{node.name}/int4",
                           attributes=[ir.AttrInt64("K", k), ir.AttrInt64("N", n), ir.AttrInt64("bits", 4),
                                       ir.AttrInt64("block_size", self.block_size),
                                       ir.AttrInt64("accuracy_level", self.accuracy_level)])
@@ -91,7 +90,7 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
                 graph.initializers.pop(weight.name)
         self._own_remaining(graph)
         if count:
-            model.opset_imports.setdefault(_MS, 1)
+            model.opset_imports.setdefault(MS_DOMAIN, 1)
         log.info("int4: %d MatMuls read %d quantized weights (block size %d)", count, len(done), self.block_size)
         return ir.passes.PassResult(model, modified=bool(count))
 

@@ -26,12 +26,10 @@ from __future__ import annotations
 import onnx_ir as ir
 
 from painters.errors import CompileError
+from painters.ort_ops import MS_DOMAIN, NORM, SKIP_NORM
 
 __all__ = ["SplitSkipNormsPass", "FuseSkipNormsPass", "SKIP_NORM", "NORM", "MS_DOMAIN"]
 
-MS_DOMAIN = "com.microsoft"
-SKIP_NORM = "SkipSimplifiedLayerNormalization"
-NORM = "SimplifiedLayerNormalization"
 
 
 def _outputs_read(value: ir.Value | None, graph_outputs: set[ir.Value]) -> bool:

@@ -60,13 +60,13 @@ class PaintersLM(TemplateLM):
     def __init__(self, model: str, plan: str | None = None, backend: str | None = None, scores: str | None = None,
                  threads: int | str | None = None, batch_size: int | str | None = None,
                  max_length: int | str | None = None, max_batch_size: Any = None, device: Any = None) -> None:
-        from painters.bench.accuracy import _require_tokenizer
+        from painters.bench.accuracy import require_tokenizer
         from painters.routing import open_runner
 
         super().__init__()
         self.runner = open_runner(str(model), backend or None, plan or None, scores or None,
                                   threads=_int_or_none(threads, "threads"))
-        self.tokenizer = _require_tokenizer(self.runner)
+        self.tokenizer = require_tokenizer(self.runner)
         self.batch_size = _int_or_none(batch_size, "batch_size")
         self.max_length = _int_or_none(max_length, "max_length") or DEFAULT_MAX_LENGTH
         log.info("painters lm-eval model: %s, plan %s on %s", model, self.runner.info.plan, self.runner.name)
