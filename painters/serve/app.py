@@ -205,6 +205,9 @@ def create_app(runner, tokenizer, *, model_name: str, max_batch: int = 8, max_to
             results.cancel()
             return Response(status_code=499)
         gone.cancel()
+        if results.exception() is not None:  # one prompt failed: the request's other prompts stop too
+            for _, gen in submitted:
+                gen.cancel()
         choices = []
         for i, ((text, finish), (_, gen)) in enumerate(zip(results.result(), submitted)):
             choice: dict[str, Any] = {"index": i, "finish_reason": finish, "logprobs": None}
