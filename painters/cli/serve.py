@@ -17,13 +17,17 @@ from painters.cli.root import handle_errors, main
               help="Tokenizer directory [the one beside MODEL].")
 @click.option("--max-batch", type=click.IntRange(1, 256), default=8, show_default=True)
 @click.option("--name", default=None, help="Model id clients send [MODEL's stem].")
+@click.option("--max-model-len", type=int, default=None,
+              help="Context length: prompt + max_tokens above it is refused with a 400 [the model's own].")
+@click.option("--max-body-bytes", type=click.IntRange(1024), default=None,
+              help="Largest request body; a larger one is refused with a 413 [8 MiB].")
 @handle_errors
-def serve_cmd(model, plan, backend, host, port, tokenizer, max_batch, name) -> None:
+def serve_cmd(model, plan, backend, host, port, tokenizer, max_batch, name, max_model_len, max_body_bytes) -> None:
     """Serve MODEL (.onnx, .engine or a source) over /v1/completions, /v1/chat/completions, /v1/models."""
     from painters.serve.server import serve
 
     serve(model, plan=plan, backend=backend, host=host, port=port, tokenizer=tokenizer, max_batch=max_batch,
-          name=name)
+          name=name, max_model_len=max_model_len, max_body_bytes=max_body_bytes)
 
 
 @main.group("deploy")

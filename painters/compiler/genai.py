@@ -28,8 +28,8 @@ from painters.errors import CompileError
 from painters.fileio import write_json
 from painters.ort_ops import GQA, MATMUL_NBITS, MS_DOMAIN
 
-__all__ = ["CONFIG_NAME", "ATTENTION_OPS", "read_config", "check_config", "pin_head_dim", "compiled_config",
-           "default_output_dir", "write_config"]
+__all__ = ["CONFIG_NAME", "ATTENTION_OPS", "read_config", "check_model_fields", "check_config", "pin_head_dim",
+           "compiled_config", "default_output_dir", "write_config"]
 
 CONFIG_NAME = "genai_config.json"
 ATTENTION_OPS = FUSED_ATTENTION_OPS  # com.microsoft: the builder's attention forms
@@ -57,7 +57,38 @@ def read_config(model_path: Path, model: ir.Model) -> dict[str, Any] | None:
     except (ValueError, KeyError, TypeError) as exc:
         raise CompileError(f"{path}: not an ONNX Runtime GenAI config ({type(exc).__name__}: {exc}); it needs "
                            "model.decoder — regenerate it with the model builder") from None
+    check_model_fields(config)
     return config
+
+
+# GenAI model types whose folder holds more than one decoder graph (vision, speech, encoder-decoder pipelines):
+# painters compiles the decoder only, so the compiled folder would pair a new decoder with the old other parts.
+PIPELINE_TYPES = frozenset({"whisper", "phi3v", "phi4mm", "qwen2_5_vl", "gemma3", "marian-ssru", "fara"})
+PIPELINE_PARTS = ("vision", "speech", "encoder", "embedding")
+
+
+def check_model_fields(config: dict) -> None:
+    """The graph-independent fields GenAI needs: a decoder-only ``model.type``, a positive
+    ``model.context_length`` and a ``search.max_length`` within it (GenAI fails on them only at generation)."""
+    kind = config["model"].get("type")
+    if not isinstance(kind, str) or not kind:
+        raise CompileError(f"{CONFIG_NAME}: field model.type is {kind!r}, not a model type such as \"llama\"; "
+                           "regenerate it with the model builder")
+    parts = [p for p in PIPELINE_PARTS if p in config["model"]]
+    if kind in PIPELINE_TYPES or parts:
+        raise CompileError(f"{CONFIG_NAME}: model.type {kind!r} is a multi-graph pipeline "
+                           f"({', '.join(parts) or 'not decoder-only'}); painters compiles decoder-only GenAI folders "
+                           "— export the language model alone")
+    context = config["model"].get("context_length")
+    if not isinstance(context, int) or isinstance(context, bool) or context <= 0:
+        raise CompileError(f"{CONFIG_NAME}: field model.context_length is {context!r}, not a positive integer; "
+                           "set it to the model's max_position_embeddings or regenerate the folder")
+    search = config.get("search", {})
+    max_length = search.get("max_length") if isinstance(search, dict) else None
+    if max_length is not None and (not isinstance(max_length, int) or isinstance(max_length, bool)
+                                   or not 0 < max_length <= context):
+        raise CompileError(f"{CONFIG_NAME}: field search.max_length is {max_length!r}; it must be a positive integer "
+                           f"no larger than model.context_length ({context})")
 
 
 def _field(config: dict, dotted: str) -> Any:

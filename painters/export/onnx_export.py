@@ -121,7 +121,8 @@ def annotate_and_save(model, path: Path, loaded: LoadedModel, *, weights_written
         "painters.config": json.dumps({"num_layers": loaded.num_layers, "hidden_size": cfg.hidden_size,
                                        "num_attention_heads": cfg.num_attention_heads,
                                        "num_key_value_heads": family_for(cfg).kv_shape()[0],
-                                       "vocab_size": cfg.vocab_size, "model_type": cfg.model_type}),
+                                       "vocab_size": cfg.vocab_size, "model_type": cfg.model_type,
+                                       "max_position_embeddings": getattr(cfg, "max_position_embeddings", None)}),
     })
     ir.save(model, path)
 

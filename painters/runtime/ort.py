@@ -40,7 +40,12 @@ def load_tokenizer(model_dir: Path):
         return None
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+    try:
+        return AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+    except Exception as exc:  # transformers and tokenizers raise many types for a corrupt or partial tokenizer
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+        raise PaintersError(f"the tokenizer in {model_dir} cannot be loaded ({reason}); save it again with "
+                            "tokenizer.save_pretrained(DIR) or point --tokenizer at a good one") from None
 
 
 class OrtRunner(DeviceRunner):

@@ -5,6 +5,10 @@ buffers are one live loop per (batch, bucket)), so exactly one thread may call t
 free to accept requests meanwhile. A batch is every request queued when the previous batch finished (up to
 ``max_batch``); all-greedy batches use the runner's own greedy loop (the static, CUDA-graph loop on a GPU), a
 batch with sampled rows the forward loop with :func:`painters.runtime.sampling.pick_tokens`.
+
+Requests arrive validated (:mod:`painters.serve.checks`); should a batch still fail, each of its requests is run
+again alone, so only the request that fails by itself gets the error. A request whose client hung up is
+``cancel``-ed: it leaves its batch at the next token and is never started if still queued.
 """
 
 from __future__ import annotations
@@ -42,6 +46,19 @@ class GenRequest:
     text: str = ""
     finish_reason: str | None = None
     _sent: int = 0  # characters of text already handed to on_update
+    cancelled: bool = False  # set from the event loop when the client hung up; read by the worker
+
+    def cancel(self) -> None:
+        """Stop generating for this request (its client is gone); nothing more is sent to ``on_update``."""
+        self.cancelled = True
+
+    @property
+    def done(self) -> bool:
+        return self.finish_reason is not None or self.cancelled
+
+    def restart(self) -> None:
+        """Forget the generated tokens (text already sent stays sent: a greedy rerun repeats it exactly)."""
+        self.tokens, self.text, self.finish_reason = [], "", None
 
     def _release(self, text: str, final: bool) -> None:
         """Hand out new text; while generating, hold back what could still become a stop string or a split char."""
@@ -93,14 +110,26 @@ class Batcher:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            for group in self._groups(batch):
-                try:
-                    self.run(group)
-                except Exception as exc:  # a bug or a runner failure fails this batch, not the server
-                    log.exception("generation failed")
-                    for request in group:
-                        if request.finish_reason is None:
-                            request.on_update("", None, f"generation failed: {type(exc).__name__}: {exc}")
+            batch = [r for r in batch if not r.cancelled]
+            for group in self._groups(batch) if batch else []:
+                self._run_isolated(group)
+
+    def _run_isolated(self, group: list[GenRequest]) -> None:
+        """Run ``group``; if it fails, run each unfinished request alone, so a failure stays with its request."""
+        try:
+            self.run(group)
+        except Exception as exc:  # a bug or a runner failure fails its request, not its batch or the server
+            if len(group) > 1:
+                log.warning("a batch of %d failed (%s: %s); running its requests one by one", len(group),
+                            type(exc).__name__, exc)
+                for request in group:
+                    if not request.done:
+                        request.restart()
+                        self._run_isolated([request])
+                return
+            log.exception("generation failed")
+            if not group[0].done:
+                group[0].on_update("", None, f"generation failed: {type(exc).__name__}: {exc}")
 
     def _groups(self, requests: list[GenRequest]) -> list[list[GenRequest]]:
         """The gathered requests as one batch, or one per prompt length for a runner that takes no padded rows
@@ -123,9 +152,9 @@ class Batcher:
         loop.prefill()
         while True:
             for request, token in zip(batch, loop.tokens()):
-                if request.finish_reason is None:
+                if not request.done:
                     self._advance(request, int(token))
-            if all(r.finish_reason is not None for r in batch):
+            if all(r.done for r in batch):
                 return
             loop.step()
 

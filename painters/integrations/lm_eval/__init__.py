@@ -11,11 +11,12 @@ accuracy``'s code (``painters.bench.accuracy``), so the plugin and the bench sco
 
 from __future__ import annotations
 
+import inspect
 import logging
 from pathlib import Path
 from typing import Any
 
-from painters.errors import BenchError
+from painters.errors import BenchError, PaintersError
 
 try:
     import lm_eval.models  # noqa: F401  (lm-eval fills its built-in models only into an empty registry)
@@ -34,12 +35,17 @@ DEFAULT_MAX_GEN_TOKS = 256  # lm-eval's HFLM default
 
 
 def _int_or_none(value: Any, name: str) -> int | None:
+    """A positive integer model_arg, or None for absent/"auto"; anything else is refused naming ``name``."""
     if value is None or value == "" or value == "auto":
         return None  # "auto": painters packs continuation rows itself (DEFAULT_BATCH_SIZE)
     try:
-        return int(value)
+        number = int(value) if not isinstance(value, (bool, float)) else None
     except (TypeError, ValueError):
-        raise BenchError(f"model_args {name}={value!r} is not an integer") from None
+        number = None
+    if number is None or number < 1:
+        raise BenchError(f"model_args {name}={value!r} is not a positive integer; give e.g. {name}=4"
+                         + (" or auto" if name == "batch_size" else ""))
+    return number
 
 
 @register_model("painters")
@@ -57,19 +63,50 @@ class PaintersLM(TemplateLM):
         max_batch_size, device: Accepted from lm-eval's CLI and ignored (the backend picks the device).
     """
 
-    def __init__(self, model: str, plan: str | None = None, backend: str | None = None, scores: str | None = None,
-                 threads: int | str | None = None, batch_size: int | str | None = None,
+    def __init__(self, model: str | None = None, plan: str | None = None, backend: str | None = None,
+                 scores: str | None = None, threads: int | str | None = None, batch_size: int | str | None = None,
                  max_length: int | str | None = None, max_batch_size: Any = None, device: Any = None) -> None:
         from painters.bench.accuracy import require_tokenizer
         from painters.routing import open_runner
 
         super().__init__()
-        self.runner = open_runner(str(model), backend or None, plan or None, scores or None,
-                                  threads=_int_or_none(threads, "threads"))
-        self.tokenizer = require_tokenizer(self.runner)
+        if model is None or str(model).strip() == "":
+            raise BenchError("model_args needs model=M: an .onnx graph, an .engine, a checkpoint directory or a "
+                             "built-in source such as tiny-llama (e.g. --model_args model=out/model.onnx)")
+        n_threads = _int_or_none(threads, "threads")
         self.batch_size = _int_or_none(batch_size, "batch_size")
         self.max_length = _int_or_none(max_length, "max_length") or DEFAULT_MAX_LENGTH
+        try:
+            self.runner = open_runner(str(model), backend or None, plan or None, scores or None, threads=n_threads)
+        except PaintersError as exc:
+            raise BenchError(f"model_args model={model}" + "".join(
+                f",{k}={v}" for k, v in (("plan", plan), ("backend", backend), ("scores", scores)) if v)
+                + f": {exc}") from None
+        try:
+            self.tokenizer = require_tokenizer(self.runner)
+        except BaseException:
+            self.runner.close()
+            raise
         log.info("painters lm-eval model: %s, plan %s on %s", model, self.runner.info.plan, self.runner.name)
+
+    @classmethod
+    def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> PaintersLM:
+        """lm-eval's constructor from ``--model_args``, with every key checked first (lm-eval passes them as
+        keyword arguments, so an unknown key was a ``TypeError`` traceback from inside lm-eval)."""
+        from lm_eval.utils import simple_parse_args_string
+
+        args = simple_parse_args_string(arg_string)
+        extra = {k: v for k, v in (additional_config or {}).items() if v is not None}
+        return cls.create_from_arg_obj(args, extra)
+
+    @classmethod
+    def create_from_arg_obj(cls, arg_dict: dict[str, Any], additional_config: dict | None = None) -> PaintersLM:
+        args = {**arg_dict, **{k: v for k, v in (additional_config or {}).items() if v is not None}}
+        known = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+        if unknown := [k for k in arg_dict if k not in known]:
+            raise BenchError(f"model_args {unknown[0]!r} is not a painters model argument; use "
+                             f"{', '.join(known[:7])}")
+        return cls(**{k: v for k, v in args.items() if k in known})
 
     @property
     def eot_token_id(self) -> int:
