@@ -125,3 +125,31 @@ def test_gguf_blocks_need_an_fp32_graph(tmp_path):
     w.dtype = ir.DataType.FLOAT16
     with pytest.raises(CompileError, match="weight w is FLOAT16: exact GGUF blocks need a graph exported in fp32"):
         GgufWeightsPass(path).call(model)
+
+
+def _gather_model(table: np.ndarray) -> ir.Model:
+    t = ir.Value(name="emb", const_value=ir.tensor(table, name="emb"))
+    t.shape, t.dtype = t.const_value.shape, t.const_value.dtype
+    ids = ir.Value(name="ids", shape=ir.Shape([2, 3]), type=ir.TensorType(ir.DataType.INT64))
+    node = ir.Node("", "Gather", [t, ids], attributes=[ir.AttrInt64("axis", 0)], name="g")
+    y = node.outputs[0]
+    y.name, y.shape, y.type = "y", ir.Shape([2, 3, K]), ir.TensorType(ir.DataType.FLOAT)
+    return ir.Model(ir.Graph([ids], [y], nodes=[node], initializers=[t], opset_imports={"": 17}), ir_version=9)
+
+
+@pytest.mark.parametrize("kind", sorted(EXACT))
+def test_gguf_embedding_lookup(tmp_path, kind):
+    """Tables of block types without a minimum become GatherBlockQuantized (bit-exact); Q4_1/Q5_1 stay Gather."""
+    import onnxruntime as ort
+
+    original = np.random.default_rng(3).standard_normal((N, K)).astype(np.float32)
+    path = _gguf(tmp_path / "e.gguf", {"token_embd.weight": (original, kind)})
+    table = _dequantized(original, kind)
+    model = _gather_model(table)
+    assert GgufWeightsPass(path).call(model).modified != EXACT[kind].has_min
+    ops = [n.op_type for n in model.graph]
+    assert ops == (["Gather"] if EXACT[kind].has_min else ["GatherBlockQuantized"])
+    ir.save(model, tmp_path / "g.onnx")
+    ids = np.array([[0, 5, 23], [7, 7, 1]], dtype=np.int64)
+    got = ort.InferenceSession(str(tmp_path / "g.onnx"), providers=["CPUExecutionProvider"]).run(None, {"ids": ids})[0]
+    np.testing.assert_array_equal(got, table[ids])

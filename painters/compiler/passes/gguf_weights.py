@@ -115,15 +115,65 @@ class GgufWeightsPass(ir.passes.InPlacePass):
                 continue
             self._replace(graph, node, *done[weight])
             count += 1
+        gathers = self._gathers(graph, rows)
         for weight, converted in done.items():
             if converted is not None and not weight.uses() and weight.is_initializer():
                 graph.initializers.pop(weight.name)
         QuantizeWeightsPass._own_remaining(graph)
         if count:
             model.opset_imports.setdefault(_MS, 1)
-        log.info("gguf weights: %d MatMuls read %s blocks of %s", count,
+        log.info("gguf weights: %d MatMuls and %d Gathers read %s blocks of %s", count, gathers,
                  ", ".join(f"{n} {k}" for k, n in sorted(self.types.items())), self.gguf_path.name)
-        return ir.passes.PassResult(model, modified=bool(count))
+        return ir.passes.PassResult(model, modified=bool(count or gathers))
+
+    def _gathers(self, graph: ir.Graph, rows: GgufRows) -> int:
+        """Embedding lookups (``Gather`` of a 2-D fp32 initializer on axis 0) of a block type without a minimum
+        become ``GatherBlockQuantized`` over the same bytes; Q4_1/Q5_1 and float tables stay fp32 ``Gather``
+        (exact too: the table already holds the de-quantized values), as does a table that is no GGUF tensor."""
+        done: dict[ir.Value, list[ir.Value] | None] = {}
+        count = 0
+        for node in [n for n in graph if n.op_type == "Gather" and n.domain in ("", "ai.onnx")]:
+            table = node.inputs[0]
+            axis = node.attributes.get_int("axis", 0)
+            if axis != 0 or not QuantizeWeightsPass._quantizable(table) \
+                    or table.const_value.dtype != ir.DataType.FLOAT:
+                continue
+            if table not in done:
+                done[table] = None
+                array = np.asarray(const(table), dtype=np.float32)
+                try:
+                    kind, raw = rows.rows_of(table.name, array)
+                except CompileError:
+                    continue  # not a GGUF tensor (e.g. a position table): its Gather stays as it is
+                form = EXACT.get(kind)
+                if form is None or form.has_min:
+                    continue
+                nbits = to_nbits(raw, kind)
+                data = nbits.packed.reshape(nbits.n, -1)
+                values = [_initializer(graph, f"{table.name}_gather_Q{nbits.bits}", data),
+                          _initializer(graph, f"{table.name}_gather_scales", nbits.scales)]
+                if nbits.zero_points is not None:
+                    values.append(_initializer(graph, f"{table.name}_gather_zp", nbits.zero_points))
+                done[table] = [nbits.bits, *values]
+            if done[table] is None:
+                continue
+            bits, data, scales, *zp = done[table]
+            attrs = [ir.AttrInt64("bits", bits), ir.AttrInt64("block_size", BLOCK), ir.AttrInt64("gather_axis", 0),
+                     ir.AttrInt64("quantize_axis", 1)]
+            new = ir.Node(_MS, "GatherBlockQuantized", [data, node.inputs[1], scales, *zp], attributes=attrs,
+                          num_outputs=1, name=f"{node.name}/gguf")
+            new.metadata_props.update(node.metadata_props)
+            graph.insert_before(node, new)
+            out = node.outputs[0]
+            new.outputs[0].shape, new.outputs[0].type = out.shape, out.type
+            out.replace_all_uses_with(new.outputs[0], replace_graph_outputs=True)
+            graph.remove(node, safe=True)
+            new.outputs[0].name = out.name
+            count += 1
+        for table, converted in done.items():
+            if converted is not None and not table.uses() and table.is_initializer():
+                graph.initializers.pop(table.name)
+        return count
 
     def _convert(self, graph: ir.Graph, rows: GgufRows, stored: ir.Value,
                  transposed: bool) -> tuple[NBitsWeight, list[ir.Value]] | None:
