@@ -153,3 +153,36 @@ def test_gguf_embedding_lookup(tmp_path, kind):
     ids = np.array([[0, 5, 23], [7, 7, 1]], dtype=np.int64)
     got = ort.InferenceSession(str(tmp_path / "g.onnx"), providers=["CPUExecutionProvider"]).run(None, {"ids": ids})[0]
     np.testing.assert_array_equal(got, table[ids])
+
+
+def test_block_sums_shared_by_matmuls_of_one_input(tmp_path):
+    """q, k and v (gate and up) read one activation: its block sums are computed once for all their minima."""
+    rng = np.random.default_rng(4)
+    originals = [rng.standard_normal((N, K)).astype(np.float32) for _ in range(2)]
+    path = _gguf(tmp_path / "s.gguf", {f"blk.0.w{i}": (o, "Q4_1") for i, o in enumerate(originals)})
+    weights = [np.ascontiguousarray(_dequantized(o, "Q4_1").T) for o in originals]
+    x = ir.Value(name="x", shape=ir.Shape([2, 5, K]), type=ir.TensorType(ir.DataType.FLOAT))
+    inits, nodes, outs = [], [], []
+    for i, w in enumerate(weights):
+        v = ir.Value(name=f"w{i}", const_value=ir.tensor(w, name=f"w{i}"))
+        v.shape, v.dtype = v.const_value.shape, v.const_value.dtype
+        inits.append(v)
+        nodes.append(ir.Node("", "MatMul", [x, v], name=f"mm{i}"))
+        y = nodes[-1].outputs[0]
+        y.name, y.shape, y.type = f"y{i}", ir.Shape([2, 5, N]), ir.TensorType(ir.DataType.FLOAT)
+        outs.append(y)
+    model = ir.Model(ir.Graph([x], outs, nodes=nodes, initializers=inits, opset_imports={"": 17}), ir_version=9)
+    assert GgufWeightsPass(path).call(model).modified
+    ops = [n.op_type for n in model.graph]
+    assert ops.count("ReduceSum") == 1 and ops.count("MatMulNBits") == 2 and ops.count("Add") == 2
+    import onnxruntime as ort
+
+    for node in model.graph:
+        if node.op_type == "MatMulNBits":
+            node.attributes["accuracy_level"] = ir.AttrInt64("accuracy_level", 0)
+    ir.save(model, tmp_path / "s.onnx")
+    xs = rng.standard_normal((2, 5, K)).astype(np.float32)
+    got = ort.InferenceSession(str(tmp_path / "s.onnx"), providers=["CPUExecutionProvider"]).run(None, {"x": xs})
+    for g, w in zip(got, weights):
+        want = xs @ w
+        assert np.abs(g - want).max() / np.abs(want).max() <= REL_EXACT

@@ -98,8 +98,10 @@ class GgufWeightsPass(ir.passes.InPlacePass):
         self.gguf_path = Path(gguf_path)
         self.accuracy_level = accuracy_level
         self.types: dict[str, int] = {}
+        self._block_sums: dict[tuple[ir.Value, int], ir.Value] = {}
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
+        self._block_sums.clear()
         rows = GgufRows.read(self.gguf_path)
         graph = model.graph
         done: dict[ir.Value, tuple[NBitsWeight, list[ir.Value]] | None] = {}
@@ -228,8 +230,21 @@ class GgufWeightsPass(ir.passes.InPlacePass):
     def _add_offset(self, graph: ir.Graph, node: ir.Node, a: ir.Value, y: ir.Value, minima: ir.Value,
                     blocks: int) -> ir.Value:
         """``y + BlockSum(a) · minima``: the ``m`` of ``w = d·q + m`` summed per block before the product."""
-        rank = len(a.shape) if a.shape is not None else None
         base = f"{node.name or minima.name}/gguf_min"
+        summed = self._block_sums.get((a, blocks))
+        if summed is None:
+            summed = self._block_sum(graph, node, a, blocks, base)
+            self._block_sums[(a, blocks)] = summed
+        offset = ir.Node("", "MatMul", [summed, minima], num_outputs=1, name=f"{base}/product")
+        add = ir.Node("", "Add", [y, offset.outputs[0]], num_outputs=1, name=f"{base}/add")
+        for n in (offset, add):
+            n.metadata_props.update(node.metadata_props)
+            graph.insert_before(node, n)
+        return add.outputs[0]
+
+    def _block_sum(self, graph: ir.Graph, node: ir.Node, a: ir.Value, blocks: int, base: str) -> ir.Value:
+        """A summed over each 32-wide block of K, once per activation (q, k and v share theirs; so do gate, up)."""
+        rank = len(a.shape) if a.shape is not None else None
         if rank is not None:
             shape = self._shared(graph, f"gguf_block_shape_r{rank}_b{blocks}",
                                  np.array([0] * (rank - 1) + [blocks, BLOCK], dtype=np.int64))
@@ -242,12 +257,10 @@ class GgufWeightsPass(ir.passes.InPlacePass):
             ones = self._shared(graph, f"gguf_block_ones_b{blocks}",
                                 np.kron(np.eye(blocks, dtype=np.float32), np.ones((BLOCK, 1), np.float32)))
             nodes = [ir.Node("", "MatMul", [a, ones], num_outputs=1, name=f"{base}/block_sum")]
-        offset = ir.Node("", "MatMul", [nodes[-1].outputs[0], minima], num_outputs=1, name=f"{base}/product")
-        add = ir.Node("", "Add", [y, offset.outputs[0]], num_outputs=1, name=f"{base}/add")
-        for n in [*nodes, offset, add]:
+        for n in nodes:
             n.metadata_props.update(node.metadata_props)
             graph.insert_before(node, n)
-        return add.outputs[0]
+        return nodes[-1].outputs[0]
 
 
 def _initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
