@@ -17,22 +17,26 @@ from painters.cli.root import handle_errors, main
 @click.option("--fuse-parallel/--no-fuse-parallel", default=True, show_default=True,
               help="Fuse each parallel group into one wide block.")
 @click.option("--weights", type=click.Choice(["float", "int4"]), default="float", show_default=True,
-              help="int4: MatMul weights as ONNX Runtime MatMulNBits (each shared weight quantized once).")
-@click.option("--block-size", type=click.Choice(["32", "128"]), default="32", show_default=True,
-              help="int4 quantization block.")
+              help="int4: MatMul weights as ONNX Runtime MatMulNBits (each shared weight quantized once; a graph "
+                   "exported from a GGUF keeps the file's own blocks, see --gguf).")
+@click.option("--block-size", type=click.Choice(["32", "128"]), default=None,
+              help="int4 quantization block when re-quantizing [32].")
+@click.option("--gguf", default=None,
+              help="int4 from this GGUF's own blocks (the file the graph was exported from; found automatically "
+                   "for smollm2-135m); 'none' re-quantizes the float weights.")
 @click.option("--engine", type=click.Path(dir_okay=False), default=None, help="Also build a TensorRT engine here.")
 @click.option("--backend", type=click.Choice(["tensorrt-rtx", "tensorrt"]), default="tensorrt-rtx", show_default=True)
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default=None,
               help="Checked against the graph.")
 @click.option("--profile", default=None, help="Shape ranges, e.g. batch=1:8:32,seq=1:128:2048,past=0:512:4096.")
 @handle_errors
-def compile_cmd(model, plan, out, scores, fuse_parallel, weights, block_size, engine, backend, precision,
+def compile_cmd(model, plan, out, scores, fuse_parallel, weights, block_size, gguf, engine, backend, precision,
                 profile) -> None:
     """Rewrite MODEL (an exported .onnx) to PLAN: drop, duplicate, reorder or parallelize decoder blocks."""
     from painters.compiler.compile import compile_model
 
     result = compile_model(model, plan, out, scores=scores, fuse_parallel=fuse_parallel, weights=weights,
-                           block_size=int(block_size))
+                           block_size=None if block_size is None else int(block_size), gguf=gguf)
     p = result.plan
     fused = f" (parallel groups fused: {p.kv_slots} plan slots)" if result.layout.fused_stages else ""
     click.echo(f"{result.output}: plan {p} — {p.block_evals} block evals, {result.kv_slots} KV slots{fused}, "

@@ -19,6 +19,7 @@ from painters.compiler.graph_io import graph_inputs, initializer_bytes, inline_s
 from painters.compiler.layout import SlotLayout, slot_layout
 from painters.compiler.passes.anchor_shapes import AnchorKVShapesPass
 from painters.compiler.passes.check import CheckStructurePass
+from painters.compiler.passes.gguf_weights import GgufWeightsPass
 from painters.compiler.passes.instantiate import InstantiateStagesPass
 from painters.compiler.passes.noops import RemoveNoOpsPass
 from painters.compiler.passes.quantize import WEIGHT_FORMATS, QuantizeWeightsPass
@@ -38,7 +39,7 @@ from painters.ort_ops import MS_DOMAIN
 from painters.plans import Plan, parse_plan
 
 __all__ = ["compile_model", "compiled_plan", "CompileResult", "default_output", "safe_plan_name", "prepare",
-           "compile_passes", "run_passes", "resolve_plan", "stamp_compiled", "describe"]
+           "compile_passes", "run_passes", "int4_source", "resolve_plan", "stamp_compiled", "describe"]
 
 log = logging.getLogger(__name__)
 
@@ -65,16 +66,21 @@ def prepare(model: ir.Model) -> BlockStructure:
 
 
 def compile_passes(structure: BlockStructure, layout: SlotLayout, *, ort_form: bool = False,
-                   weights: str = "float", block_size: int = 32) -> list[ir.passes.PassBase]:
+                   weights: str = "float", block_size: int = 32,
+                   gguf: Path | None = None) -> list[ir.passes.PassBase]:
     """The compile pipeline after discovery: instantiate the layout's stages, then clean up and check.
 
     ``ort_form``: the graph uses ONNX Runtime's contrib operators (``com.microsoft``, ONNX Runtime GenAI's
     builder): residual Adds are folded back into the norms that read them, so the output keeps that form, and
     onnx's checker is skipped — it has no schema for ONNX Runtime's default-domain
     ``SimplifiedLayerNormalization`` and refuses the builder's own graphs. ``weights="int4"`` quantizes every
-    2-D MatMul weight once (:class:`~painters.compiler.passes.quantize.QuantizeWeightsPass`).
+    2-D MatMul weight once (:class:`~painters.compiler.passes.quantize.QuantizeWeightsPass`), or, given the
+    ``gguf`` the graph was exported from, converts that file's own blocks exactly
+    (:class:`~painters.compiler.passes.gguf_weights.GgufWeightsPass`).
     """
-    quantize: list[ir.passes.PassBase] = [QuantizeWeightsPass(block_size)] if weights == "int4" else []
+    quantize: list[ir.passes.PassBase] = []
+    if weights == "int4":
+        quantize = [GgufWeightsPass(gguf) if gguf is not None else QuantizeWeightsPass(block_size)]
     if ort_form:
         return [InstantiateStagesPass(structure, layout), *quantize, FuseSkipNormsPass(), RemoveUnusedNodesPass(),
                 TopologicalSortPass()]
@@ -84,7 +90,7 @@ def compile_passes(structure: BlockStructure, layout: SlotLayout, *, ort_form: b
 
 def compile_model(model_path: str | Path, plan: str | Plan, out: str | Path | None = None, *,
                   scores: str | Path | None = None, fuse_parallel: bool = True, weights: str = "float",
-                  block_size: int = 32) -> CompileResult:
+                  block_size: int | None = None, gguf: str | Path | None = None) -> CompileResult:
     """Rewrite ``model_path`` to ``plan`` and write the result atomically (default ``MODEL.PLAN.onnx``).
 
     ``fuse_parallel`` (the default) turns each parallel group into one wide block
@@ -92,6 +98,8 @@ def compile_model(model_path: str | Path, plan: str | Plan, out: str | Path | No
 
     ``weights="int4"`` stores every 2-D MatMul weight as block-wise int4 (``block_size`` 32 or 128), each shared
     weight quantized once; parallel groups then stay unfused (their batched weights have no int4 form).
+    A graph exported from a GGUF keeps that file's own blocks instead, converted exactly (``gguf``: the file;
+    None finds it for the built-in ``smollm2-135m``; ``"none"`` re-quantizes): see :func:`int4_source`.
 
     An ONNX Runtime GenAI ``model.onnx`` (``genai_config.json`` beside it) compiles to a GenAI folder
     (default ``DIR.PLAN/model.onnx``) with its config rewritten (:mod:`painters.compiler.genai`).
@@ -99,7 +107,9 @@ def compile_model(model_path: str | Path, plan: str | Plan, out: str | Path | No
     start = time.perf_counter()
     if weights not in WEIGHT_FORMATS:
         raise CompileError(f"--weights {weights!r}: choose one of {', '.join(WEIGHT_FORMATS)}")
-    if block_size not in (32, 128):
+    if weights != "int4" and (block_size is not None or gguf is not None):
+        raise CompileError("--block-size and --gguf choose how int4 weights are made; add --weights int4")
+    if block_size is not None and block_size not in (32, 128):
         raise CompileError(f"--block-size {block_size}: int4 blocks of 32 or 128 weights")
     src = Path(model_path)
     model = load_graph(src)
@@ -124,7 +134,17 @@ def compile_model(model_path: str | Path, plan: str | Plan, out: str | Path | No
     structure = prepare(model)
     if config is not None:
         genai.check_config(config, src, model, structure)
-    source_hash = Record.from_props(model.metadata_props, str(src)).source_hash
+    record = Record.from_props(model.metadata_props, str(src))
+    source_hash = record.source_hash
+    if weights == "int4":
+        had = record.extra.get("weights") or next(
+            (f"MatMulNBits, {n.attributes['bits'].as_int()}-bit" for n in model.graph if n.op_type == "MatMulNBits"),
+            None)
+        if had:
+            raise CompileError(f"{src} already has quantized weights ({had}); drop --weights int4 (its weights are "
+                               "kept as they are), or compile the float graph it came from")
+    gguf_path = int4_source(model, gguf, block_size) if weights == "int4" else None
+    block_size = 32 if gguf_path is not None or block_size is None else block_size
     plan = resolve_plan(plan, structure.num_layers, src, source_hash, scores)
     if out:
         out = Path(out)
@@ -136,7 +156,7 @@ def compile_model(model_path: str | Path, plan: str | Plan, out: str | Path | No
     if config is not None:
         written.append(out.with_name(genai.CONFIG_NAME))
         reads.append(src.with_name(genai.CONFIG_NAME))
-    check_outputs(written, reads)
+    check_outputs(written, [*reads, *([gguf_path] if gguf_path else [])])
     beside = {str(p.relative_to(src.parent)) for p in reads[1:] if p.is_relative_to(src.parent)}
     for name in (out.name, out.name + ".fused.data"):  # files linked next to the output under these names
         if name in beside:
@@ -147,9 +167,12 @@ def compile_model(model_path: str | Path, plan: str | Plan, out: str | Path | No
                     "have no MatMulNBits form); each member keeps its own quantized weights")
         fuse_parallel = False
     layout = slot_layout(plan, structure, fuse_parallel=fuse_parallel, opset=model.opset_imports.get("", 0))
-    run_passes(compile_passes(structure, layout, ort_form=ort_form, weights=weights, block_size=block_size), model)
-    output_bytes = stamp_compiled(model, src, plan, layout, source_bytes, source_hash,
-                                  {"weights": f"int4/block{block_size}"} if weights == "int4" else None)
+    run_passes(compile_passes(structure, layout, ort_form=ort_form, weights=weights, block_size=block_size,
+                              gguf=gguf_path), model)
+    extra = None
+    if weights == "int4":
+        extra = {"weights": f"int4/block{block_size}" + (f"/gguf:{gguf_path.name}" if gguf_path else "")}
+    output_bytes = stamp_compiled(model, src, plan, layout, source_bytes, source_hash, extra)
     with atomic_dir_outputs(out) as tmp:
         save_graph(model, src, out, tmp)
         if config is not None:
@@ -157,6 +180,31 @@ def compile_model(model_path: str | Path, plan: str | Plan, out: str | Path | No
     seconds = time.perf_counter() - start
     log.info("compiled %s with %s in %.2f s → %s", src, plan, seconds, out)
     return CompileResult(out, plan, seconds, source_bytes, output_bytes, len(model.graph), layout.kv_slots, layout)
+
+
+def int4_source(model: ir.Model, gguf: str | Path | None, block_size: int | None) -> Path | None:
+    """The GGUF whose own blocks a ``--weights int4`` compile converts, or None to quantize the float weights.
+
+    ``gguf`` "none" re-quantizes; a path names the file; None (the default) finds it where the graph's
+    provenance names one painters knows: the built-in ``smollm2-135m`` (a Q4_1 GGUF). A user's GGUF is named by
+    its stem only in the graph, so it must be given. Exact blocks are 32 wide: another ``--block-size`` is refused.
+    """
+    if isinstance(gguf, str) and gguf.lower() == "none":
+        return None
+    if gguf is None:
+        if model.metadata_props.get("painters.source") != "smollm2-135m":
+            return None
+        from painters.export.sources import smollm2_path
+
+        path = smollm2_path()
+    else:
+        path = Path(gguf)
+        if not path.is_file():
+            raise CompileError(f"--gguf {gguf}: no such file; give the .gguf the graph was exported from")
+    if block_size not in (None, 32):
+        raise CompileError(f"--block-size {block_size}: a GGUF's own blocks are 32 wide; drop --block-size, or "
+                           f"add --gguf none to re-quantize at block size {block_size}")
+    return path
 
 
 def compiled_plan(model: ir.Model) -> str | None:

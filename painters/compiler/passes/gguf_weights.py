@@ -1,0 +1,270 @@
+"""int4 weights taken from the GGUF a graph was exported from: the file's own blocks, not a re-quantization.
+
+A graph exported from a GGUF holds the blocks de-quantized to fp32 (transformers runs gguf-py's de-quantizer).
+Every MatMul weight column is therefore, bit for bit, one row of one GGUF tensor — up to the renaming,
+the Q/K row permutation llama.cpp's converter applies and transformers undoes, transposition and any packing
+the exporter did. Rather than re-deriving those name and layout mappings, each column is found by its values
+(a hash of the fp32 row), which also proves the graph comes from this file: a column that matches no row is
+refused with the weight's name. The matched rows' raw blocks are converted exactly
+(:mod:`painters.compiler.passes.gguf_blocks`) and become the ``MatMulNBits`` weights.
+
+Block types with a minimum (Q4_1, Q5_1: ``w = d·q + m``) get a second, small term for ``m``:
+``Y = MatMulNBits(A; q, d, zero_point 0) + BlockSum(A) · M`` where ``BlockSum`` adds A over each 32-wide block
+of K (Reshape + ReduceSum) and ``M [K/32, N]`` holds the minima. That is the same sum, regrouped, and both
+terms run on prepacked fast kernels; a float ``zero_point = −m/d`` would not (see gguf_blocks).
+
+Weights the GGUF stores unquantized (F32/F16) stay float MatMuls — that is their exact form; k-quant tensors
+are refused by name. Like :class:`~painters.compiler.passes.quantize.QuantizeWeightsPass`, conversion is per
+initializer, so duplicated blocks keep sharing one packed weight.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx_ir as ir
+
+from painters.compiler.passes.gguf_blocks import BLOCK, EXACT, NBitsWeight, to_nbits
+from painters.compiler.passes.llama_match import const
+from painters.compiler.passes.quantize import QuantizeWeightsPass
+from painters.errors import CompileError
+
+__all__ = ["GgufWeightsPass", "GgufRows", "FLOAT_TYPES"]
+
+log = logging.getLogger(__name__)
+
+_MS = "com.microsoft"
+FLOAT_TYPES = ("F32", "F16", "BF16")
+
+
+def _key(row: np.ndarray) -> bytes:
+    return hashlib.blake2b(np.ascontiguousarray(row, dtype=np.float32).tobytes(), digest_size=16).digest()
+
+
+@dataclass
+class GgufRows:
+    """Every 2-D tensor row of a GGUF, indexed by the hash of its de-quantized fp32 values."""
+
+    path: Path
+    index: dict[bytes, tuple[int, int]]
+    tensors: list  # gguf ReaderTensor
+
+    @classmethod
+    def read(cls, path: str | Path) -> GgufRows:
+        import gguf
+
+        path = Path(path)
+        try:
+            reader = gguf.GGUFReader(path)
+        except Exception as exc:  # gguf-py raises many types on a bad file
+            raise CompileError(f"--gguf {path}: not a readable GGUF file ({type(exc).__name__}: {exc})") from None
+        index: dict[bytes, tuple[int, int]] = {}
+        tensors = []
+        for tensor in reader.tensors:
+            if len(tensor.shape) != 2:
+                continue
+            values = gguf.quants.dequantize(tensor.data, tensor.tensor_type).reshape(tensor.data.shape[0], -1)
+            t = len(tensors)
+            tensors.append(tensor)
+            for r in range(values.shape[0]):
+                index.setdefault(_key(values[r]), (t, r))
+        return cls(path, index, tensors)
+
+    def rows_of(self, name: str, cols: np.ndarray) -> tuple[str, np.ndarray]:
+        """The GGUF block type and raw block rows ``[N, bytes]`` that ``cols`` (``[N, K]`` fp32) are made of."""
+        found = [self.index.get(_key(c)) for c in cols]
+        missing = sum(f is None for f in found)
+        if missing:
+            raise CompileError(f"weight {name}: {missing} of its {len(cols)} columns are no row of {self.path.name} "
+                               "(the graph was not exported from this GGUF, or not in fp32); pass the GGUF the "
+                               "graph was exported from with --gguf, or --gguf none to re-quantize")
+        types = {self.tensors[t].tensor_type.name for t, _ in found}
+        if len(types) > 1:
+            raise CompileError(f"weight {name} mixes GGUF block types {sorted(types)}; use --gguf none to re-quantize")
+        kind = types.pop()
+        raw = np.stack([np.asarray(self.tensors[t].data[r]) for t, r in found])
+        return kind, raw
+
+
+class GgufWeightsPass(ir.passes.InPlacePass):
+    """Replace ``MatMul(A, W)`` by ``MatMulNBits`` over the GGUF's own blocks for W (exact)."""
+
+    def __init__(self, gguf_path: str | Path, accuracy_level: int = 4):
+        super().__init__()
+        self.gguf_path = Path(gguf_path)
+        self.accuracy_level = accuracy_level
+        self.types: dict[str, int] = {}
+        self._block_sums: dict[tuple[ir.Value, int], ir.Value] = {}
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        self._block_sums.clear()
+        rows = GgufRows.read(self.gguf_path)
+        graph = model.graph
+        done: dict[ir.Value, tuple[NBitsWeight, list[ir.Value]] | None] = {}
+        count = 0
+        for node in [n for n in graph if n.op_type == "MatMul" and n.domain in ("", "ai.onnx")]:
+            weight = node.inputs[1]
+            stored, transposed = QuantizeWeightsPass._stored_weight(weight)
+            if stored is None:
+                continue
+            if weight not in done:
+                done[weight] = self._convert(graph, rows, stored, transposed)
+            if done[weight] is None:
+                continue
+            self._replace(graph, node, *done[weight])
+            count += 1
+        gathers = self._gathers(graph, rows)
+        for weight, converted in done.items():
+            if converted is not None and not weight.uses() and weight.is_initializer():
+                graph.initializers.pop(weight.name)
+        QuantizeWeightsPass._own_remaining(graph)
+        if count:
+            model.opset_imports.setdefault(_MS, 1)
+        log.info("gguf weights: %d MatMuls and %d Gathers read %s blocks of %s", count, gathers,
+                 ", ".join(f"{n} {k}" for k, n in sorted(self.types.items())), self.gguf_path.name)
+        return ir.passes.PassResult(model, modified=bool(count or gathers))
+
+    def _gathers(self, graph: ir.Graph, rows: GgufRows) -> int:
+        """Embedding lookups (``Gather`` of a 2-D fp32 initializer on axis 0) of a block type without a minimum
+        become ``GatherBlockQuantized`` over the same bytes; Q4_1/Q5_1 and float tables stay fp32 ``Gather``
+        (exact too: the table already holds the de-quantized values), as does a table that is no GGUF tensor."""
+        done: dict[ir.Value, list[ir.Value] | None] = {}
+        count = 0
+        for node in [n for n in graph if n.op_type == "Gather" and n.domain in ("", "ai.onnx")]:
+            table = node.inputs[0]
+            axis = node.attributes.get_int("axis", 0)
+            if axis != 0 or not QuantizeWeightsPass._quantizable(table) \
+                    or table.const_value.dtype != ir.DataType.FLOAT:
+                continue
+            if table not in done:
+                done[table] = None
+                array = np.asarray(const(table), dtype=np.float32)
+                try:
+                    kind, raw = rows.rows_of(table.name, array)
+                except CompileError:
+                    continue  # not a GGUF tensor (e.g. a position table): its Gather stays as it is
+                form = EXACT.get(kind)
+                if form is None or form.has_min:
+                    continue
+                nbits = to_nbits(raw, kind)
+                data = nbits.packed.reshape(nbits.n, -1)
+                values = [_initializer(graph, f"{table.name}_gather_Q{nbits.bits}", data),
+                          _initializer(graph, f"{table.name}_gather_scales", nbits.scales)]
+                if nbits.zero_points is not None:
+                    values.append(_initializer(graph, f"{table.name}_gather_zp", nbits.zero_points))
+                done[table] = [nbits.bits, *values]
+            if done[table] is None:
+                continue
+            bits, data, scales, *zp = done[table]
+            attrs = [ir.AttrInt64("bits", bits), ir.AttrInt64("block_size", BLOCK), ir.AttrInt64("gather_axis", 0),
+                     ir.AttrInt64("quantize_axis", 1)]
+            new = ir.Node(_MS, "GatherBlockQuantized", [data, node.inputs[1], scales, *zp], attributes=attrs,
+                          num_outputs=1, name=f"{node.name}/gguf")
+            new.metadata_props.update(node.metadata_props)
+            graph.insert_before(node, new)
+            out = node.outputs[0]
+            new.outputs[0].shape, new.outputs[0].type = out.shape, out.type
+            out.replace_all_uses_with(new.outputs[0], replace_graph_outputs=True)
+            graph.remove(node, safe=True)
+            new.outputs[0].name = out.name
+            count += 1
+        for table, converted in done.items():
+            if converted is not None and not table.uses() and table.is_initializer():
+                graph.initializers.pop(table.name)
+        return count
+
+    def _convert(self, graph: ir.Graph, rows: GgufRows, stored: ir.Value,
+                 transposed: bool) -> tuple[NBitsWeight, list[ir.Value]] | None:
+        if stored.const_value.dtype != ir.DataType.FLOAT:
+            raise CompileError(f"weight {stored.name} is {stored.const_value.dtype.name}: exact GGUF blocks need "
+                               "a graph exported in fp32 (painters export SRC --dtype fp32)")
+        array = np.asarray(const(stored), dtype=np.float32)
+        cols = array if transposed else array.T  # [N, K]: one GGUF row per output column
+        kind, raw = rows.rows_of(stored.name, cols)
+        self.types[kind] = self.types.get(kind, 0) + 1
+        if kind in FLOAT_TYPES:
+            return None
+        if kind not in EXACT:
+            raise CompileError(f"weight {stored.name} is GGUF {kind} in {rows.path.name}: no exact MatMulNBits form "
+                               f"(exact: {', '.join(EXACT)}); use --gguf none to re-quantize it")
+        nbits = to_nbits(raw, kind)
+        name = f"{stored.name}_T" if transposed else stored.name
+        values = [_initializer(graph, f"{name}_Q{nbits.bits}", nbits.packed),
+                  _initializer(graph, f"{name}_scales", nbits.scales)]
+        if nbits.zero_points is not None:
+            values.append(_initializer(graph, f"{name}_zp", nbits.zero_points))
+        if nbits.offset is not None:
+            values.append(_initializer(graph, f"{name}_min", nbits.offset))
+        return nbits, values
+
+    def _replace(self, graph: ir.Graph, node: ir.Node, nbits: NBitsWeight, values: list[ir.Value]) -> None:
+        a = node.inputs[0]
+        q, s = values[0], values[1]
+        inputs = [a, q, s] + ([values[2]] if nbits.zero_points is not None else [])
+        attrs = [ir.AttrInt64("K", nbits.k), ir.AttrInt64("N", nbits.n), ir.AttrInt64("bits", nbits.bits),
+                 ir.AttrInt64("block_size", BLOCK), ir.AttrInt64("accuracy_level", self.accuracy_level)]
+        new = ir.Node(_MS, "MatMulNBits", inputs, attributes=attrs, num_outputs=1, name=f"{node.name}/gguf")
+        new.metadata_props.update(node.metadata_props)
+        graph.insert_before(node, new)
+        out = node.outputs[0]
+        result = new.outputs[0]
+        if nbits.offset is not None:
+            result.shape, result.type = out.shape, out.type
+            result.name = f"{out.name}/blocks"
+            result = self._add_offset(graph, node, a, result, values[-1], nbits.k // BLOCK)
+        result.shape, result.type = out.shape, out.type
+        out.replace_all_uses_with(result, replace_graph_outputs=True)
+        graph.remove(node, safe=True)
+        result.name = out.name
+
+    def _shared(self, graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
+        """One initializer per distinct constant (block shapes, axes), shared by every offset term."""
+        if name not in graph.initializers:
+            _initializer(graph, name, array)
+        return graph.initializers[name]
+
+    def _add_offset(self, graph: ir.Graph, node: ir.Node, a: ir.Value, y: ir.Value, minima: ir.Value,
+                    blocks: int) -> ir.Value:
+        """``y + BlockSum(a) · minima``: the ``m`` of ``w = d·q + m`` summed per block before the product."""
+        base = f"{node.name or minima.name}/gguf_min"
+        summed = self._block_sums.get((a, blocks))
+        if summed is None:
+            summed = self._block_sum(graph, node, a, blocks, base)
+            self._block_sums[(a, blocks)] = summed
+        offset = ir.Node("", "MatMul", [summed, minima], num_outputs=1, name=f"{base}/product")
+        add = ir.Node("", "Add", [y, offset.outputs[0]], num_outputs=1, name=f"{base}/add")
+        for n in (offset, add):
+            n.metadata_props.update(node.metadata_props)
+            graph.insert_before(node, n)
+        return add.outputs[0]
+
+    def _block_sum(self, graph: ir.Graph, node: ir.Node, a: ir.Value, blocks: int, base: str) -> ir.Value:
+        """A summed over each 32-wide block of K, once per activation (q, k and v share theirs; so do gate, up)."""
+        rank = len(a.shape) if a.shape is not None else None
+        if rank is not None:
+            shape = self._shared(graph, f"gguf_block_shape_r{rank}_b{blocks}",
+                                 np.array([0] * (rank - 1) + [blocks, BLOCK], dtype=np.int64))
+            axes = self._shared(graph, "gguf_block_axis", np.array([-1], dtype=np.int64))
+            grouped = ir.Node("", "Reshape", [a, shape], num_outputs=1, name=f"{base}/blocks")
+            summed = ir.Node("", "ReduceSum", [grouped.outputs[0], axes], attributes=[ir.AttrInt64("keepdims", 0)],
+                             num_outputs=1, name=f"{base}/block_sum")
+            nodes = [grouped, summed]
+        else:  # rank unknown: the block sum as a product with a 0/1 matrix [K, K/32]
+            ones = self._shared(graph, f"gguf_block_ones_b{blocks}",
+                                np.kron(np.eye(blocks, dtype=np.float32), np.ones((BLOCK, 1), np.float32)))
+            nodes = [ir.Node("", "MatMul", [a, ones], num_outputs=1, name=f"{base}/block_sum")]
+        for n in nodes:
+            n.metadata_props.update(node.metadata_props)
+            graph.insert_before(node, n)
+        return nodes[-1].outputs[0]
+
+
+def _initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
+    value = ir.Value(name=name, const_value=ir.tensor(np.ascontiguousarray(array), name=name))
+    value.shape, value.dtype = value.const_value.shape, value.const_value.dtype
+    graph.register_initializer(value)
+    return value

@@ -1,0 +1,131 @@
+"""CPU int4 benchmark (issue 29): painters' int4 graph vs its fp32 graph, its plans and llama.cpp, in one run.
+
+    python scripts/bench_int4_cpu.py [SRC] [--work DIR] [--plans baseline,drop_attn_k8,skip_4_26]
+        [--llamacpp FILE.gguf] [--limit 500] [--tasks arc_easy,lambada] [--no-accuracy] [--json OUT]
+
+SRC (default ``smollm2-135m``) is exported once to ``DIR/fp32/model.onnx``; ``painters-compile --weights int4``
+makes ``DIR/int4/model.onnx`` from it (for a GGUF source: the file's own blocks, exactly; pass ``--gguf`` for a
+GGUF other than the built-in one) and ``DIR/int4-requant/model.onnx`` with ``--gguf none`` (the weights
+re-quantized, for comparison). Latency rows, interleaved round by round on painters' runner: every plan on the
+int4 graph (ratios to the int4 baseline beside the ideal and weight-read ratios), ``fp32/baseline``,
+``int4-requant/baseline`` and, with ``--llamacpp``, llama.cpp on that file (``--anchor llama.cpp:FILE``, rows
+``llama.cpp/PLAN``). Accuracy: the first ``--limit`` items of each task on the int4, re-quantized and fp32 graphs
+(and llama.cpp). Everything goes through painters' bench API, as ``painters bench latency|accuracy`` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCORES = ROOT / "docs/results/smollm2-135m/analysis/importance.json"
+
+
+def _graphs(src: str, work: Path, gguf: str | None) -> dict[str, Path]:
+    from painters.compiler.compile import compile_model
+    from painters.export.onnx_export import export_model
+    from painters.export.sources import load_source
+
+    fp32 = work / "fp32" / "model.onnx"
+    if not fp32.exists():
+        export_model(load_source(src), fp32)
+    paths = {"fp32": fp32}
+    for name, choice in (("int4", gguf), ("int4-requant", "none")):
+        out = work / name / "model.onnx"
+        if not out.exists():
+            compile_model(fp32, "baseline", out, weights="int4", gguf=choice)
+        paths[name] = out
+    return paths
+
+
+def _latency(paths: dict[str, Path], plans: list[str], args) -> list:
+    from painters.bench.latency import benchmark
+    from painters.bench.runners import decode_weight_bytes, ideal_ratio, open_runners
+    from painters.compiler.compile import compile_model
+
+    runners: dict = {}
+    try:
+        for plan in plans:  # each plan compiled from the fp32 graph with --weights int4 (same blocks)
+            path = paths["int4"] if plan == "baseline" else args.work / f"int4.{plan}" / "model.onnx"
+            if not path.exists():
+                compile_model(paths["fp32"], plan, path, scores=args.scores, weights="int4", gguf=args.gguf)
+            anchor = f"llama.cpp:{args.llamacpp}" if args.llamacpp and plan == "baseline" else None
+            for name, runner in open_runners(str(path), anchor=anchor, threads=args.threads).items():
+                runners[plan if name == runner.info.plan and not name.startswith("llama.cpp") else name] = runner
+        for name in ("fp32", "int4-requant"):
+            (runner,) = open_runners(str(paths[name]), threads=args.threads).values()
+            runners[f"{name}/baseline"] = runner
+        ideal = {name: ideal_ratio(r) for name, r in runners.items()}
+        weights = {name: decode_weight_bytes(r) for name, r in runners.items()}
+        return benchmark(runners, prompts=[args.prompt], gen=args.gen, iters=args.iters, ideal=ideal,
+                         weights=weights, baseline="baseline", progress=lambda m: print(m, file=sys.stderr))
+    finally:
+        for runner in runners.values():
+            runner.close()
+
+
+def _accuracy(paths: dict[str, Path], args) -> dict[str, dict]:
+    from painters.bench.accuracy import evaluate
+    from painters.bench.runners import open_runners
+
+    results = {}
+    for name in ("int4", "int4-requant", "fp32"):
+        (runner,) = open_runners(str(paths[name]), threads=args.threads).values()
+        with runner:
+            results[name] = evaluate(runner, args.tasks, limit=args.limit)
+    if args.llamacpp:
+        (runner,) = open_runners(f"{args.llamacpp}", backend="llama.cpp", threads=args.threads).values()
+        with runner:
+            results["llama.cpp"] = evaluate(runner, args.tasks, limit=args.limit)
+    return results
+
+
+def _accuracy_table(results: dict[str, dict]) -> str:
+    lines = ["| model | task | n | metric | value | ± stderr |", "|---|---|---|---|---|---|"]
+    for model, tasks in results.items():
+        for task, r in tasks.items():
+            metric = "acc_norm" if "acc_norm" in r["metrics"] else r["main_metric"]
+            se = r["stderr"].get(metric)
+            lines.append(f"| {model} | {task} | {r['n']} | {metric} | {r['metrics'][metric]:.4f} | "
+                         f"{'—' if se is None else f'{se:.4f}'} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("src", nargs="?", default="smollm2-135m")
+    parser.add_argument("--work", type=Path, default=Path("int4-bench"))
+    parser.add_argument("--gguf", default=None, help="the GGUF the source is (found for smollm2-135m)")
+    parser.add_argument("--plans", default="baseline,drop_attn_k8,skip_4_26")
+    parser.add_argument("--scores", type=Path, default=SCORES)
+    parser.add_argument("--llamacpp", default=None, help="FILE.gguf: llama.cpp rows beside painters'")
+    parser.add_argument("--tasks", default="arc_easy,lambada")
+    parser.add_argument("--limit", type=int, default=500)
+    parser.add_argument("--prompt", type=int, default=128)
+    parser.add_argument("--gen", type=int, default=32)
+    parser.add_argument("--iters", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--no-accuracy", action="store_true")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+
+    from painters.bench.latency import format_table, rows_to_json
+
+    paths = _graphs(args.src, args.work, args.gguf)
+    rows = _latency(paths, [p for p in args.plans.split(",") if p], args)
+    print(format_table(rows))
+    results = {} if args.no_accuracy else _accuracy(paths, args)
+    if results:
+        print()
+        print(_accuracy_table(results))
+    if args.json:
+        args.json.write_text(json.dumps({"latency": rows_to_json(rows, script="scripts/bench_int4_cpu.py"),
+                                         "accuracy": results}, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

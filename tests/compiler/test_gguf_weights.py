@@ -1,0 +1,188 @@
+"""Exact int4/int8 weights from a GGUF's own blocks (``GgufWeightsPass``): one MatMul per block type.
+
+A GGUF is written with gguf-py's quantizer; the graph's fp32 weights are gguf-py's de-quantization of it (what a
+GGUF export holds). With ``accuracy_level`` 0 (fp32 activations) the converted graph must equal the fp32 product
+up to float summation order; a re-quantizing graph does not.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+import pytest
+from onnx_ir.passes.common import RemoveUnusedNodesPass
+
+from painters.compiler.passes.gguf_blocks import EXACT, to_nbits
+from painters.compiler.passes.gguf_weights import GgufWeightsPass
+from painters.errors import CompileError
+
+K, N = 96, 24
+# fp32 activations: the converted weights are exact, only the order of the float sums differs (measured ~1e-7)
+REL_EXACT = 1e-5
+
+
+def _gguf(path, tensors: dict[str, tuple[np.ndarray, str]]):
+    import gguf
+
+    writer = gguf.GGUFWriter(str(path), "llama")
+    for name, (array, kind) in tensors.items():
+        qtype = gguf.GGMLQuantizationType[kind]
+        raw = array if kind == "F32" else gguf.quants.quantize(array, qtype)
+        writer.add_tensor(name, raw, raw_dtype=qtype)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def _dequantized(array: np.ndarray, kind: str) -> np.ndarray:
+    import gguf
+
+    qtype = gguf.GGMLQuantizationType[kind]
+    return gguf.quants.dequantize(gguf.quants.quantize(array, qtype), qtype)
+
+
+def _matmul_model(weight_kn: np.ndarray, *, transposed: bool = False) -> ir.Model:
+    """``Y = X · W`` with W stored [K, N], or stored [N, K] and read through a Transpose (a tied head)."""
+    stored = weight_kn.T.copy() if transposed else weight_kn
+    w = ir.Value(name="w", const_value=ir.tensor(stored, name="w"))
+    w.shape, w.dtype = w.const_value.shape, w.const_value.dtype
+    x = ir.Value(name="x", shape=ir.Shape([2, 5, K]), type=ir.TensorType(ir.DataType.FLOAT))
+    nodes = []
+    b = w
+    if transposed:
+        nodes.append(ir.Node("", "Transpose", [w], attributes=[ir.AttrInt64s("perm", [1, 0])], name="t"))
+        b = nodes[-1].outputs[0]
+    nodes.append(ir.Node("", "MatMul", [x, b], name="mm"))
+    y = nodes[-1].outputs[0]
+    y.name, y.shape, y.type = "y", ir.Shape([2, 5, N]), ir.TensorType(ir.DataType.FLOAT)
+    graph = ir.Graph([x], [y], nodes=nodes, initializers=[w], opset_imports={"": 17})
+    return ir.Model(graph, ir_version=9)
+
+
+def _run(model: ir.Model, x: np.ndarray, tmp_path, level: int | None = None) -> np.ndarray:
+    import onnxruntime as ort
+
+    if level is not None:
+        for node in model.graph:
+            if node.op_type == "MatMulNBits":
+                node.attributes["accuracy_level"] = ir.AttrInt64("accuracy_level", level)
+    path = tmp_path / f"m{level}.onnx"
+    ir.save(model, path)
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+
+@pytest.mark.parametrize("kind", sorted(EXACT))
+@pytest.mark.parametrize("transposed", [False, True])
+def test_gguf_blocks_exact(tmp_path, kind, transposed):
+    rng = np.random.default_rng(0)
+    original = (rng.standard_normal((N, K)) * 0.05 + 0.01).astype(np.float32)
+    path = _gguf(tmp_path / "w.gguf", {"blk.0.w": (original, kind)})
+    w_nk = _dequantized(original, kind)  # what a GGUF export's fp32 graph holds
+    x = rng.standard_normal((2, 5, K)).astype(np.float32)
+    want = x @ w_nk.T
+    model = _matmul_model(np.ascontiguousarray(w_nk.T), transposed=transposed)
+    assert GgufWeightsPass(path).call(model).modified
+    RemoveUnusedNodesPass()(model)  # a tied head's Transpose goes with unused nodes, as in compile
+    ops = [n.op_type for n in model.graph]
+    assert "MatMulNBits" in ops
+    node = next(n for n in model.graph if n.op_type == "MatMulNBits")
+    assert node.attributes["bits"].as_int() == EXACT[kind].bits
+    assert node.attributes["block_size"].as_int() == 32
+    assert ("Add" in ops) == EXACT[kind].has_min  # the block minima term
+    assert "w" not in model.graph.initializers, "the fp32 weight must not stay in the graph"
+    got = _run(model, x, tmp_path, level=0)
+    diff = np.abs(got - want).max() / np.abs(want).max()
+    assert diff <= REL_EXACT, f"{kind}: relative max diff {diff:.2e} > {REL_EXACT:.0e}"
+
+
+def test_gguf_float_tensor_stays_float_and_foreign_weight_refused(tmp_path):
+    rng = np.random.default_rng(1)
+    w_nk = rng.standard_normal((N, K)).astype(np.float32)
+    path = _gguf(tmp_path / "f.gguf", {"blk.0.w": (w_nk, "F32")})
+    model = _matmul_model(np.ascontiguousarray(w_nk.T))
+    assert not GgufWeightsPass(path).call(model).modified  # F32 in the file: the float MatMul is its exact form
+    assert [n.op_type for n in model.graph] == ["MatMul"]
+    other = _matmul_model(np.ascontiguousarray(w_nk.T) + 1e-3)
+    with pytest.raises(CompileError, match=r"weight w: 24 of its 24 columns are no row of f\.gguf"):
+        GgufWeightsPass(path).call(other)
+
+
+def test_gguf_kquant_refused_by_name():
+    raw = np.zeros((2, 144), dtype=np.uint8)  # two Q4_K super-blocks' bytes
+    with pytest.raises(ValueError, match="GGUF type Q4_K has no exact MatMulNBits form"):
+        to_nbits(raw, "Q4_K")
+
+
+def test_gguf_blocks_need_an_fp32_graph(tmp_path):
+    rng = np.random.default_rng(2)
+    original = rng.standard_normal((N, K)).astype(np.float32)
+    path = _gguf(tmp_path / "h.gguf", {"blk.0.w": (original, "Q4_0")})
+    model = _matmul_model(np.ascontiguousarray(_dequantized(original, "Q4_0").T))
+    w = model.graph.initializers["w"]
+    w.const_value = ir.tensor(w.const_value.numpy().astype(np.float16), name="w")
+    w.dtype = ir.DataType.FLOAT16
+    with pytest.raises(CompileError, match="weight w is FLOAT16: exact GGUF blocks need a graph exported in fp32"):
+        GgufWeightsPass(path).call(model)
+
+
+def _gather_model(table: np.ndarray) -> ir.Model:
+    t = ir.Value(name="emb", const_value=ir.tensor(table, name="emb"))
+    t.shape, t.dtype = t.const_value.shape, t.const_value.dtype
+    ids = ir.Value(name="ids", shape=ir.Shape([2, 3]), type=ir.TensorType(ir.DataType.INT64))
+    node = ir.Node("", "Gather", [t, ids], attributes=[ir.AttrInt64("axis", 0)], name="g")
+    y = node.outputs[0]
+    y.name, y.shape, y.type = "y", ir.Shape([2, 3, K]), ir.TensorType(ir.DataType.FLOAT)
+    return ir.Model(ir.Graph([ids], [y], nodes=[node], initializers=[t], opset_imports={"": 17}), ir_version=9)
+
+
+@pytest.mark.parametrize("kind", sorted(EXACT))
+def test_gguf_embedding_lookup(tmp_path, kind):
+    """Tables of block types without a minimum become GatherBlockQuantized (bit-exact); Q4_1/Q5_1 stay Gather."""
+    import onnxruntime as ort
+
+    original = np.random.default_rng(3).standard_normal((N, K)).astype(np.float32)
+    path = _gguf(tmp_path / "e.gguf", {"token_embd.weight": (original, kind)})
+    table = _dequantized(original, kind)
+    model = _gather_model(table)
+    assert GgufWeightsPass(path).call(model).modified != EXACT[kind].has_min
+    ops = [n.op_type for n in model.graph]
+    assert ops == (["Gather"] if EXACT[kind].has_min else ["GatherBlockQuantized"])
+    ir.save(model, tmp_path / "g.onnx")
+    ids = np.array([[0, 5, 23], [7, 7, 1]], dtype=np.int64)
+    got = ort.InferenceSession(str(tmp_path / "g.onnx"), providers=["CPUExecutionProvider"]).run(None, {"ids": ids})[0]
+    np.testing.assert_array_equal(got, table[ids])
+
+
+def test_block_sums_shared_by_matmuls_of_one_input(tmp_path):
+    """q, k and v (gate and up) read one activation: its block sums are computed once for all their minima."""
+    rng = np.random.default_rng(4)
+    originals = [rng.standard_normal((N, K)).astype(np.float32) for _ in range(2)]
+    path = _gguf(tmp_path / "s.gguf", {f"blk.0.w{i}": (o, "Q4_1") for i, o in enumerate(originals)})
+    weights = [np.ascontiguousarray(_dequantized(o, "Q4_1").T) for o in originals]
+    x = ir.Value(name="x", shape=ir.Shape([2, 5, K]), type=ir.TensorType(ir.DataType.FLOAT))
+    inits, nodes, outs = [], [], []
+    for i, w in enumerate(weights):
+        v = ir.Value(name=f"w{i}", const_value=ir.tensor(w, name=f"w{i}"))
+        v.shape, v.dtype = v.const_value.shape, v.const_value.dtype
+        inits.append(v)
+        nodes.append(ir.Node("", "MatMul", [x, v], name=f"mm{i}"))
+        y = nodes[-1].outputs[0]
+        y.name, y.shape, y.type = f"y{i}", ir.Shape([2, 5, N]), ir.TensorType(ir.DataType.FLOAT)
+        outs.append(y)
+    model = ir.Model(ir.Graph([x], outs, nodes=nodes, initializers=inits, opset_imports={"": 17}), ir_version=9)
+    assert GgufWeightsPass(path).call(model).modified
+    ops = [n.op_type for n in model.graph]
+    assert ops.count("ReduceSum") == 1 and ops.count("MatMulNBits") == 2 and ops.count("Add") == 2
+    import onnxruntime as ort
+
+    for node in model.graph:
+        if node.op_type == "MatMulNBits":
+            node.attributes["accuracy_level"] = ir.AttrInt64("accuracy_level", 0)
+    ir.save(model, tmp_path / "s.onnx")
+    xs = rng.standard_normal((2, 5, K)).astype(np.float32)
+    got = ort.InferenceSession(str(tmp_path / "s.onnx"), providers=["CPUExecutionProvider"]).run(None, {"x": xs})
+    for g, w in zip(got, weights):
+        want = xs @ w
+        assert np.abs(g - want).max() / np.abs(want).max() <= REL_EXACT
