@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 
-from painters.cli.bench import BACKEND_CHOICES, bench, model_reads
+from painters.cli.bench import BACKEND_CHOICES, bench
 from painters.cli.root import handle_errors
-from painters.fileio import check_outputs, write_json
+from painters.fileio import check_outputs, command_reads, write_json
 
 
 class _Sizes(click.ParamType):
@@ -59,12 +59,15 @@ def latency_cmd(model, backend, plans, plan, scores, fuse_parallel, batch, promp
     from painters.bench.runners import decode_weight_bytes, ideal_ratio, open_runners
     from painters.plans import split_plans
 
-    check_outputs([json_out], model_reads(model, scores, anchor))  # before the run, not after it
+    anchor_path = anchor.split(":", 1)[-1] if anchor else None  # ort-genai:DIR, llama.cpp:FILE
+    check_outputs([json_out], command_reads(scores, anchor, anchor_path, models=[model, anchor_path],
+                                            plans=plans or plan))  # before the run, not after it
     asked = split_plans(plans or plan) if (plans or plan) else None  # None: the model's own plan
     runners = open_runners(model, asked, backend, anchor=anchor, scores=scores,
                            fuse_parallel=fuse_parallel, threads=threads, dtype=dtype,
                            profile=engine_profile(batch, prompt, gen))
     ideal = {name: ideal_ratio(runner) for name, runner in runners.items()}
+    model_hash = _model_hash(model, runners)
     weights = {name: decode_weight_bytes(runner) for name, runner in runners.items()}
     try:
         rows = benchmark(runners, batches=batch, prompts=prompt, gen=gen, warmup=warmup, iters=iters,
@@ -74,7 +77,18 @@ def latency_cmd(model, backend, plans, plan, scores, fuse_parallel, batch, promp
             runner.close()
     click.echo(format_table(rows))
     if json_out:
-        write_json(json_out, rows_to_json(rows, model=str(model), warmup=warmup, iters=iters))
+        write_json(json_out, rows_to_json(rows, model=str(model), model_hash=model_hash, warmup=warmup, iters=iters))
+
+
+def _model_hash(model: str, runners: dict) -> str:
+    """The measured model's identity for the gate: its source weights' hash, else the model file's own."""
+    from painters.fileio import file_hash
+
+    for runner in runners.values():
+        info = getattr(runner, "info", None)
+        if info is not None and info.model_hash:
+            return info.model_hash
+    return file_hash(model) if Path(model).is_file() else str(model)
 
 
 @bench.command("check")

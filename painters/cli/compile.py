@@ -30,7 +30,9 @@ def compile_cmd(model, plan, out, scores, fuse_parallel, weights, block_size, en
                 profile) -> None:
     """Rewrite MODEL (an exported .onnx) to PLAN: drop, duplicate, reorder or parallelize decoder blocks."""
     from painters.compiler.compile import compile_model
+    from painters.fileio import check_outputs, command_reads
 
+    check_outputs([out, engine], command_reads(scores, models=[model], plans=plan))  # -o and --engine too
     result = compile_model(model, plan, out, scores=scores, fuse_parallel=fuse_parallel, weights=weights,
                            block_size=int(block_size))
     p = result.plan

@@ -33,7 +33,7 @@ from painters.compiler.pipeline import (
 )
 from painters.decoder_io import past_slots
 from painters.errors import CompileError, PaintersError
-from painters.fileio import atomic_dir_outputs, check_outputs
+from painters.fileio import atomic_dir_outputs, check_outputs, command_reads
 from painters.graph_metadata import PLAN, SCHEDULE, painters_metadata, read_schedule, read_slot_layout
 from painters.plans import Plan, parse_plan
 
@@ -82,6 +82,20 @@ def compile_passes(structure: BlockStructure, layout: SlotLayout, *, ort_form: b
             CheckStructurePass()]
 
 
+def _check_int4_block(model: ir.Model, src: Path, block_size: int) -> None:
+    """Refuse ``--block-size`` other than the block of the int4 weights the graph already has.
+
+    Why: already-quantized weights are kept as they are, so the output recorded ``int4/block128`` while
+    every weight stayed in blocks of 32.
+    """
+    sizes = {int(node.attributes["block_size"].as_int()) for node in model.graph.all_nodes()
+             if node.op_type == "MatMulNBits" and "block_size" in node.attributes}
+    if sizes and sizes != {block_size}:
+        have = ", ".join(map(str, sorted(sizes)))
+        raise CompileError(f"{src} already holds int4 weights in blocks of {have}; they are kept as they are, so "
+                           f"--block-size {block_size} would be recorded falsely; pass --block-size {have}")
+
+
 def compile_model(model_path: str | Path, plan: str | Plan, out: str | Path | None = None, *,
                   scores: str | Path | None = None, fuse_parallel: bool = True, weights: str = "float",
                   block_size: int = 32) -> CompileResult:
@@ -119,12 +133,15 @@ def compile_model(model_path: str | Path, plan: str | Plan, out: str | Path | No
     reads = graph_inputs(model, src)  # before inlining: every file the graph reads
     inline_small_external(model)
     ort_form = MS_DOMAIN in model.opset_imports
+    if weights == "int4":
+        _check_int4_block(model, src, block_size)
     if config is not None:  # before discovery: the KV-shape anchoring needs a static head dim
         genai.pin_head_dim(model, config)
     structure = prepare(model)
     if config is not None:
         genai.check_config(config, src, model, structure)
     source_hash = model.metadata_props.get("painters.source_hash", "")
+    plan_arg = plan if isinstance(plan, str) else None  # a plan file is an input too
     plan = resolve_plan(plan, structure.num_layers, src, source_hash, scores)
     if out:
         out = Path(out)
@@ -136,7 +153,7 @@ def compile_model(model_path: str | Path, plan: str | Plan, out: str | Path | No
     if config is not None:
         written.append(out.with_name(genai.CONFIG_NAME))
         reads.append(src.with_name(genai.CONFIG_NAME))
-    check_outputs(written, reads)
+    check_outputs(written, [*reads, *command_reads(scores, plans=plan_arg)])
     beside = {str(p.relative_to(src.parent)) for p in reads[1:] if p.is_relative_to(src.parent)}
     for name in (out.name, out.name + ".fused.data"):  # files linked next to the output under these names
         if name in beside:
