@@ -139,16 +139,11 @@ def _read_json(path: Path, what: str) -> dict:
 def _check_resumable(out: Path, grid: Grid, model: str) -> dict | None:
     """The run folder's meta.json when it may be resumed with these settings; refuse one of another run.
 
-    Why: a folder with runs, a graph or analyses but no meta.json (copied in, or another tool's) was taken as
-    this reproduction's, and an unreadable meta.json crashed the resume.
+    An unreadable meta.json (empty, truncated) is named instead of crashing the resume.
     """
     meta_path = out / "meta.json"
     if not meta_path.exists():
-        made = [p.name for p in (out / "runs", out / "graph", out / "analysis") if p.exists()]
-        if made:
-            raise BenchError(f"{out} holds {', '.join(made)} but no meta.json, so they are not known to be this "
-                             "reproduction's; give another -o DIR")
-        return None
+        return None  # what the folder holds is checked by content (_check_same_weights, _check_runs)
     meta = _read_json(meta_path, "a reproduction's meta.json")
     keep = ("tasks", "limit", "calib", "samples", "seq_len", "prompt", "gen", "iters")
     recorded = meta.get("grid") if isinstance(meta.get("grid"), dict) else {}
@@ -162,11 +157,33 @@ def _check_resumable(out: Path, grid: Grid, model: str) -> dict | None:
 
 
 def _check_same_weights(out: Path, meta: dict | None, model_hash: str) -> None:
-    """Refuse resuming after the source's weights changed at the same path (graph/ and analysis/ are stale)."""
-    recorded = (meta or {}).get("model_hash")
-    if meta is not None and recorded != model_hash:
-        raise BenchError(f"{out} was made from weights {str(recorded)[:12]}…; the source now hashes "
-                         f"{model_hash[:12]}…, so its graph/, analysis/ and runs/ are stale; give another -o DIR")
+    """Refuse resuming after the source's weights changed at the same path: graph/ and analysis/ are stale.
+
+    The folder's record (meta.json), its exported graph and its analyses each name the weights they came
+    from; any that names other weights is refused (they used to be reused while meta.json took the new hash).
+    """
+    from painters.compiler.graph_io import load_graph
+
+    stale = []
+    if meta is not None and meta.get("model_hash") != model_hash:
+        stale.append((out / "meta.json", meta.get("model_hash")))
+    graph = out / "graph" / "model.onnx"
+    if graph.is_file():
+        try:
+            recorded = load_graph(graph).metadata_props.get("painters.source_hash")
+        except Exception as exc:  # onnx raises its own types for a damaged file
+            raise BenchError(f"{graph} cannot be read as an ONNX graph ({type(exc).__name__}); delete "
+                             f"{out / 'graph'} to export it again") from None
+        if recorded != model_hash:
+            stale.append((graph, recorded))
+    for name in ("importance.json", "similarity.json"):
+        path = out / "analysis" / name
+        if path.exists() and _read_json(path, "an analysis file").get("model_hash") != model_hash:
+            stale.append((path, _read_json(path, "an analysis file").get("model_hash")))
+    if stale:
+        path, recorded = stale[0]
+        raise BenchError(f"{path} was made from weights {str(recorded)[:12]}…; the source now hashes "
+                         f"{model_hash[:12]}…, so {out}'s graph/, analysis/ and runs/ are stale; give another -o DIR")
 
 
 def _check_runs(out: Path, model_hash: str, grid: Grid) -> None:
