@@ -349,13 +349,13 @@ def _run_one(run: PlannedRun, grid: Grid, timer: _Timer, *, data_dir: str, model
     return record
 
 
-def parse_ints(text: str | None) -> tuple[int, ...]:
-    """``2,4,8`` or ``2..8`` (inclusive) → a tuple; None or empty → () (the default axis)."""
+def parse_ints(text: str | None, option: str = "--n") -> tuple[int, ...]:
+    """``2,4,8`` or ``2..8`` (inclusive) → a tuple; None or empty → () (the default axis); ``option`` names errors."""
     if not text:
         return ()
     from painters.bench.sweep import parse_range
 
-    return tuple(parse_range(text))
+    return tuple(parse_range(text, option))
 
 
 def describe_grid(grid: Grid, num_layers: int) -> Sequence[str]:

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 VARIANTS = ("skip", "repeat", "reverse", "shuffle", "parallel", "parallel_x2", "parallel_x3", "drop_attn")
 
 
-def parse_range(text: str) -> list[int]:
+def parse_range(text: str, option: str = "--n") -> list[int]:
     """``1..8`` → 1..8 inclusive; ``2,4,8`` → those. An empty or backwards range (``3..1``) is refused."""
     try:
         if ".." in text:
@@ -38,9 +38,10 @@ def parse_range(text: str) -> list[int]:
         else:
             values = [int(v) for v in text.split(",") if v]
     except ValueError:
-        raise BenchError(f"--n {text!r}: write a range like 1..8 or a list like 2,4,8") from None
+        raise BenchError(f"{option} {text!r}: write a range like 1..8 or a list like 2,4,8") from None
     if not values:  # 3..1 ran the baseline alone
-        raise BenchError(f"--n {text!r} names no layer count; write a range low..high like 1..8 or a list like 2,4,8")
+        raise BenchError(f"{option} {text!r} names no values; write a range low..high like 1..8 or a list like "
+                         "2,4,8")
     return values
 
 

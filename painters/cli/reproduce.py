@@ -35,8 +35,9 @@ def reproduce_cmd(model, tasks, limit, quick, ns, ks, variants, kinds, seeds, ca
     from painters.bench.reproduce import FULL, QUICK, parse_ints, run_reproduce
 
     grid = QUICK if quick else FULL
-    changes = {k: v for k, v in (("tasks", tasks), ("limit", limit), ("ns", parse_ints(ns)), ("ks", parse_ints(ks)),
-                                 ("seeds", parse_ints(seeds)), ("calib", calib),
+    changes = {k: v for k, v in (("tasks", tasks), ("limit", limit), ("ns", parse_ints(ns)),
+                                 ("ks", parse_ints(ks, "--k")), ("seeds", parse_ints(seeds, "--seeds")),
+                                 ("calib", calib),
                                  ("variants", tuple(variants.split(",")) if variants else None),
                                  ("kinds", tuple(kinds.split(",")) if kinds else None)) if v}
     grid = replace(grid, **changes)
