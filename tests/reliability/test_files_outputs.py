@@ -230,3 +230,21 @@ def test_run_folder_through_a_symlink_to_the_checkpoint(tmp_path, ckpt, data, co
     args = ([command, ckpt, "--tasks", "arc_easy", "--data", data, "-o", tmp_path / "alias"]
             + (["--n", "1"] if command == "sweep" else ["--calib", data / "gsm8k" / "train.jsonl", "--quick"]))
     assert_refused(args, [tmp_path], "would write into the input")
+
+
+# engine build and finetune glue: their outputs never over the timing cache, the graph, or into the task data -----
+
+@pytest.mark.parametrize("target", ["timing_cache", "data_file", "model"])
+def test_engine_build_never_writes_over_its_inputs(model_dir, tmp_path, target):
+    cache = tmp_path / "timing.cache"
+    cache.write_bytes(b"cache")
+    out = {"timing_cache": cache, "data_file": model_dir.with_name(model_dir.name + ".data"), "model": model_dir}
+    assert_refused(["engine", "build", model_dir, "--timing-cache", cache, "-o", out[target]],
+                   [tmp_path, model_dir.parent], OVERWRITE)
+
+
+@pytest.mark.parametrize("where", ["data", "glue", "rte"])
+def test_finetune_never_writes_into_the_task_data(tmp_path, data, where):
+    out = {"data": data, "glue": data / "glue", "rte": data / "glue" / "RTE" / "new"}[where]
+    assert_refused(["finetune", "glue", "minilm-l6", "--task", "rte", "--data", data, "-o", out], [tmp_path],
+                   "would write into the input")
