@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import hashlib
 import json
 import logging
@@ -19,8 +20,8 @@ from pathlib import Path
 from painters.cache import cache_dir
 from painters.errors import PaintersError
 
-__all__ = ["atomic_dir_outputs", "atomic_write", "write_json", "file_hash", "check_outputs", "clean_stale_temps",
-           "disk_error"]
+__all__ = ["atomic_dir_outputs", "atomic_write", "write_json", "file_hash", "check_outputs", "check_output_dir",
+           "command_reads", "model_files", "same_file", "clean_stale_temps", "disk_error"]
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ def file_hash(path: str | os.PathLike, *, limit: int = _FULL_HASH_LIMIT) -> str:
     return h.hexdigest()
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def same_file(a: Path, b: Path) -> bool:
     """Same path after resolving symlinks, or the same inode (hard links)."""
     if a.resolve() == b.resolve():
         return True
@@ -56,6 +57,49 @@ def _same_file(a: Path, b: Path) -> bool:
         return os.path.samefile(a, b)
     except OSError:
         return False
+
+
+def model_files(model: str | os.PathLike) -> list[Path]:
+    """Files a run reads through MODEL: a graph or engine file with its siblings, or a checkpoint folder.
+
+    A model file reads the files beside it that share its name (``.onnx.data``, an engine's sidecar) and the
+    tokenizer/config side files; a folder (a checkpoint, a GenAI folder) is read whole; a built-in source name
+    (``tiny-llama``) reads nothing of the user's.
+    """
+    from painters.compiler.graph_io import SIDE_FILES
+
+    path = Path(model)
+    if path.is_file():
+        return [path, *(f for f in path.parent.glob(f"{glob.escape(path.name)}*") if f.is_file()),
+                *(path.parent / n for n in (*SIDE_FILES, "config.json"))]
+    return [path] if path.is_dir() else []
+
+
+def command_reads(*paths: str | os.PathLike | None, models: Iterable[str | os.PathLike | None] = (),
+                  plans: str | Iterable[str | None] | None = None) -> list[Path]:
+    """Every file a command reads, from its arguments: what :func:`check_outputs` must never write over.
+
+    ``paths``: files and folders read as they are (scores, calibration, a data folder — every file under it —,
+    a source checkpoint folder, result files); ``models``: model arguments, with their side files
+    (:func:`model_files`); ``plans``: plan arguments (a name, a comma list, or a list of them), of which the
+    plan files are read. Missing paths and ``None`` are skipped.
+
+    Why one function: each command used to list its own inputs and each forgot some (the scores file, the
+    plan file, the checkpoint's config.json, the task data), and an output named after one destroyed it.
+    """
+    reads = [Path(p) for p in paths if p is not None and os.path.lexists(p)]
+    for model in models:
+        if model is not None:
+            reads += model_files(model)
+    if isinstance(plans, str):
+        plans = [plans]
+    for spec in plans or ():
+        if spec is None:
+            continue
+        from painters.plans import split_plans
+
+        reads += [Path(n) for n in {spec, *split_plans(spec)} if os.path.lexists(n)]
+    return reads
 
 
 def check_outputs(outputs: Iterable[str | os.PathLike | None], inputs: Iterable[str | os.PathLike | None] = ()
@@ -70,9 +114,12 @@ def check_outputs(outputs: Iterable[str | os.PathLike | None], inputs: Iterable[
     tokenizer files, ``generation_config.json``, engine sidecars), and comparing only the main path let
     ``-o M/model.onnx.data`` overwrite the input's weights. Callers pass everything they read and write.
     Checking before the run turns a failure that used to come after minutes of work into one in seconds.
+    Two outputs naming one file (``--json`` and ``--plot``) are refused too: the second would replace the
+    first. Build ``inputs`` with :func:`command_reads`.
     """
     inputs = [Path(p) for p in inputs if p is not None and Path(p).exists()]
-    for out in (Path(o) for o in outputs if o is not None):
+    outputs = [Path(o) for o in outputs if o is not None]
+    for out in outputs:
         for part in out.parts:
             if len(os.fsencode(part)) > 255:
                 raise PaintersError(f"output name {part[:40]}... is {len(os.fsencode(part))} bytes; file "
@@ -85,8 +132,10 @@ def check_outputs(outputs: Iterable[str | os.PathLike | None], inputs: Iterable[
             raise PaintersError(f"output {out} exists and is not a regular file; refusing to replace it; choose "
                                 "a regular file path with -o")
         for src in inputs:
-            inside = src.is_dir() and out.resolve().is_relative_to(src.resolve())
-            if out.exists() and (inside or _same_file(out, src)):
+            # the folder's own path, not the file's target: a data folder of symlinks is still the data
+            inside = src.is_dir() and any(o.is_relative_to(src.resolve())
+                                          for o in (out.resolve(), out.parent.resolve() / out.name))
+            if out.exists() and (inside or same_file(out, src)):
                 raise PaintersError(f"output {out} would overwrite the input {src}; choose another path with -o")
         ancestor = out.absolute().parent
         while not os.path.lexists(ancestor):
@@ -94,6 +143,29 @@ def check_outputs(outputs: Iterable[str | os.PathLike | None], inputs: Iterable[
         if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
             raise PaintersError(f"cannot write {out}: {ancestor} is not a writable directory; choose another "
                                 "path with -o")
+    for i, out in enumerate(outputs):
+        for other in outputs[:i]:
+            if out.absolute() == other.absolute() or (out.exists() and same_file(out, other)):
+                raise PaintersError(f"outputs {other} and {out} name one file; the second would replace the "
+                                    "first; give each output its own path")
+
+
+def check_output_dir(out: str | os.PathLike, inputs: Iterable[str | os.PathLike | None] = ()) -> None:
+    """Refuse an output *folder* (sweep, reproduce, fine-tuning) that is an input or lies inside an input folder.
+
+    Why: a run folder is filled with many files (``config.json``, ``runs/``, ``report.md``); put inside a
+    checkpoint or the task data it replaced their files. Build ``inputs`` with :func:`command_reads`.
+    """
+    from painters.errors import PaintersError
+
+    out = Path(out)
+    if os.path.lexists(out) and not out.is_dir():
+        raise PaintersError(f"output folder {out} exists and is not a folder; choose a folder path with -o")
+    target = out.resolve()
+    for src in (Path(p) for p in inputs if p is not None and os.path.lexists(p)):
+        if src.resolve() == target or (src.is_dir() and target.is_relative_to(src.resolve())):
+            raise PaintersError(f"output folder {out} would write into the input {src}; choose another folder "
+                                "with -o")
 
 
 # Temp directories are named ``.OUT.painters-HOST-PID-XXXX`` so a later run can tell a dead run's leftovers

@@ -30,7 +30,7 @@ import torch
 
 from painters.errors import PaintersError
 from painters.export.sources import LoadedModel, load_source
-from painters.fileio import check_outputs, file_hash
+from painters.fileio import check_outputs, command_reads, file_hash
 
 __all__ = ["CalibrationError", "calibration_documents", "calibration_ids", "check_ids", "load_calibrated",
            "DEFAULT_SAMPLES", "DEFAULT_SEQ_LEN", "JSONL_SUFFIXES"]
@@ -87,7 +87,8 @@ def _record_text(path: Path, lineno: int, line: str, field: str | None) -> str:
 
 
 def calibration_ids(path: str | Path, tokenizer: Any, *, samples: int | None = None, seq_len: int | None = None,
-                    field: str | None = None, model_name: str = "the model") -> torch.Tensor:
+                    field: str | None = None, model_name: str = "the model",
+                    fewer: str = "lower --samples / --seq-len") -> torch.Tensor:
     """Token ids ``[samples, seq_len]`` (int64) packed from the calibration file at ``path``.
 
     Args:
@@ -97,6 +98,7 @@ def calibration_ids(path: str | Path, tokenizer: Any, *, samples: int | None = N
         seq_len: Tokens per sequence (default 512).
         field: JSONL field to read instead of ``text``/``question``.
         model_name: Used in the error message when ``tokenizer`` is ``None``.
+        fewer: How the caller's command asks for fewer tokens (the hint of a too-short file's error).
     """
     samples = DEFAULT_SAMPLES if samples is None else int(samples)
     seq_len = DEFAULT_SEQ_LEN if seq_len is None else int(seq_len)
@@ -133,7 +135,7 @@ def calibration_ids(path: str | Path, tokenizer: Any, *, samples: int | None = N
                                f"least {need} tokens ({samples} × {seq_len})")
     if len(tokens) < need:
         raise CalibrationError(f"calibration file {path} has {len(tokens)} tokens; {samples} × {seq_len} = {need} "
-                               "are needed; give a longer file or lower --samples / --seq-len")
+                               f"are needed; give a longer file or {fewer}")
     return torch.tensor(tokens[:need], dtype=torch.long).view(samples, seq_len)
 
 
@@ -159,7 +161,7 @@ def load_calibrated(src: str | Path | LoadedModel, calib: str | Path, *, samples
 
     ``outputs`` are checked before any work, so a bad output path fails in seconds, not after the analysis.
     """
-    check_outputs(outputs, [calib])
+    check_outputs(outputs, command_reads(calib, models=[] if isinstance(src, LoadedModel) else [src]))
     loaded = src if isinstance(src, LoadedModel) else load_source(src)
     ids = calibration_ids(calib, loaded.tokenizer, samples=samples, seq_len=seq_len, field=field,
                           model_name=f"model {loaded.name!r}")

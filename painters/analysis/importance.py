@@ -199,6 +199,9 @@ def measure_importance(src: str | Path | LoadedModel, calib: str | Path, *, samp
     """
     if (iterative is None) != (drop is None):
         raise PlanError("an iterative drop needs both a kind (--iterative attn|mlp|block|joint) and a count (--drop N)")
+    from painters.analysis.similarity import check_plot
+
+    check_plot(plot)
     loaded, ids, meta = load_calibrated(src, calib, samples=samples, seq_len=seq_len, field=field,
                                         outputs=(out, plot))
     scores = importance_scores(loaded.model, ids, batch_size=batch_size, model_hash=loaded.hash)

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from painters.analysis.calibration import check_ids, load_calibrated
+from painters.analysis.calibration import CalibrationError, check_ids, load_calibrated
 from painters.export.sources import LoadedModel
 from painters.fileio import atomic_dir_outputs, write_json
 from painters.plans import Scores, parse_plan
@@ -80,6 +80,7 @@ def measure_similarity(src: str | Path | LoadedModel, calib: str | Path, *, samp
 
     Outputs are written atomically after the computation: on any error nothing is written.
     """
+    check_plot(plot)
     loaded, ids, meta = load_calibrated(src, calib, samples=samples, seq_len=seq_len, field=field,
                                         outputs=(out, plot))
     sim = hidden_similarity(loaded.model, ids, batch_size=batch_size, model_hash=loaded.hash)
@@ -90,6 +91,22 @@ def measure_similarity(src: str | Path | LoadedModel, calib: str | Path, *, samp
     if plot is not None:
         plot_similarity(sim, plot, title=f"{loaded.name}: hidden-state cosine similarity on {Path(calib).name}")
     return sim
+
+
+def check_plot(path: str | Path | None) -> None:
+    """Refuse a plot path whose suffix matplotlib cannot write, before any work and before any other output.
+
+    Why here: the JSON output was written first and the plot failed after it (half the outputs, exit 1).
+    """
+    if path is None:
+        return
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    suffix = Path(path).suffix[1:].lower()
+    kinds = FigureCanvasBase.get_supported_filetypes()
+    if suffix and suffix not in kinds:
+        raise CalibrationError(f"--plot {path}: matplotlib cannot write .{suffix} files; use one of "
+                               f"{', '.join('.' + k for k in sorted(kinds))} (e.g. .png)")
 
 
 def _pyplot():

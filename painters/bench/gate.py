@@ -32,7 +32,8 @@ class Regression:
         return self.measured / self.stored - 1
 
 
-def _rows(path: Path) -> dict[tuple, dict]:
+def _load(path: Path) -> tuple[dict, dict[tuple, dict]]:
+    """A latency result's header (everything but the rows) and its rows by (plan, batch, prompt)."""
     try:
         if Path(path).exists() and not Path(path).is_file():
             raise BenchError(f"{path}: not a regular file; give a latency result written by `bench latency --json`")
@@ -41,17 +42,45 @@ def _rows(path: Path) -> dict[tuple, dict]:
         if len(rows) != len(data["rows"]):
             raise BenchError(f"{path}: a (plan, batch, prompt) row appears twice; "
                              "the gate cannot tell which one to compare")
-        return rows
+        return {k: v for k, v in data.items() if k != "rows"}, rows
     except FileNotFoundError:
         raise BenchError(
             f"{path}: no such latency result; write one with `painters bench latency ... --json {path}`"
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise BenchError(f"{path}: cannot be read as a latency result ({exc})") from exc
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
         raise BenchError(
-            f"{path}: not a painters latency result ({exc}); produce it with `painters bench latency --json`"
+            f"{path}: not a painters latency result ({type(exc).__name__}: {str(exc)[:80]}); produce it with "
+            "`painters bench latency --json`"
         ) from exc
+
+
+def _check_same_setup(result: Path, baseline: Path, meta: tuple[dict, dict], rows: tuple[dict, dict]) -> None:
+    """Refuse comparing a result with itself, or with a baseline of another model, backend or decode length.
+
+    Why: ratios of another model or backend say nothing about this one, and a file compared with itself
+    always passes; the gate passed both (exit 0) and so failed open.
+    """
+    from painters.fileio import same_file
+
+    if same_file(result, baseline) or result.read_bytes() == baseline.read_bytes():
+        raise BenchError(f"{result} is the baseline {baseline} itself; compare a new measurement with a stored one")
+    for path, head in zip((result, baseline), meta, strict=True):
+        value = head.get("model_hash")
+        if not isinstance(value, str) or not value:
+            raise BenchError(f"{path} records no model_hash, so the gate cannot tell which model it measured; "
+                             "re-measure it with `painters bench latency --json`")
+    if meta[0]["model_hash"] != meta[1]["model_hash"]:
+        raise BenchError(f"{result} measured model {meta[0]['model_hash'][:12]}… ({meta[0].get('model')}) but the "
+                         f"baseline {baseline} measured {meta[1]['model_hash'][:12]}… ({meta[1].get('model')}); "
+                         "compare results of one model")
+    for key in sorted(rows[0], key=str):
+        for field in ("backend", "gen"):
+            new, old = rows[0][key].get(field), rows[1].get(key, {}).get(field)
+            if key in rows[1] and new != old:
+                raise BenchError(f"{result} row {key} has {field} {new!r} but the baseline {baseline} has {old!r}; "
+                                 f"measure with the baseline's {field}")
 
 
 def check_regressions(result: Path, baseline: Path, max_regression: float = 0.10) -> tuple[list[Regression], int]:
@@ -62,7 +91,7 @@ def check_regressions(result: Path, baseline: Path, max_regression: float = 0.10
     """
     if not isinstance(max_regression, (int, float)) or not math.isfinite(max_regression) or max_regression < 0:
         raise BenchError(f"--max-regression must be a finite number ≥ 0 (0.10 allows 10% growth), got {max_regression}")
-    measured, stored = _rows(result), _rows(baseline)
+    (meta_new, measured), (meta_old, stored) = _load(Path(result)), _load(Path(baseline))
     if not set(measured) & set(stored):
         raise BenchError(f"{result} and {baseline} share no (plan, batch, prompt) rows with ratios; "
                          "measure the same plans with `painters bench latency --plans baseline,...`")
@@ -71,6 +100,7 @@ def check_regressions(result: Path, baseline: Path, max_regression: float = 0.10
         side = [f"{k} only in {result if k in measured else baseline}" for k in only[:3]]
         raise BenchError(f"rows not in both results: {'; '.join(side)}; measure the same plans, batches and "
                          "prompts as the stored baseline")
+    _check_same_setup(Path(result), Path(baseline), (meta_new, meta_old), (measured, stored))
     regressions, compared = [], 0
     for key in sorted(measured, key=str):
         for metric in METRICS:

@@ -12,6 +12,7 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -108,7 +109,7 @@ def _p90(values: Sequence[float]) -> float:
 def benchmark(runners: dict[str, Runner], *, batches: Sequence[int] = (1,), prompts: Sequence[int] = (128,),
               gen: int = 32, warmup: int = 1, iters: int = 5, ideal: dict[str, float] | None = None,
               weights: dict[str, int | None] | None = None, baseline: str | None = None,
-              progress: Callable[[str], None] | None = None) -> list[LatencyRow]:
+              progress: Callable[[str], None] | None = None) -> tuple[list[LatencyRow], str]:
     """Measure every runner on every (batch, prompt), interleaving runners round by round."""
     names = list(runners)
     baseline = baseline if baseline in runners else _baseline(runners)
@@ -149,16 +150,31 @@ def measure_latency(model: str, plans: Sequence[str] | None = None, backend: str
                     anchor: str | None = None, scores: str | None = None, fuse_parallel: bool = True,
                     threads: int | None = None, dtype: str | None = None, batches: Sequence[int] = (1,),
                     prompts: Sequence[int] = (128,), gen: int = 32, warmup: int = 1, iters: int = 5,
-                    progress: Callable[[str], None] | None = None) -> list[LatencyRow]:
+                    progress: Callable[[str], None] | None = None) -> tuple[list[LatencyRow], str]:
     """``painters bench latency`` as one call: route MODEL and ``plans`` to runners (:mod:`painters.routing`,
     engines built for the run's shapes), measure them interleaved with each row's ideal and weight-read ratios
-    from the record its runner carries, and close every runner. ``plans`` None: the model's own plan."""
+    from the record its runner carries, and close every runner. ``plans`` None: the model's own plan.
+
+    Returns the rows and the measured model's identity for the gate (its source weights' hash, else the model
+    file's own), so a baseline of another model is refused (``painters bench check``)."""
     with open_runners(model, plans, backend, anchor=anchor, scores=scores, fuse_parallel=fuse_parallel,
                       threads=threads, dtype=dtype, profile=engine_profile(batches, prompts, gen)) as runners:
         ideal = {name: ideal_ratio(runner) for name, runner in runners.items()}
         weights = {name: decode_weight_bytes(runner) for name, runner in runners.items()}
-        return benchmark(runners, batches=batches, prompts=prompts, gen=gen, warmup=warmup, iters=iters,
+        rows = benchmark(runners, batches=batches, prompts=prompts, gen=gen, warmup=warmup, iters=iters,
                          ideal=ideal, weights=weights, progress=progress)
+        return rows, _model_hash(model, runners)
+
+
+def _model_hash(model: str, runners: dict) -> str:
+    """The measured model's identity: its source weights' hash, else the model file's own."""
+    from painters.fileio import file_hash
+
+    for runner in runners.values():
+        info = getattr(runner, "info", None)
+        if info is not None and info.model_hash:
+            return info.model_hash
+    return file_hash(model) if Path(model).is_file() else str(model)
 
 
 def engine_profile(batches: Sequence[int], prompts: Sequence[int], gen: int) -> str:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import glob
 from pathlib import Path
 
 import click
 
 from painters.cli.root import handle_errors, main
-from painters.fileio import check_outputs, write_json
+from painters.fileio import check_outputs, command_reads, write_json
 
 __all__ = ["bench", "write_json", "model_reads"]
 
@@ -16,21 +15,8 @@ BACKEND_CHOICES = ["torch", "onnxruntime", "onnxruntime-cuda", "tensorrt", "tens
 
 
 def model_reads(model: str, *others: str | None) -> list[Path]:
-    """Files a bench run reads through MODEL (a graph or engine file): results must never be written over them.
-
-    A model file reads the files beside it that share its name (``.onnx.data``, an engine's sidecar) and the
-    tokenizer/config side files; a source name (``tiny-llama``) reads nothing of the user's.
-    """
-    from painters.compiler.graph_io import SIDE_FILES
-
-    path = Path(model)
-    reads = [Path(o) for o in others if o is not None]
-    if path.is_file():
-        reads += [path, *(f for f in path.parent.glob(f"{glob.escape(path.name)}*") if f.is_file()),
-                  *(path.parent / n for n in (*SIDE_FILES, "config.json"))]
-    elif path.is_dir():
-        reads.append(path)
-    return reads
+    """Files a bench run reads through MODEL and ``others`` (see :func:`painters.fileio.command_reads`)."""
+    return command_reads(*others, models=[model])
 
 
 @main.group("bench")
@@ -64,8 +50,8 @@ def accuracy_cmd(model, tasks, backend, plan, scores, data_dir, limit, num_fewsh
     from painters.routing import open_runner
 
     parse_tasks(tasks)  # fail on a typo before a model loads
-    resolve_data_dir(data_dir)
-    check_outputs([json_out], model_reads(model, scores))  # before the run, not after it
+    data = resolve_data_dir(data_dir)
+    check_outputs([json_out], command_reads(scores, data, models=[model], plans=plan))  # before the run, not after it
     with open_runner(model, backend, plan, scores=scores, threads=threads) as runner:
         results = evaluate(runner, tasks, limit=limit, num_fewshot=num_fewshot, batch_size=batch_size,
                            data_dir=data_dir)

@@ -23,8 +23,11 @@ from painters.cli.root import handle_errors
 @handle_errors
 def glue_cmd(model, task, limit, batch_size, data_dir, threads, json_out) -> None:
     """Score MODEL (a fine-tuned encoder .onnx, any plan) on TASK's dev split with GLUE's own metrics."""
+    from painters.bench.tasks import resolve_data_dir
+    from painters.fileio import check_outputs, command_reads
     from painters.glue.evaluate import evaluate_glue
 
+    check_outputs([json_out], command_reads(resolve_data_dir(data_dir), models=[model]))  # before the run
     result = evaluate_glue(model, task, limit=limit, batch_size=batch_size, data_dir=data_dir, threads=threads)
     metrics = ", ".join(f"{k} {100 * v:.2f}" for k, v in result["metrics"].items())
     click.echo(f"{result['model']} [{result['plan']}] GLUE {result['task']} ({result['examples']} dev examples): "

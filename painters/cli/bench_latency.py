@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 
-from painters.cli.bench import BACKEND_CHOICES, bench, model_reads
+from painters.cli.bench import BACKEND_CHOICES, bench
 from painters.cli.root import handle_errors
-from painters.fileio import check_outputs, write_json
+from painters.fileio import check_outputs, command_reads, write_json
 
 
 class _Sizes(click.ParamType):
@@ -58,14 +58,18 @@ def latency_cmd(model, backend, plans, plan, scores, fuse_parallel, batch, promp
     from painters.bench.latency import format_table, measure_latency, rows_to_json
     from painters.plans import split_plans
 
-    check_outputs([json_out], model_reads(model, scores, anchor))  # before the run, not after it
+    anchor_path = anchor.split(":", 1)[-1] if anchor else None  # ort-genai:DIR, llama.cpp:FILE
+    check_outputs([json_out], command_reads(scores, anchor, anchor_path, models=[model, anchor_path],
+                                            plans=plans or plan))  # before the run, not after it
     asked = split_plans(plans or plan) if (plans or plan) else None  # None: the model's own plan
-    rows = measure_latency(model, asked, backend, anchor=anchor, scores=scores, fuse_parallel=fuse_parallel,
-                           threads=threads, dtype=dtype, batches=batch, prompts=prompt, gen=gen, warmup=warmup,
-                           iters=iters, progress=lambda msg: click.echo(msg, err=True))
+    rows, model_hash = measure_latency(model, asked, backend, anchor=anchor, scores=scores,
+                                       fuse_parallel=fuse_parallel, threads=threads, dtype=dtype, batches=batch,
+                                       prompts=prompt, gen=gen, warmup=warmup, iters=iters,
+                                       progress=lambda msg: click.echo(msg, err=True))
     click.echo(format_table(rows))
     if json_out:
-        write_json(json_out, rows_to_json(rows, model=str(model), warmup=warmup, iters=iters))
+        write_json(json_out, rows_to_json(rows, model=str(model), model_hash=model_hash, warmup=warmup, iters=iters))
+
 
 
 @bench.command("check")

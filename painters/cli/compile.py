@@ -34,7 +34,9 @@ def compile_cmd(model, plan, out, scores, fuse_parallel, weights, block_size, gg
                 profile) -> None:
     """Rewrite MODEL (an exported .onnx) to PLAN: drop, duplicate, reorder or parallelize decoder blocks."""
     from painters.compiler.compile import compile_model
+    from painters.fileio import check_outputs, command_reads
 
+    check_outputs([out, engine], command_reads(scores, models=[model], plans=plan))  # -o and --engine too
     result = compile_model(model, plan, out, scores=scores, fuse_parallel=fuse_parallel, weights=weights,
                            block_size=None if block_size is None else int(block_size), gguf=gguf)
     p = result.plan

@@ -29,7 +29,9 @@ def engine_group() -> None:
 def build_cmd(model, out, backend, precision, profile, compute_capability, timing_cache) -> None:
     """Build an engine for MODEL (.onnx) with a prefill and a decode optimization profile."""
     from painters.compiler.engine import build_engine, cached_engine
+    from painters.fileio import check_outputs, command_reads
 
+    check_outputs([out], command_reads(timing_cache, models=[model]))  # the timing cache is read, then updated
     start = time.perf_counter()
     if out:
         path = build_engine(model, out, backend=backend, precision=precision, profile=profile,

@@ -32,8 +32,11 @@ def finetune() -> None:
 def glue_cmd(src, task, out, epochs, max_steps, lr, batch_size, max_length, seed, limit, data_dir, threads,
              group_by_length) -> None:
     """Fine-tune encoder SRC (minilm-l6 or a BERT checkpoint directory) on GLUE TASK into checkpoint OUT."""
+    from painters.bench.tasks import resolve_data_dir
+    from painters.fileio import check_output_dir, command_reads
     from painters.glue.finetune import finetune_glue
 
+    check_output_dir(out, command_reads(resolve_data_dir(data_dir), models=[src]))  # never into the data
     r = finetune_glue(src, task, out, epochs=epochs, max_steps=max_steps, lr=lr, batch_size=batch_size,
                       max_length=max_length, seed=seed, limit=limit, data_dir=data_dir, threads=threads,
                       group_by_length=group_by_length)

@@ -16,7 +16,7 @@ from painters.cli.root import handle_errors, main
 @click.argument("model")
 @click.option("--tasks", default=None, help="Accuracy tasks (default arc_easy,hellaswag,winogrande,lambada; "
                                             "--quick: arc_easy,lambada).")
-@click.option("--limit", type=int, default=None, help="Items per task (default 200; --quick: 20).")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Items per task (default 200; --quick: 20).")
 @click.option("--quick", is_flag=True, help="A small grid that finishes on a CPU in minutes (see README).")
 @click.option("--n", "ns", default=None, help="Middle layers modified, e.g. 2,4,8 or 2..8 (default: even, up to L-4).")
 @click.option("--k", "ks", default=None, help="Modules dropped, e.g. 2,4,8 (default: even, up to L/2).")
@@ -27,7 +27,7 @@ from painters.cli.root import handle_errors, main
 @click.option("--calib", default=None, help="Calibration file for importance/similarity (default: "
                                             "DATA/gsm8k/train.jsonl, the questions).")
 @click.option("--data", type=click.Path(file_okay=False), default=None, help="Task data directory.")
-@click.option("--threads", type=int, default=None, help="CPU threads per runner.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads per runner.")
 @click.option("-o", "--out", type=click.Path(file_okay=False), required=True, help="Output directory (resumable).")
 @handle_errors
 def reproduce_cmd(model, tasks, limit, quick, ns, ks, variants, kinds, seeds, calib, data, threads, out) -> None:
@@ -35,8 +35,9 @@ def reproduce_cmd(model, tasks, limit, quick, ns, ks, variants, kinds, seeds, ca
     from painters.experiments.reproduce import FULL, QUICK, parse_ints, run_reproduce
 
     grid = QUICK if quick else FULL
-    changes = {k: v for k, v in (("tasks", tasks), ("limit", limit), ("ns", parse_ints(ns)), ("ks", parse_ints(ks)),
-                                 ("seeds", parse_ints(seeds)), ("calib", calib),
+    changes = {k: v for k, v in (("tasks", tasks), ("limit", limit), ("ns", parse_ints(ns)),
+                                 ("ks", parse_ints(ks, "--k")), ("seeds", parse_ints(seeds, "--seeds")),
+                                 ("calib", calib),
                                  ("variants", tuple(variants.split(",")) if variants else None),
                                  ("kinds", tuple(kinds.split(",")) if kinds else None)) if v}
     grid = replace(grid, **changes)

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from painters.cli.root import handle_errors, main
+from painters.fileio import check_output_dir
 
 
 @main.command("sweep")
@@ -15,7 +16,7 @@ from painters.cli.root import handle_errors, main
 @click.option("--variants", default="skip,repeat,reverse,shuffle,parallel,parallel_x3,drop_attn", show_default=True)
 @click.option("--n", "n_range", default="1..8", show_default=True, help="Layers modified: 1..K or a list.")
 @click.option("--tasks", default="arc_easy", show_default=True)
-@click.option("--limit", type=int, default=None)
+@click.option("--limit", type=click.IntRange(min=1), default=None)
 @click.option("--backend", default=None, help="onnxruntime for an .onnx MODEL; torch for a source.")
 @click.option("--data", type=click.Path(file_okay=False), default=None)
 @click.option("--latency/--no-latency", default=True, show_default=True, help="Also time each plan vs baseline.")
@@ -26,7 +27,11 @@ from painters.cli.root import handle_errors, main
 @handle_errors
 def sweep_cmd(model, variants, n_range, tasks, limit, backend, data, latency, ray_address, out) -> None:
     """Run the Painters grid on MODEL (resumable: finished runs in OUT/runs are kept)."""
-    from painters.experiments.sweep import latency_ratio, parse_range, run_sweep, sweep_runners
+    from painters.experiments.sweep import latency_ratio, parse_range, run_sweep, sweep_provenance, sweep_runners
+    from painters.fileio import command_reads
+
+    ns = parse_range(n_range)  # before a model loads
+    check_output_dir(Path(out), command_reads(data, models=[model]))
 
     if ray_address:
         from painters.experiments.sweep_ray import import_ray, run_sweep_ray
@@ -35,12 +40,13 @@ def sweep_cmd(model, variants, n_range, tasks, limit, backend, data, latency, ra
     models = sweep_runners(model, backend)
     num_layers = models.num_layers
     if ray_address:
-        result = run_sweep_ray(model, Path(out), variants.split(","), parse_range(n_range), tasks,
+        result = run_sweep_ray(model, Path(out), variants.split(","), ns, tasks,
                                num_layers=num_layers, backend=backend, limit=limit, latency=latency, data_dir=data,
                                address=None if ray_address == "local" else ray_address)
         click.echo(f"{result}: summary.csv, score_vs_layers.png, accuracy_vs_latency.png")
         return
-    result = run_sweep(model, Path(out), variants.split(","), parse_range(n_range), tasks, num_layers=num_layers,
-                       open_plan=models.open, limit=limit,
+    provenance = sweep_provenance(models, tasks, limit=limit, latency=latency, data_dir=data)
+    result = run_sweep(model, Path(out), variants.split(","), ns, tasks, num_layers=num_layers,
+                       open_plan=models.open, limit=limit, provenance=provenance,
                        latency=functools.partial(latency_ratio, models) if latency else None, data_dir=data)
     click.echo(f"{result}: summary.csv, score_vs_layers.png, accuracy_vs_latency.png")

@@ -34,7 +34,7 @@ from painters.compiler.pipeline import (
 )
 from painters.decoder_io import past_slots
 from painters.errors import CompileError, PaintersError
-from painters.fileio import atomic_dir_outputs, check_outputs
+from painters.fileio import atomic_dir_outputs, check_outputs, command_reads
 from painters.ort_ops import MS_DOMAIN
 from painters.plans import Plan, parse_plan
 
@@ -145,6 +145,7 @@ def compile_model(model_path: str | Path, plan: str | Plan, out: str | Path | No
                                "kept as they are), or compile the float graph it came from")
     gguf_path = int4_source(model, gguf, block_size) if weights == "int4" else None
     block_size = 32 if gguf_path is not None or block_size is None else block_size
+    plan_arg = plan if isinstance(plan, str) else None  # a plan file is an input too
     plan = resolve_plan(plan, structure.num_layers, src, source_hash, scores)
     if out:
         out = Path(out)
@@ -156,7 +157,7 @@ def compile_model(model_path: str | Path, plan: str | Plan, out: str | Path | No
     if config is not None:
         written.append(out.with_name(genai.CONFIG_NAME))
         reads.append(src.with_name(genai.CONFIG_NAME))
-    check_outputs(written, [*reads, *([gguf_path] if gguf_path else [])])
+    check_outputs(written, [*reads, *([gguf_path] if gguf_path else []), *command_reads(scores, plans=plan_arg)])
     beside = {str(p.relative_to(src.parent)) for p in reads[1:] if p.is_relative_to(src.parent)}
     for name in (out.name, out.name + ".fused.data"):  # files linked next to the output under these names
         if name in beside:

@@ -19,7 +19,7 @@ from painters.compiler.encoder_blocks import NO_FUSION, prepare_encoder
 from painters.compiler.graph_io import graph_inputs, initializer_bytes, save_graph
 from painters.compiler.layout import SlotLayout, StageLayout
 from painters.compiler.passes.instantiate_encoder import InstantiateEncoderStagesPass
-from painters.fileio import atomic_dir_outputs, check_outputs
+from painters.fileio import atomic_dir_outputs, check_outputs, command_reads
 from painters.plans import Plan
 from painters.runtime.encoder_ref import check_encoder_plan
 
@@ -44,10 +44,11 @@ def compile_encoder(model: ir.Model, src: Path, plan: str | Plan, out: str | Pat
     source_bytes = initializer_bytes(model)
     structure = prepare_encoder(model)
     source_hash = Record.from_props(model.metadata_props, str(src)).source_hash
+    plan_arg = plan if isinstance(plan, str) else None  # a plan file is an input too
     plan = resolve_plan(plan, structure.num_layers, src, source_hash, scores)
     check_encoder_plan(plan)
     out = Path(out) if out else default_output(src, plan.name)
-    check_outputs([out], graph_inputs(model, src))
+    check_outputs([out], [*graph_inputs(model, src), *command_reads(scores, plans=plan_arg)])
     layout = encoder_layout(plan)
     run_passes([InstantiateEncoderStagesPass(structure, plan), RemoveUnusedNodesPass(), TopologicalSortPass(),
                 CheckerPass()], model)

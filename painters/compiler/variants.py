@@ -14,10 +14,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from painters import __version__
+from painters.artifact import Record
 from painters.cache import cache_dir
-from painters.compiler.compile import compile_model, default_output
+from painters.compiler.compile import compile_model, default_output, describe
 from painters.compiler.graph_io import SIDE_FILES, allowed_dir, external_files, load_graph
 from painters.fileio import file_hash
+from painters.plans import load_scores, parse_plan
 
 __all__ = ["compiled_variants", "compiler_fingerprint"]
 
@@ -28,20 +30,32 @@ def compiled_variants(model: Path, plans: Sequence[str], *, scores: str | None =
 
     The cache key names the graph's bytes, the identity of its external data files (a re-export writes new
     ones, which the cached outputs do not share), the scores file, the compiler's code and the fusion flag.
+    Within it each plan's file is named by its *resolved schedule* (and its name, for reading), never by the
+    text given: an edited plan file recompiles, and ``q/r.yaml`` and ``q-r.yaml`` (one safe name) do not share.
     """
+    graph = load_graph(model)
     data = [(name, (st := (model.parent / name).stat()).st_size, st.st_mtime_ns, st.st_ino)
-            for name in external_files(load_graph(model), model.parent, allowed=allowed_dir(model))]
+            for name in external_files(graph, model.parent, allowed=allowed_dir(model))]
     # the outputs carry copies of the tokenizer files beside the graph: a hard-linked twin of the graph with
     # another tokenizer (or none) must not reuse them
     side = [(name, file_hash(model.parent / name)) for name in SIDE_FILES if (model.parent / name).is_file()]
     parts = [file_hash(model), json.dumps(data), json.dumps(side), file_hash(scores) if scores else "",
              compiler_fingerprint(), str(fuse_parallel)]
+    num_layers = describe(model).get("blocks") if plans else None  # None: a compiled graph, refused below
+    ranked = load_scores(scores, model_hash=Record.from_props(graph.metadata_props, str(model)).source_hash) \
+        if scores and num_layers else None
     key = hashlib.sha256(":".join(parts).encode()).hexdigest()[:16]
     out_dir = out_dir or cache_dir("compiled", key)
     paths: dict[str, Path] = {}
     genai_folder = (model.parent / "genai_config.json").is_file()  # one GenAI folder (and config) per plan
     for plan in plans:
-        out = default_output(out_dir / model.name, plan + (".fused" if fuse_parallel else ""))
+        name = plan
+        if num_layers:
+            parsed = parse_plan(plan, num_layers, scores=ranked)
+            schedule = {k: v for k, v in parsed.to_json().items() if k != "plan"}
+            digest = hashlib.sha256(json.dumps(schedule, sort_keys=True).encode()).hexdigest()[:12]
+            name = f"{parsed.name[:80]}.{digest}"
+        out = default_output(out_dir / model.name, name + (".fused" if fuse_parallel else ""))
         if genai_folder:
             out = out_dir / out.stem.removeprefix(f"{model.stem}.") / model.name
         if not out.exists():

@@ -119,18 +119,82 @@ def provenance(command: str) -> dict:
     return {"command": command, "commit": commit, "dirty": dirty, "painters_version": __version__}
 
 
-def _check_resumable(out: Path, grid: Grid, model: str) -> None:
+_RUN_KEYS = ("tasks", "limit")  # a run's results depend on these (and on the model's weights)
+
+
+def _read_json(path: Path, what: str) -> dict:
+    """A JSON object from ``path``, or a one-line BenchError naming the file (empty, truncated, not an object)."""
+    try:
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict):
+            raise ValueError(f"a {type(data).__name__}, not an object")
+        return data
+    except (OSError, ValueError) as exc:
+        raise BenchError(f"{path} cannot be read as {what} ({type(exc).__name__}: {str(exc)[:60]}); delete it to "
+                         "redo that part, or give another -o DIR") from None
+
+
+def _check_resumable(out: Path, grid: Grid, model: str) -> dict | None:
+    """The run folder's meta.json when it may be resumed with these settings; refuse one of another run.
+
+    An unreadable meta.json (empty, truncated) is named instead of crashing the resume.
+    """
     meta_path = out / "meta.json"
     if not meta_path.exists():
-        return
-    meta = json.loads(meta_path.read_text())
+        return None  # what the folder holds is checked by content (_check_same_weights, _check_runs)
+    meta = _read_json(meta_path, "a reproduction's meta.json")
     keep = ("tasks", "limit", "calib", "samples", "seq_len", "prompt", "gen", "iters")
-    old = {k: meta["grid"].get(k) for k in keep}
+    recorded = meta.get("grid") if isinstance(meta.get("grid"), dict) else {}
+    old = {k: recorded.get(k) for k in keep}
     new = {k: asdict(grid)[k] for k in keep}
     if meta.get("model") != model or old != new:
         diff = ", ".join(f"{k}: {old[k]!r} → {new[k]!r}" for k in keep if old[k] != new[k])
         raise BenchError(f"{out} holds a reproduction of {meta.get('model')!r} with other settings "
                          f"({diff or 'model ' + repr(model)}); give another -o DIR or the same options to resume")
+    return meta
+
+
+def _check_same_weights(out: Path, meta: dict | None, model_hash: str) -> None:
+    """Refuse resuming after the source's weights changed at the same path: graph/ and analysis/ are stale.
+
+    The folder's record (meta.json), its exported graph and its analyses each name the weights they came
+    from; any that names other weights is refused (they used to be reused while meta.json took the new hash).
+    """
+    from painters.compiler.graph_io import load_graph
+
+    stale = []
+    if meta is not None and meta.get("model_hash") != model_hash:
+        stale.append((out / "meta.json", meta.get("model_hash")))
+    graph = out / "graph" / "model.onnx"
+    if graph.is_file():
+        try:
+            recorded = load_graph(graph).metadata_props.get("painters.source_hash")
+        except Exception as exc:  # onnx raises its own types for a damaged file
+            raise BenchError(f"{graph} cannot be read as an ONNX graph ({type(exc).__name__}); delete "
+                             f"{out / 'graph'} to export it again") from None
+        if recorded != model_hash:
+            stale.append((graph, recorded))
+    for name in ("importance.json", "similarity.json"):
+        path = out / "analysis" / name
+        if path.exists() and _read_json(path, "an analysis file").get("model_hash") != model_hash:
+            stale.append((path, _read_json(path, "an analysis file").get("model_hash")))
+    if stale:
+        path, recorded = stale[0]
+        raise BenchError(f"{path} was made from weights {str(recorded)[:12]}…; the source now hashes "
+                         f"{model_hash[:12]}…, so {out}'s graph/, analysis/ and runs/ are stale; give another -o DIR")
+
+
+def _check_runs(out: Path, model_hash: str, grid: Grid) -> None:
+    """Every saved run readable and of this reproduction (model hash, tasks, limit): no foreign run mixed in."""
+    want = {"model_hash": model_hash, **{k: getattr(grid, k) for k in _RUN_KEYS}}
+    for path in sorted((out / "runs").glob("*.json")):
+        record = _read_json(path, "a reproduction run")
+        have = record.get("reproduce")
+        if have != want:
+            diff = "records no reproduction settings" if not isinstance(have, dict) else "differs in " + ", ".join(
+                k for k in want if have.get(k) != want[k])
+            raise BenchError(f"{path} is not a run of this reproduction: it {diff}; delete it to redo that plan, "
+                             "or give another -o DIR")
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -163,15 +227,30 @@ def run_reproduce(model: str | LoadedModel, out: Path, grid: Grid = FULL, *, dat
     calib = Path(grid.calib) if Path(grid.calib).is_absolute() else data / grid.calib
     if not calib.is_file():
         raise BenchError(f"calibration file {calib} not found; pass --calib FILE (text or .jsonl)")
-    _check_resumable(out, grid, model)
+    from painters.fileio import check_output_dir, command_reads
+
+    check_output_dir(out, command_reads(calib, data, models=[model]))
+    old_meta = _check_resumable(out, grid, model)
     started = time.time()
     prov = provenance(command)
 
     loaded = loaded or load_source(model)
+    _check_same_weights(out, old_meta, loaded.hash)
     grid = grid_for(grid, loaded.num_layers)
+    _check_runs(out, loaded.hash, grid)
+    if not (out / "analysis" / "importance.json").exists() or not (out / "analysis" / "similarity.json").exists():
+        from painters.analysis.calibration import calibration_ids
+
+        # before the export, not after it: a calibration file too short for the grid fails in seconds
+        calibration_ids(calib, loaded.tokenizer, samples=grid.samples, seq_len=grid.seq_len,
+                        model_name=f"model {model!r}", fewer="run --quick (16 × 256 tokens)"
+                        if grid.samples * grid.seq_len > QUICK.samples * QUICK.seq_len else
+                        "use the default --calib (DATA/gsm8k/train.jsonl)")
     out.mkdir(parents=True, exist_ok=True)
     meta_path = out / "meta.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {"model": model, "invocations": []}
+    meta = old_meta if old_meta is not None else {"model": model, "invocations": []}
+    if not isinstance(meta.get("invocations"), list):
+        meta["invocations"] = []
     meta.update(model=model, num_layers=loaded.num_layers, model_hash=loaded.hash, grid=asdict(grid))
     meta["invocations"].append({**prov, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))})
     _write_json(meta_path, meta)
@@ -203,7 +282,9 @@ def run_reproduce(model: str | LoadedModel, out: Path, grid: Grid = FULL, *, dat
         try:
             for i, run in enumerate(todo, 1):
                 progress(f"[{i}/{len(todo)}] {run.plan}")
-                save_run(out, _run_one(run, grid, timed, data_dir=str(data), model=model, provenance=prov))
+                record = _run_one(run, grid, timed, data_dir=str(data), model=model, provenance=prov)
+                record["reproduce"] = {"model_hash": meta["model_hash"], **{k: getattr(grid, k) for k in _RUN_KEYS}}
+                save_run(out, record)
         finally:
             timed.close()
     meta["invocations"][-1]["wall_s"] = round(time.time() - started, 1)
@@ -266,13 +347,13 @@ def _run_one(run: PlannedRun, grid: Grid, timer: _Timer, *, data_dir: str, model
     return record
 
 
-def parse_ints(text: str | None) -> tuple[int, ...]:
-    """``2,4,8`` or ``2..8`` (inclusive) → a tuple; None or empty → () (the default axis)."""
+def parse_ints(text: str | None, option: str = "--n") -> tuple[int, ...]:
+    """``2,4,8`` or ``2..8`` (inclusive) → a tuple; None or empty → () (the default axis); ``option`` names errors."""
     if not text:
         return ()
     from painters.experiments.sweep import parse_range
 
-    return tuple(parse_range(text))
+    return tuple(parse_range(text, option))
 
 
 def describe_grid(grid: Grid, num_layers: int) -> Sequence[str]:

@@ -22,22 +22,67 @@ if TYPE_CHECKING:
     from painters.routing import ModelRunners
 
 __all__ = ["sweep_plans", "sweep_runners", "latency_ratio", "run_sweep", "pending_runs", "run_plan", "save_run",
-           "write_summary", "parse_range", "VARIANTS"]
+           "write_summary", "parse_range", "VARIANTS", "sweep_provenance", "read_runs"]
 
 log = logging.getLogger(__name__)
 
 VARIANTS = ("skip", "repeat", "reverse", "shuffle", "parallel", "parallel_x2", "parallel_x3", "drop_attn")
 
 
-def parse_range(text: str) -> list[int]:
-    """``1..8`` → 1..8 inclusive; ``2,4,8`` → those."""
+def parse_range(text: str, option: str = "--n") -> list[int]:
+    """``1..8`` → 1..8 inclusive; ``2,4,8`` → those. An empty or backwards range (``3..1``) is refused."""
     try:
         if ".." in text:
             lo, hi = text.split("..")
-            return list(range(int(lo), int(hi) + 1))
-        return [int(v) for v in text.split(",") if v]
+            values = list(range(int(lo), int(hi) + 1))
+        else:
+            values = [int(v) for v in text.split(",") if v]
     except ValueError:
-        raise BenchError(f"--n {text!r}: write a range like 1..8 or a list like 2,4,8") from None
+        raise BenchError(f"{option} {text!r}: write a range like 1..8 or a list like 2,4,8") from None
+    if not values:  # 3..1 ran the baseline alone
+        raise BenchError(f"{option} {text!r} names no values; write a range low..high like 1..8 or a list like "
+                         "2,4,8")
+    return values
+
+
+def sweep_provenance(models: ModelRunners, tasks: str, *, limit: int | None, latency: bool,
+                     data_dir: str | Path | None) -> dict:
+    """What a sweep's runs depend on; a resumed sweep whose provenance differs is refused (:func:`read_runs`)."""
+    from painters.bench.tasks import resolve_data_dir
+    from painters.fileio import file_hash
+
+    if models.kind == "source":
+        model_hash = models.loaded.hash
+    else:
+        model_hash = models._meta.get("painters.source_hash") or file_hash(models.path)
+    return {"model_hash": model_hash, "backend": models.backend,
+            "tasks": sorted(t.strip() for t in tasks.split(",") if t.strip()), "limit": limit,
+            "latency": bool(latency), "data": str(resolve_data_dir(data_dir).resolve())}
+
+
+def read_runs(out: Path, provenance: dict | None = None) -> list[dict]:
+    """Every run record in ``out/runs``, each checked readable and (given ``provenance``) of this sweep.
+
+    Why: a resumed sweep took whatever sat in ``runs/`` — another model's or other tasks' runs (a copied
+    file), mixing them into the summary — and an empty or truncated file crashed it with a JSONDecodeError.
+    """
+    records = []
+    for path in sorted((out / "runs").glob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+            if not isinstance(record, dict) or not {"variant", "n", "plan", "tasks"} <= set(record):
+                raise ValueError("not a sweep run record")
+        except (OSError, ValueError) as exc:
+            raise BenchError(f"{path} cannot be read as a sweep run ({type(exc).__name__}: {str(exc)[:60]}); "
+                             "delete it to rerun that plan, or use a new -o folder") from None
+        if provenance is not None and record.get("provenance") != provenance:
+            theirs = record.get("provenance")
+            diff = "records no provenance" if not isinstance(theirs, dict) else "differs in " + ", ".join(
+                f"{k} ({theirs.get(k)!r:.30} vs {v!r:.30})" for k, v in provenance.items() if theirs.get(k) != v)
+            raise BenchError(f"{path} is not a run of this sweep: it {diff}; resume with the same model and "
+                             "options, or use a new -o folder")
+        records.append(record)
+    return records
 
 
 def sweep_plans(variants: Sequence[str], ns: Sequence[int], num_layers: int) -> list[tuple[str, int, str]]:
@@ -82,18 +127,28 @@ def _main_score(result: dict) -> float:
 
 def run_sweep(model: str, out: Path, variants: Sequence[str], ns: Sequence[int], tasks: str, *,
               num_layers: int, open_plan: Callable[[str], object], limit: int | None = None,
-              latency: Callable[[str], float] | None = None, **evaluate_kw) -> Path:
-    """Run the grid into ``out``; ``open_plan(plan)`` gives a runner for a plan, ``latency(plan)`` its ratio."""
-    for variant, n, plan in pending_runs(out, variants, ns, num_layers):
-        save_run(out, run_plan(model, variant, n, plan, tasks, open_plan=open_plan, limit=limit, latency=latency,
-                               **evaluate_kw))
-    write_summary(out)
+              latency: Callable[[str], float] | None = None, provenance: dict | None = None,
+              **evaluate_kw) -> Path:
+    """Run the grid into ``out``; ``open_plan(plan)`` gives a runner for a plan, ``latency(plan)`` its ratio.
+
+    ``provenance`` (:func:`sweep_provenance`) is recorded in every run; resuming refuses runs of another one.
+    """
+    for variant, n, plan in pending_runs(out, variants, ns, num_layers, provenance=provenance):
+        record = run_plan(model, variant, n, plan, tasks, open_plan=open_plan, limit=limit, latency=latency,
+                          **evaluate_kw)
+        save_run(out, record if provenance is None else {**record, "provenance": provenance})
+    write_summary(out, provenance=provenance)
     return out
 
 
-def pending_runs(out: Path, variants: Sequence[str], ns: Sequence[int], num_layers: int) -> list[tuple[str, int, str]]:
-    """The grid (baseline first) less the runs already saved in ``out/runs``: a finished run is never redone."""
+def pending_runs(out: Path, variants: Sequence[str], ns: Sequence[int], num_layers: int, *,
+                 provenance: dict | None = None) -> list[tuple[str, int, str]]:
+    """The grid (baseline first) less the runs already saved in ``out/runs``: a finished run is never redone.
+
+    The saved runs are read first (:func:`read_runs`): one that is unreadable or of another sweep is refused.
+    """
     grid = [("baseline", 0, "baseline"), *sweep_plans(variants, ns, num_layers)]
+    read_runs(out, provenance)
     todo = []
     for variant, n, plan in grid:
         if (out / "runs" / f"{plan}.json").exists():
@@ -124,9 +179,9 @@ def save_run(out: Path, record: dict) -> Path:
     return write_json(path, record)
 
 
-def write_summary(out: Path) -> None:
-    """``summary.csv`` and the plots from every finished run in ``out/runs``."""
-    records = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json"))]
+def write_summary(out: Path, *, provenance: dict | None = None) -> None:
+    """``summary.csv`` and the plots from every finished run in ``out/runs`` (checked by :func:`read_runs`)."""
+    records = read_runs(out, provenance)
     rows = [{"variant": r["variant"], "n": r["n"], "plan": r["plan"], "task": task, "score": _main_score(res),
              "metric": res["main_metric"], "latency_ratio": r["latency_ratio"]}
             for r in records for task, res in r["tasks"].items()]

@@ -96,6 +96,7 @@ def annotate_and_save(model, path: Path, loaded: LoadedModel, *, weights_written
                                        "num_labels": cfg.num_labels if encoder_output_name(loaded.model) == LOGITS
                                        else None,
                                        "problem_type": getattr(cfg, "problem_type", None),
+                                       "finetuning_task": getattr(cfg, "finetuning_task", None),
                                        "id2label": {str(k): v for k, v in cfg.id2label.items()}}),
     })
     ir.save(model, path)
@@ -110,6 +111,9 @@ def export_encoder(loaded: LoadedModel, out: str | Path, *, opset: int | None = 
     check_opset(opset)
     out = Path(out)
     check_outputs([out, out.with_name(out.name + ".data")])
+    from painters.export.self_check import check_finite_weights
+
+    check_finite_weights(loaded.model, loaded.name)
     with atomic_dir_outputs(out) as tmp:
         with linears_as_matmul(loaded.model):
             annotate_and_save(trace_encoder(loaded, opset=opset), tmp / out.name, loaded)

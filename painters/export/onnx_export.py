@@ -86,6 +86,9 @@ def export_model(loaded: LoadedModel, out: str | Path, *, opset: int | None = No
     if out.name in (*SIDE_FILES, "config.json"):
         raise ExportError(f"output name {out.name} is the name of a file export writes beside the graph; choose "
                           "a name ending in .onnx with -o")
+    from painters.export.self_check import check_finite_weights
+
+    check_finite_weights(loaded.model, loaded.name)
     with atomic_dir_outputs(out) as tmp:
         with linears_as_matmul(loaded.model):
             annotate_and_save(trace_decoder(loaded, opset=opset), tmp / out.name, loaded)
@@ -137,8 +140,8 @@ def check_export_outputs(out: Path, src: Path) -> None:
     from painters.compiler.graph_io import SIDE_FILES
 
     reads = [src, *(f for f in src.rglob("*") if f.is_file())] if src.is_dir() else [src]
-    check_outputs([out, out.with_name(out.name + ".data"), *(out.parent / n for n in (*SIDE_FILES, "config.json"))],
-                  reads)
+    side = [out.parent / n for n in (*SIDE_FILES, "config.json") if n != out.name]  # that name: refused by export
+    check_outputs([out, out.with_name(out.name + ".data"), *side], reads)
     data = out.with_name(out.name + ".data")
     if data.exists():
         import onnx

@@ -30,7 +30,7 @@ import numpy as np
 
 from painters.errors import ExportError
 
-__all__ = ["check_export", "check_encoder_export", "TOLERANCE", "PROBE_LEN", "PROBE_STEPS"]
+__all__ = ["check_finite_weights", "check_export", "check_encoder_export", "TOLERANCE", "PROBE_LEN", "PROBE_STEPS"]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,20 @@ def _dtype_tolerance(model, graph_dtype: str | None = None) -> tuple[str, float 
 
 
 BLAME = "This is a painters bug for this checkpoint: please report it"
+
+
+def check_finite_weights(model, source: str) -> None:
+    """Refuse a source whose weights hold NaN or infinite values: the checkpoint is damaged, not painters.
+
+    Why before the export: the self-check then blamed painters ("a painters bug") for the source's NaNs.
+    """
+    import torch
+
+    for name, tensor in model.named_parameters():  # buffers may hold -inf masks by design
+        if tensor.is_floating_point() and tensor.numel() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise ExportError(f"{source}: weight {name} holds {bad} NaN or infinite values of {tensor.numel()}; the "
+                              "checkpoint is damaged; re-download or re-save it (nothing was written)")
 
 
 @contextmanager

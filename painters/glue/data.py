@@ -94,6 +94,9 @@ def read_split(task: GlueTask, split: str, *, data_dir: str | Path | None = None
         raise BenchError(f"GLUE {task.name} {split}: {path} not found ({what}); GLUE data lives in DATA/glue/<Task>/")
     with open(path, encoding="utf-8-sig", newline="") as f:
         rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    if not any(any(row) for row in rows[1 if task.header else 0:]):  # an IndexError or a 0/0 score later
+        raise BenchError(f"GLUE {task.name} {split}: {path} holds no examples (empty or header only); restore the "
+                         "file from the GLUE data (DATA/glue/<Task>/)")
     header = rows.pop(0) if task.header else None
     for col in (task.text_a, task.text_b, task.label):
         if isinstance(col, str) and col not in header:

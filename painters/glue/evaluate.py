@@ -39,6 +39,30 @@ def score(task: GlueTask, logits: np.ndarray, gold: np.ndarray) -> dict[str, flo
     return {name: METRICS[name](pred, gold) for name in task.metrics}
 
 
+def _check_task(path: Path, task: GlueTask, meta: dict) -> None:
+    """Refuse a graph fine-tuned on another task: its recorded task, else its head's label names, must fit.
+
+    Why: an RTE head (entailment, not_entailment) has SST-2's width; scoring it on SST-2 gave a number.
+    """
+    try:
+        config = json.loads(meta["painters.config"])
+    except (KeyError, ValueError, TypeError):
+        return
+    if not isinstance(config, dict):
+        return
+    trained = config.get("finetuning_task")
+    if isinstance(trained, str) and trained and trained.lower() != task.name:
+        raise BenchError(f"{path} was fine-tuned on GLUE {trained}, not {task.name}; pass --task {trained.lower()} "
+                         f"or fine-tune on {task.name} (`painters finetune glue --task {task.name}`)")
+    id2label = config.get("id2label")
+    if task.labels is not None and isinstance(id2label, dict) and len(id2label) == len(task.labels):
+        names = [str(id2label.get(str(i))) for i in range(len(task.labels))]
+        generic = all(n == f"LABEL_{i}" for i, n in enumerate(names))
+        if not generic and names != list(task.labels):
+            raise BenchError(f"{path}: its head's labels {names} are not GLUE {task.name}'s {list(task.labels)}; "
+                             "was it fine-tuned on another task? Pass that task with --task")
+
+
 def _check_graph(path: Path, task: GlueTask, session) -> None:
     from painters.decoder_io import LOGITS
     from painters.encoder_io import ENCODER_INPUTS
@@ -51,6 +75,7 @@ def _check_graph(path: Path, task: GlueTask, session) -> None:
     if outputs != [LOGITS]:
         raise BenchError(f"{path}: output {outputs} is not a task head's logits; fine-tune the encoder first "
                          f"(`painters finetune glue --task {task.name} SRC -o CKPT`) and export CKPT")
+    _check_task(path, task, session.get_modelmeta().custom_metadata_map)
     width = session.get_outputs()[0].shape[-1]
     if isinstance(width, int) and width != task.num_labels:
         raise BenchError(f"{path}: the head has {width} outputs but GLUE {task.name} needs {task.num_labels}; "
@@ -178,7 +203,16 @@ def load_results(paths: list[str | Path]) -> tuple[list[dict], list[dict]]:
     record whose fine-tuned weights it was exported from (its ``source_hash``), when that record is given.
     """
     results, records = [], []
+    seen: dict[tuple[int, int], str | Path] = {}
     for p in paths:
+        try:  # one file given twice (or a link to it) would count as two seeds
+            st = Path(p).stat()
+            if (st.st_dev, st.st_ino) in seen:
+                raise BenchError(f"{p} is given twice (also as {seen[st.st_dev, st.st_ino]}); give each result "
+                                 "file once")
+            seen[st.st_dev, st.st_ino] = p
+        except OSError:
+            pass  # read below, which names the file it cannot read
         try:
             data = json.loads(Path(p).read_text())
             if isinstance(data, dict) and {"results", "finetune"} <= set(data):

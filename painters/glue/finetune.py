@@ -129,6 +129,7 @@ def finetune_glue(src: str | Path, task: str, out: str | Path, *, epochs: int = 
     cfg.problem_type = "regression" if glue.labels is None else "single_label_classification"
     cfg.id2label, cfg.label2id = dict(enumerate(labels)), {name: i for i, name in enumerate(labels)}
     cfg.architectures = ["BertForSequenceClassification"]
+    cfg.finetuning_task = glue.name  # exported into the graph: bench glue refuses another task
     model = transformers.BertForSequenceClassification(cfg)
     missing = model.bert.load_state_dict(loaded.model.bert.state_dict() if hasattr(loaded.model, "bert")
                                          else loaded.model.state_dict(), strict=False)

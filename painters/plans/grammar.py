@@ -261,7 +261,28 @@ def load_plan_file(path: str | Path, num_layers: int) -> Plan:
         raise PlanError(f"plan file {path}: name {name[:40]!r} may use only letters, digits and _.,+:=- "
                         "(it becomes part of output file names)")
     steps = tuple(_file_step(path, raw) for raw in raw_steps)
-    return Plan(name, steps, num_layers, kv).validate()
+    plan = Plan(name, steps, num_layers, kv).validate()
+    _check_file_name(path, plan, "name" in data)
+    return plan
+
+
+def _check_file_name(path: Path, plan: Plan, declared: bool) -> None:
+    """Refuse a plan file whose name is a plan name of the grammar with another schedule.
+
+    Why: the name becomes the output file (``M.skip_1_3.onnx``) and the recorded plan; a file named
+    ``skip_1_3`` holding other steps overwrote the real skip_1_3 graph and recorded a schedule it did not run.
+    """
+    if plan.name.endswith((".yaml", ".yml", ".json")):
+        return  # not a grammar name (and parsing it would read another file)
+    try:
+        claimed = parse_plan(plan.name, plan.num_layers)
+    except PlanError:
+        return  # a free-form name (or one that needs scores): it names nothing else
+    if claimed != plan:
+        where = "its name:" if declared else "its file name"
+        raise PlanError(f"plan file {path}: {where} {plan.name!r} is a plan name whose schedule differs from the "
+                        "file's steps; give the file another name (e.g. my_plan) so outputs and metadata do not "
+                        f"claim {plan.name}")
 
 
 def _file_step(path: Path, raw) -> Step:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,7 @@ __all__ = ["Scores", "load_scores", "least_important", "SCORES_FORMAT"]
 SCORES_FORMAT = "painters.scores/1"
 KINDS = ("attn", "mlp", "block")
 MAX_SCORES_FILE_BYTES = 16 << 20  # three floats per layer; far above any real model's file
+_ROUNDING = 1e-4  # 1 − cos in float32 can land a hair outside 0..2
 
 
 @dataclass(frozen=True)
@@ -54,21 +56,48 @@ def load_scores(path: str | Path, *, model_hash: str | None = None) -> Scores:
                         "`painters importance`") from exc
     if not isinstance(data, dict) or data.get("format") != SCORES_FORMAT:
         raise PlanError(f"{path} is not a painters scores file (expected format {SCORES_FORMAT!r})")
-    try:
-        if not all(isinstance(data[k], list) for k in KINDS):
-            raise TypeError("each must be a list of numbers")
-        scores = Scores(*(tuple(float(v) for v in data[k]) for k in KINDS), model_hash=str(data.get("model_hash", "")))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise PlanError(f"scores file {path} lacks per-layer lists attn/mlp/block ({exc})") from exc
-    if not len(scores.attn) == len(scores.mlp) == len(scores.block):
-        # A ragged file would silently rank layers the model does not have (or miss some); refuse it.
-        counts = "/".join(str(len(getattr(scores, k))) for k in KINDS)
-        raise PlanError(f"scores file {path}: attn/mlp/block have {counts} entries; each needs one per layer "
-                        "(regenerate it with `painters importance`)")
-    if model_hash and scores.model_hash and scores.model_hash != model_hash:
+    scores = _validated(path, data)
+    if model_hash and scores.model_hash != model_hash:
         raise PlanError(f"scores file {path} was computed on another model (hash {scores.model_hash[:12]}…, "
                         f"this model {model_hash[:12]}…); run `painters importance` on this model")
     return scores
+
+
+def _validated(path: Path, data: dict) -> Scores:
+    """Every field of a scores file checked: one finite score in [0, 2] per layer and kind, the model hash.
+
+    Why so strict: one NaN reordered the ranking (NaN compares false with everything), and a string, a boolean
+    or a negative number was ranked as a number; ``drop_*_kN`` then dropped modules nobody chose.
+    """
+    lists = {}
+    for kind in KINDS:
+        values = data.get(kind)
+        if not isinstance(values, list):
+            raise PlanError(f"scores file {path} lacks per-layer lists attn/mlp/block ({kind} is "
+                            f"{type(values).__name__}; each must be a list of numbers); regenerate it with "
+                            "`painters importance`")
+        for i, v in enumerate(values):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise PlanError(f"scores file {path}: {kind}[{i}] is {v!r:.40}, not a number (lacks per-layer lists "
+                                "of numbers); regenerate it with `painters importance`")
+            if not math.isfinite(v) or not -_ROUNDING <= v <= 2 + _ROUNDING:
+                raise PlanError(f"scores file {path}: {kind}[{i}] is {v!r}; importance (1 − cos) is a finite number "
+                                "in 0..2; regenerate it with `painters importance`")
+        lists[kind] = tuple(float(v) for v in values)
+    counts = [len(lists[k]) for k in KINDS]
+    if len(set(counts)) != 1 or counts[0] == 0:
+        # A ragged file would silently rank layers the model does not have (or miss some); refuse it.
+        raise PlanError(f"scores file {path}: attn/mlp/block have {'/'.join(map(str, counts))} entries; each needs "
+                        "one per layer (regenerate it with `painters importance`)")
+    declared = data.get("num_layers")
+    if isinstance(declared, bool) or not isinstance(declared, int) or declared != counts[0]:
+        raise PlanError(f"scores file {path}: num_layers is {declared!r} but the lists have {counts[0]} entries; "
+                        "regenerate it with `painters importance`")
+    model_hash = data.get("model_hash")
+    if not isinstance(model_hash, str) or not model_hash.strip():
+        raise PlanError(f"scores file {path} has no model_hash (got {model_hash!r:.40}), so it cannot be matched to "
+                        "a model; regenerate it with `painters importance`")
+    return Scores(lists["attn"], lists["mlp"], lists["block"], model_hash=model_hash)
 
 
 def least_important(scores: Scores, kind: str, n: int) -> list[tuple[str, int]]:

@@ -61,8 +61,9 @@ def require_text(value: str, param: str) -> str:
 
 
 def check_length(prompt_tokens: int, max_tokens: int, context: int | None, *, chat: bool) -> None:
-    """vLLM's 400 when prompt + completion exceed the model's context (a longer sequence runs on positions the
-    model never learned and answers garbage)."""
+    """VLLM's 400 when prompt + completion exceed the model's context (a longer sequence runs on positions the
+    model never learned and answers garbage).
+    """
     if context is None or prompt_tokens + max_tokens <= context:
         return
     where = "messages" if chat else "prompt"
@@ -74,7 +75,8 @@ def check_length(prompt_tokens: int, max_tokens: int, context: int | None, *, ch
 
 def context_length(runner) -> int | None:
     """The model's context (``max_position_embeddings``) as its graph metadata or its Hugging Face config records
-    it; None when neither says (the server then needs ``--max-model-len``)."""
+    it; None when neither says (the server then needs ``--max-model-len``).
+    """
     meta = getattr(runner, "metadata", None) or {}
     try:
         value = json.loads(meta.get("painters.config", "{}")).get("max_position_embeddings")

@@ -31,7 +31,7 @@ def test_plans_side_by_side_with_the_papers_path(tiny_onnx):
     assert all(r.peak_device_bytes is None for r in rows)  # CPU runners: no device memory to report
 
 
-def test_latency_cli_writes_json_and_gate_passes_against_itself(tiny_onnx, tmp_path):
+def test_latency_cli_writes_json_and_gate_passes_against_a_stored_copy(tiny_onnx, tmp_path):
     out = tmp_path / "latency.json"
     result = CliRunner().invoke(main, ["bench", "latency", str(tiny_onnx), "--plans", "baseline,parallel_2_6",
                                        "--prompt", "8,16", "--gen", "2", "--warmup", "0", "--iters", "1",
@@ -40,13 +40,19 @@ def test_latency_cli_writes_json_and_gate_passes_against_itself(tiny_onnx, tmp_p
     rows = json.loads(out.read_text())["rows"]
     assert [(r["plan"], r["prompt"]) for r in rows] == [("baseline", 8), ("parallel_2_6", 8), ("baseline", 16),
                                                         ("parallel_2_6", 16)]
-    gate = CliRunner().invoke(main, ["bench", "check", str(out), "--baseline", str(out)])
+    data = json.loads(out.read_text())
+    assert data["model_hash"]  # the gate compares results of one model only
+    stored = tmp_path / "stored.json"  # the same measurement kept as the CI baseline
+    stored.write_text(json.dumps({**data, "stored_as": "ci baseline"}))
+    gate = CliRunner().invoke(main, ["bench", "check", str(out), "--baseline", str(stored)])
     assert gate.exit_code == 0 and "8 ratios compared, 0 regressed" in gate.output
+    itself = CliRunner().invoke(main, ["bench", "check", str(out), "--baseline", str(out)])
+    assert itself.exit_code == 2 and "is the baseline" in itself.output
 
 
 def _result(path, ratios: dict[str, float]):
     rows = [{"plan": p, "batch": 1, "prompt": 128, "prefill_ratio": r, "decode_ratio": r} for p, r in ratios.items()]
-    path.write_text(json.dumps({"rows": rows}))
+    path.write_text(json.dumps({"model_hash": "m", "stored_as": path.name, "rows": rows}))
     return path
 
 

@@ -72,7 +72,7 @@ def test_show_plan_file(tmp_path) -> None:
 
 def test_show_with_scores(tmp_path) -> None:
     path = tmp_path / "scores.json"
-    path.write_text(json.dumps(Scores((0.3, 0.1, 0.2), (0.5, 0.6, 0.0), (1.0, 1.0, 1.0)).to_json()))
+    path.write_text(json.dumps(Scores((0.3, 0.1, 0.2), (0.5, 0.6, 0.0), (1.0, 1.0, 1.0), model_hash="m").to_json()))
     code, out, _ = run("plans", "show", "drop_joint_k2", "--layers", "3", "--scores", str(path), "--json")
     assert code == 0, out
     assert json.loads(out)["steps"] == [{"blocks": [0], "parallel": False, "loops": 1, "attn": True, "mlp": True},

@@ -127,7 +127,7 @@ def test_latency_sizes_must_be_positive(tmp_path, args):
 # item 10: the CI gate fails closed --------------------------------------------------------------------------------
 
 def _result(path: Path, rows: list[tuple[str, float]]) -> Path:
-    path.write_text(json.dumps({"rows": [
+    path.write_text(json.dumps({"model_hash": "m", "stored_as": path.name, "rows": [
         {"plan": p, "batch": 1, "prompt": 8, "prefill_ratio": r, "decode_ratio": r} for p, r in rows]}))
     return path
 

@@ -59,7 +59,8 @@ EXACT: dict[str, BlockForm] = {
 class NBitsWeight:
     """One ``[N, K]`` weight in MatMulNBits form: packed ``B [N, K/32, 32·bits/8]``, ``scales [N, K/32]`` (fp32),
     ``zero_points`` (uint8, None when the operator's default 2^(bits−1) is the shift) and ``offset [K/32, N]``
-    (fp32 block minima, None without)."""
+    (fp32 block minima, None without).
+    """
 
     bits: int
     packed: np.ndarray

@@ -131,7 +131,8 @@ class GgufWeightsPass(ir.passes.InPlacePass):
     def _gathers(self, graph: ir.Graph, rows: GgufRows) -> int:
         """Embedding lookups (``Gather`` of a 2-D fp32 initializer on axis 0) of a block type without a minimum
         become ``GatherBlockQuantized`` over the same bytes; Q4_1/Q5_1 and float tables stay fp32 ``Gather``
-        (exact too: the table already holds the de-quantized values), as does a table that is no GGUF tensor."""
+        (exact too: the table already holds the de-quantized values), as does a table that is no GGUF tensor.
+        """
         done: dict[ir.Value, list[ir.Value] | None] = {}
         count = 0
         for node in [n for n in graph if n.op_type == "Gather" and n.domain in ("", "ai.onnx")]:

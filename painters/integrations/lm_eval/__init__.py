@@ -92,7 +92,8 @@ class PaintersLM(TemplateLM):
     @classmethod
     def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> PaintersLM:
         """lm-eval's constructor from ``--model_args``, with every key checked first (lm-eval passes them as
-        keyword arguments, so an unknown key was a ``TypeError`` traceback from inside lm-eval)."""
+        keyword arguments, so an unknown key was a ``TypeError`` traceback from inside lm-eval).
+        """
         from lm_eval.utils import simple_parse_args_string
 
         args = simple_parse_args_string(arg_string)
