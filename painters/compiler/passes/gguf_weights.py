@@ -29,7 +29,7 @@ import numpy as np
 import onnx_ir as ir
 
 from painters.compiler.passes.gguf_blocks import BLOCK, EXACT, NBitsWeight, to_nbits
-from painters.compiler.passes.llama_match import const
+from painters.compiler.forms.base import const
 from painters.compiler.passes.quantize import QuantizeWeightsPass
 from painters.errors import CompileError
 
