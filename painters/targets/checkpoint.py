@@ -1,0 +1,72 @@
+"""Write a Hugging Face checkpoint directory one shard per layer: the streaming half of the hf and nemotron-nas targets.
+
+safetensors writes a whole file from tensors in memory, so a checkpoint is written as shards (the embedding and
+head in one, each layer in its own) with the ``model.safetensors.index.json`` every loader reads: peak memory is
+one layer. A layer that occurs twice in a plan is written twice (safetensors has no aliasing).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from painters.targets.common import LayerStep, TensorSource, layer_key
+
+__all__ = ["write_layers", "copy_tokenizer", "write_config", "TOKENIZER_FILES"]
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+                   "vocab.json", "merges.txt", "added_tokens.json", "generation_config.json", "chat_template.jinja")
+
+# (source tensor name) → keep it in this output layer?  Sublayer drops leave out their weights.
+Keep = Callable[[str, LayerStep], bool]
+
+
+def write_layers(source: TensorSource, steps: list[LayerStep], out: Path, keep: Keep | None = None) -> int:
+    """Write every tensor of ``source`` with layers renumbered by ``steps``; returns the bytes written."""
+    from safetensors.torch import save_file
+
+    by_layer: dict[int, list[tuple[str, str]]] = {}
+    outside: list[str] = []
+    for name in source.names:
+        parsed = layer_key(name)
+        if parsed is None:
+            outside.append(name)
+        else:
+            by_layer.setdefault(parsed[1], []).append((parsed[0], parsed[2]))
+    n = len(steps)
+    width = len(str(n))
+    weight_map: dict[str, str] = {}
+    total = 0
+
+    def shard(tensors: dict, file: str) -> None:
+        nonlocal total
+        save_file(tensors, str(out / file), metadata={"format": "pt"})
+        total += sum(t.numel() * t.element_size() for t in tensors.values())
+        weight_map.update(dict.fromkeys(tensors, file))
+
+    shard({name: source.get(name) for name in outside}, "model-outside-layers.safetensors")
+    for i, step in enumerate(steps):
+        tensors = {}
+        for prefix, rest in by_layer.get(step.source, []):
+            if keep is None or keep(rest, step):
+                tensors[f"{prefix}{i}.{rest}"] = source.get(f"{prefix}{step.source}.{rest}")
+        shard(tensors, f"model-layer-{i:0{width}d}-of-{n:0{width}d}.safetensors")
+    (out / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}, indent=2))
+    return total
+
+
+def copy_tokenizer(source: TensorSource, out: Path) -> None:
+    """The source's tokenizer and generation config beside the weights (engines load them from the same folder)."""
+    if source.tokenizer_dir is not None:
+        for name in TOKENIZER_FILES:
+            if (source.tokenizer_dir / name).is_file():
+                shutil.copyfile(source.tokenizer_dir / name, out / name)
+    elif source.loaded is not None and source.loaded.tokenizer is not None:
+        source.loaded.tokenizer.save_pretrained(out)
+
+
+def write_config(config: dict, out: Path) -> None:
+    (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")

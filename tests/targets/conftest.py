@@ -1,0 +1,61 @@
+"""Tiny checkpoints the deploy targets read (saved once per test session)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tests.families import COMMON, PROMPTS, tiny_checkpoint
+
+
+def save_llama(path, **overrides):
+    """A seeded random tiny Llama saved with ``save_pretrained`` (intermediate 256 = ffn_mult 6 at hidden 64)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    kwargs = {**COMMON, "hidden_size": 64, "intermediate_size": 256, "num_attention_heads": 4,
+              "num_key_value_heads": 2, **overrides}
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(**kwargs))
+    model.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def checkpoints(tmp_path_factory):
+    """name → checkpoint directory, saved on first use."""
+    root = tmp_path_factory.mktemp("ckpt")
+    made = {}
+
+    def get(name):
+        if name not in made:
+            made[name] = save_llama(root / name) if name == "llama" else tiny_checkpoint(name, root)
+        return made[name]
+
+    return get
+
+
+def reference_logits(src, plan_name):
+    """The reference executor's logits [rows, seq, vocab] for ``plan_name`` on the checkpoint ``src``."""
+    from painters.export.sources import load_source
+    from painters.plans import parse_plan
+    from painters.runtime.tokens import left_pad
+    from painters.runtime.torch_ref import TorchRunner
+
+    loaded = load_source(src)
+    plan = parse_plan(plan_name, loaded.num_layers)
+    ids, mask = left_pad(PROMPTS, 0)
+    runner = TorchRunner(loaded.model, plan, device="cpu")
+    logits, _ = runner.prefill(ids, mask)
+    return logits, ids, mask
+
+
+def engine_logits(model, ids, mask):
+    """Logits of a transformers model loaded from a deployed directory, on the same left-padded rows."""
+    from painters.runtime.tokens import positions_from_mask
+
+    pos = positions_from_mask(np.asarray(mask), ids.shape[1])
+    with torch.no_grad():
+        out = model(input_ids=torch.as_tensor(ids), attention_mask=torch.as_tensor(mask),
+                    position_ids=torch.as_tensor(pos))
+    return out.logits.float().numpy()
