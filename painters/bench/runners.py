@@ -7,7 +7,10 @@ MODEL decides what a plan means:
 * an exported ``.onnx`` is compiled once per plan (cached, :func:`painters.bench.latency.compiled_variants`) and
   run by onnxruntime (``onnxruntime``, ``onnxruntime-cuda``) or built into a cached TensorRT engine and run there
   (``tensorrt``, ``tensorrt-rtx``);
-* a compiled ``.onnx`` or a TensorRT ``.engine`` carries its plan: asking for another is an error.
+* a compiled ``.onnx`` or a TensorRT ``.engine`` carries its plan: asking for another is an error;
+* a ``.gguf`` (or ``smollm2-135m``) with ``--backend llama.cpp`` runs in llama.cpp as it is, its plan read from its
+  painters metadata (baseline if none); a plan on a plain GGUF is deployed once into the cache
+  (:func:`painters.targets.gguf.gguf_from_gguf`, quantized bytes kept) and run there.
 
 Plans are compared by schedule (``drop_attn_1,2`` is ``drop_attn_1-2``), the graph's from its
 ``painters.schedule`` metadata (:mod:`painters.graph_metadata`).
@@ -33,7 +36,8 @@ log = logging.getLogger(__name__)
 
 SOURCE_BACKENDS = ("torch", "hf")
 ENGINE_BACKENDS = ("tensorrt", "tensorrt-rtx")
-BACKENDS = ("torch", "hf", "onnxruntime", "onnxruntime-cuda", *ENGINE_BACKENDS)
+LLAMACPP = "llama.cpp"
+BACKENDS = ("torch", "hf", "onnxruntime", "onnxruntime-cuda", *ENGINE_BACKENDS, LLAMACPP)
 
 
 class ModelRunners:
@@ -57,6 +61,8 @@ class ModelRunners:
         self.model, self.path = model, Path(model)
         self.scores, self.fuse_parallel, self.threads, self.profile = scores, fuse_parallel, threads, profile
         self.kind = {".onnx": "graph", ".engine": "engine"}.get(self.path.suffix, "source")
+        if backend == LLAMACPP:
+            self.kind, self.path = "gguf", _gguf_path(model)
         self.backend = backend or {"graph": "onnxruntime", "engine": "tensorrt-rtx", "source": "torch"}[self.kind]
         self._check_backend()
         self.fixed: Plan | None = None  # the plan a compiled graph or an engine runs
@@ -64,6 +70,8 @@ class ModelRunners:
         self._meta: dict[str, str] = {}
         if self.kind == "source":
             self._load_source(dtype or "fp32")
+        elif self.kind == "gguf":
+            self._read_gguf()
         else:
             self._read_artifact()
         if self.backend in ENGINE_BACKENDS:  # before any engine is built or loaded
@@ -98,6 +106,25 @@ class ModelRunners:
         self.loaded = load_source(self.model, dtype=dtype)
         self._num_layers = self.loaded.num_layers
         self._scores = load_scores(self.scores, model_hash=self.loaded.hash) if self.scores else None
+
+    def _read_gguf(self) -> None:
+        """The plan a GGUF records (painters metadata; a plain GGUF is baseline) and its block count."""
+        import gguf
+
+        from painters.fileio import file_hash
+        from painters.runtime.llamacpp import gguf_plan
+        from painters.targets.gguf_io import field_value
+
+        self.fixed = gguf_plan(self.path)
+        reader = gguf.GGUFReader(str(self.path))
+        arch = field_value(reader.fields["general.architecture"])
+        blocks = int(field_value(reader.fields[f"{arch}.block_count"]))
+        self._num_layers = self.fixed.num_layers if self.fixed else blocks
+        self._scores = None
+        if self.scores:
+            from painters.plans import load_scores
+
+            self._scores = load_scores(self.scores, model_hash=file_hash(self.path))
 
     def _read_artifact(self) -> None:
         """The plan and block count a graph or engine records (its metadata; an engine's sidecar holds the graph's)."""
@@ -159,6 +186,8 @@ class ModelRunners:
         """A runner for ``plan`` (None: the model's own plan, baseline for a source or an export)."""
         if self.kind == "source":
             return self._open_source(plan or "baseline")
+        if self.kind == "gguf":
+            return self._open_gguf(plan)
         if self.kind == "engine" or self.fixed is not None:
             if plan is not None:
                 self._refuse_other_plan(plan)
@@ -178,6 +207,17 @@ class ModelRunners:
         runner_class = HfRunner if self.backend == "hf" else TorchRunner
         log.info("%s runner: %s, plan %s", self.backend, self.loaded.name, parsed)
         return runner_class(self.loaded.model, parsed, tokenizer=self.loaded.tokenizer, model_hash=self.loaded.hash)
+
+    def _open_gguf(self, plan: str | None) -> Runner:
+        """llama.cpp on the GGUF, or on the plan deployed from a plain GGUF into the cache (once per plan)."""
+        from painters.runtime.llamacpp import LlamaCppRunner
+
+        path = self.path
+        if self.fixed is not None and plan is not None:
+            self._refuse_other_plan(plan)
+        elif plan is not None and plan.strip() != "baseline":
+            path = _deployed_gguf(self.path, self.parse(plan), self.scores)
+        return LlamaCppRunner(path, threads=self.threads)
 
     def _open_graph(self, path: Path) -> Runner:
         if self.backend in ENGINE_BACKENDS:
@@ -222,7 +262,9 @@ def open_runners(model: str, plans: Sequence[str | None] | None = None, backend:
     plans = list(plans) if plans else [None]
     models = ModelRunners(model, backend, scores=scores, fuse_parallel=fuse_parallel, threads=threads, dtype=dtype,
                           profile=profile)
-    if anchor and models.kind == "source":
+    if anchor and anchor.startswith(f"{LLAMACPP}:"):
+        pass  # llama.cpp's full model beside any MODEL
+    elif anchor and models.kind == "source":
         raise BenchError("--anchor adds the papers' path beside an exported .onnx; with a source MODEL use "
                          "--backend hf instead")
     runners: dict[str, Runner] = {}
@@ -234,6 +276,13 @@ def open_runners(model: str, plans: Sequence[str | None] | None = None, backend:
             from painters.bench.genai_anchor import genai_runners
 
             runners.update(genai_runners(anchor, list(runners), scores))
+        elif anchor and anchor.startswith(f"{LLAMACPP}:"):  # llama.cpp: rows llama.cpp/PLAN and llama.cpp/baseline
+            engine = ModelRunners(anchor.removeprefix(f"{LLAMACPP}:"), LLAMACPP, scores=scores, threads=threads)
+            if engine.fixed is not None:  # a deployed GGUF runs its own plan only
+                runners[f"{LLAMACPP}/{engine.fixed.name}"] = engine.open(None)
+            else:
+                for name in dict.fromkeys([*runners, "baseline"]):
+                    runners[f"{LLAMACPP}/{name}"] = engine.open(name)
         elif anchor:
             first = next(iter(runners.values()))
             hf = ModelRunners(anchor, "hf", scores=scores, threads=threads,
@@ -245,6 +294,35 @@ def open_runners(model: str, plans: Sequence[str | None] | None = None, backend:
             runner.close()
         raise
     return runners
+
+
+def _gguf_path(model: str) -> Path:
+    if model == "smollm2-135m":
+        from painters.export.sources import smollm2_path
+
+        return smollm2_path()
+    path = Path(model)
+    if path.suffix != ".gguf":
+        raise BenchError(f"the {LLAMACPP} backend runs a .gguf (or smollm2-135m), not {model}; deploy one with "
+                         f"`painters deploy gguf {model} --plan PLAN -o OUT.gguf`")
+    if not path.is_file():
+        raise BenchError(f"GGUF {path} not found")
+    return path
+
+
+def _deployed_gguf(path: Path, plan: Plan, scores: str | None) -> Path:
+    """``plan`` on the plain GGUF ``path``, deployed once under ``$PAINTERS_CACHE/gguf`` (keyed by file and plan)."""
+    import hashlib
+
+    from painters.cache import cache_dir
+    from painters.fileio import file_hash
+    from painters.targets.gguf import gguf_from_gguf
+
+    key = hashlib.sha256(f"{file_hash(path)}:{plan.to_json_text()}".encode()).hexdigest()[:16]
+    out = cache_dir("gguf") / f"{path.stem}.{key}.gguf"
+    if not out.is_file():
+        gguf_from_gguf(path, plan, out)
+    return out
 
 
 def open_runner(model: str, backend: str | None = None, plan: str | None = None, scores: str | None = None,

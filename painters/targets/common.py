@@ -157,14 +157,14 @@ def output_dir(out: Path) -> Iterator[Path]:
         yield target
 
 
-def resolve_plan(plan: str | Plan, source: TensorSource, scores: str | None = None) -> Plan:
-    """``plan`` (a name, a plan file or a :class:`Plan`) for SRC's layers; ``_kN`` plans read ``scores``."""
+def resolve_plan(plan: str | Plan, num_layers: int, source_hash: str, scores: str | None = None) -> Plan:
+    """``plan`` (a name, a plan file or a :class:`Plan`) for SRC's layers; ``_kN`` plans read ``scores`` (checked
+    against ``source_hash``: scores of another model would drop the wrong modules)."""
     from painters.plans import load_scores, parse_plan
 
     if isinstance(plan, Plan):
-        if plan.num_layers != source.num_layers:
-            raise DeployError(f"plan {plan.name!r} is for {plan.num_layers} blocks; the source has "
-                              f"{source.num_layers}")
+        if plan.num_layers != num_layers:
+            raise DeployError(f"plan {plan.name!r} is for {plan.num_layers} blocks; the source has {num_layers}")
         return plan
-    loaded = load_scores(scores, model_hash=source.source_hash) if scores else None
-    return parse_plan(plan, source.num_layers, scores=loaded)
+    loaded = load_scores(scores, model_hash=source_hash) if scores else None
+    return parse_plan(plan, num_layers, scores=loaded)

@@ -67,7 +67,7 @@ def deploy_hf(source: str | Path, plan: str | Plan, out: str | Path, *, scores: 
     out = Path(out)
     check_output(out, source)
     with open_source(source) as src:
-        parsed = resolve_plan(plan, src, scores)
+        parsed = resolve_plan(plan, src.num_layers, src.source_hash, scores)
         steps = layer_steps(parsed, "hf")
         if not all(s.attn and s.mlp for s in steps):
             model_type = src.config.get("model_type")
