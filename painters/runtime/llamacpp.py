@@ -128,6 +128,20 @@ class LlamaCppRunner(Runner):
             grown.append(tuple(history) + tuple(new))
         return logits, [(grown, None)]
 
+    def generate(self, prompts, max_new_tokens: int, stop_ids=(), pad_id: int = 0, static: bool | None = None):
+        """Greedy generation one prompt at a time: llama.cpp's context holds one sequence, and a batch that takes
+        turns on it would re-evaluate every row's history at every step."""
+        stops, out = set(stop_ids), []
+        for prompt in prompts:
+            loop = LlamaCppLoop(self, np.asarray([prompt]), np.ones((1, len(prompt)), np.int64))
+            loop.prefill()
+            tokens = [loop.next]
+            while tokens[-1] not in stops and len(tokens) < max_new_tokens:
+                loop.step()
+                tokens.append(loop.next)
+            out.append(tokens)
+        return out
+
     def greedy_loop(self, input_ids, attention_mask, max_new_tokens: int, static: bool | None = None) -> GreedyLoop:
         if len(input_ids) != 1:
             return _RowsLoop(self, input_ids, attention_mask)

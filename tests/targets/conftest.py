@@ -21,6 +21,14 @@ def save_llama(path, **overrides):
     return path
 
 
+def save_mistral(path):
+    from transformers import MistralConfig, MistralForCausalLM
+
+    torch.manual_seed(1)
+    MistralForCausalLM(MistralConfig(**{**COMMON, "sliding_window": None})).save_pretrained(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def checkpoints(tmp_path_factory):
     """name → checkpoint directory, saved on first use."""
@@ -29,7 +37,12 @@ def checkpoints(tmp_path_factory):
 
     def get(name):
         if name not in made:
-            made[name] = save_llama(root / name) if name == "llama" else tiny_checkpoint(name, root)
+            if name == "llama":
+                made[name] = save_llama(root / name)
+            elif name == "mistral-plain":  # Mistral without a window: a Llama layout Nemotron-NAS carries
+                made[name] = save_mistral(root / name)
+            else:
+                made[name] = tiny_checkpoint(name, root)
         return made[name]
 
     return get
