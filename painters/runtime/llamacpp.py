@@ -61,12 +61,14 @@ class LlamaCppRunner(Runner):
         path: the ``.gguf``.
         threads: CPU threads [llama.cpp's default].
         n_ctx: context length allocated (prompt + generated tokens of one row).
+        kv_f32: keep the KV cache in f32 instead of llama.cpp's default f16 (parity tests against f32 references).
     """
 
     name = NAME
     pads_rows = True
 
-    def __init__(self, path: str | Path, *, threads: int | None = None, n_ctx: int = 1024, model_hash: str = ""):
+    def __init__(self, path: str | Path, *, threads: int | None = None, n_ctx: int = 1024, model_hash: str = "",
+                 kv_f32: bool = False):
         try:
             from llama_cpp import Llama
         except ModuleNotFoundError as exc:
@@ -77,7 +79,9 @@ class LlamaCppRunner(Runner):
             raise BenchError(f"GGUF {self.path} not found")
         plan = gguf_plan(self.path)
         self.plan = plan
-        kwargs = {"n_threads": threads} if threads else {}
+        kwargs: dict[str, Any] = {"n_threads": threads} if threads else {}
+        if kv_f32:
+            kwargs.update(type_k=0, type_v=0)  # GGML_TYPE_F32
         try:
             self.llama = Llama(model_path=str(self.path), n_ctx=n_ctx, logits_all=True, verbose=False, **kwargs)
         except (ValueError, RuntimeError) as exc:

@@ -21,14 +21,19 @@ from painters.plans import Plan
 from painters.targets.common import DeployError, LayerStep, check_output, layer_steps, provenance, resolve_plan
 from painters.targets.gguf_io import TensorCopy, field_value, write_gguf
 
-__all__ = ["deploy_gguf", "gguf_from_gguf", "ATTN_TENSORS", "FFN_TENSORS"]
+__all__ = ["deploy_gguf", "gguf_from_gguf", "ffn_stubs", "ATTN_TENSORS", "FFN_TENSORS", "FFN_STUB"]
 
 log = logging.getLogger(__name__)
 
 _BLK = re.compile(r"\Ablk\.(\d+)\.(.+)\Z")
 ATTN_TENSORS = ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "attn_qkv")
 FFN_TENSORS = ("ffn_norm", "ffn_gate", "ffn_up", "ffn_down")
-DECI_SOURCES = ("llama",)  # GGUF architectures whose layers deci.cpp computes (Llama layout, RMSNorm, SwiGLU)
+DECI_SOURCES = ("llama",)
+# llama.cpp 0.3.36's deci graph (src/models/deci.cpp) ends an FFN-free layer with `continue` before the attention's
+# residual Add, so a layer with attention and feed_forward_length 0 computes as if the whole block were dropped
+# (measured: equal to drop_block's logits). Such a layer gets an FFN of this width whose weights are zero instead:
+# its output is exactly 0, and the attention's residual survives.
+FFN_STUB = 32  # GGUF architectures whose layers deci.cpp computes (Llama layout, RMSNorm, SwiGLU)
 
 
 def _source_gguf(source: str | Path) -> Path | None:
@@ -66,9 +71,12 @@ def _fields(reader: Any) -> dict[str, Any]:
     return {key: field_value(f) for key, f in reader.fields.items() if not key.startswith("GGUF.")}
 
 
-def gguf_from_gguf(path: Path, plan: str | Plan, out: Path, *, scores: str | None = None,
-                   target: str = "gguf", source_hash: str | None = None) -> Path:
-    """GGUF → GGUF: layers renumbered by ``plan``, sublayer drops as ``deci``; every kept tensor's bytes copied."""
+def gguf_from_gguf(path: Path, plan: str | Plan | None, out: Path, *, scores: str | None = None,
+                   target: str = "gguf", source_hash: str | None = None, recorded: Plan | None = None) -> Path:
+    """GGUF → GGUF: layers renumbered by ``plan``, sublayer drops as ``deci``; every kept tensor's bytes copied.
+
+    ``plan=None`` copies the file as it is and records ``recorded`` (the plan a converter already applied).
+    """
     import gguf
 
     try:
@@ -79,6 +87,15 @@ def gguf_from_gguf(path: Path, plan: str | Plan, out: Path, *, scores: str | Non
     arch = values.get("general.architecture")
     n = int(values.get(f"{arch}.block_count", 0))
     source_hash = source_hash or file_hash(path)
+    if plan is None:
+        record = provenance(recorded, target, source_hash)
+        extra = _painters_keys(record, target, source_hash)
+        tensors = [TensorCopy(t.name, t) for t in reader.tensors]
+        if arch == "deci":
+            extra.update(_stub_keys(values, arch, tensors))
+        with atomic_dir_outputs(out) as tmp:
+            write_gguf(reader, tmp / out.name, arch, tensors, lambda key, field: (key, field), extra)
+        return out
     parsed = resolve_plan(plan, n, source_hash, scores)
     steps = layer_steps(parsed, "gguf")
     sublayer = not all(s.attn and s.mlp for s in steps)
@@ -98,12 +115,7 @@ def gguf_from_gguf(path: Path, plan: str | Plan, out: Path, *, scores: str | Non
         new_arch = "deci"
     extra = _layer_keys(values, arch, new_arch, steps) if sublayer else {}
     extra[f"{new_arch}.block_count"] = (len(steps), gguf.GGUFValueType.UINT32, None)
-    record = provenance(parsed, target, source_hash)
-    import json
-
-    for key, value in (("plan", json.dumps(record["plan"], separators=(",", ":"))), ("target", target),
-                       ("source_hash", source_hash), ("version", record["version"])):
-        extra[f"painters.{key}"] = (value, gguf.GGUFValueType.STRING, None)
+    extra.update(_painters_keys(provenance(parsed, target, source_hash), target, source_hash))
 
     def metadata(key: str, field: Any):
         if key.startswith(f"{arch}."):
@@ -111,10 +123,56 @@ def gguf_from_gguf(path: Path, plan: str | Plan, out: Path, *, scores: str | Non
         return key, field
 
     tensors = _tensor_plan(reader, steps)
+    if sublayer:
+        renamed = {f"{new_arch}.{k[len(arch) + 1:]}" if k.startswith(f"{arch}.") else k: v for k, v in values.items()}
+        merged = {**renamed, **{k: v[0] for k, v in extra.items()}}
+        extra.update(_stub_keys(merged, new_arch, tensors))
     with atomic_dir_outputs(out) as tmp:
         write_gguf(reader, tmp / out.name, new_arch, tensors, metadata, extra)
     log.info("deploy gguf: %s (%s), %d layers, %d tensors copied", out, new_arch, len(steps), len(tensors))
     return out
+
+
+def ffn_stubs(heads: list[int], ff: list[int], n_embd: int) -> tuple[list[int], list[TensorCopy]]:
+    """Zero FFNs of width :data:`FFN_STUB` for layers with attention and no FFN (see there); new lengths, tensors."""
+    import numpy as np
+
+    lengths, stubs = list(ff), []
+    for i, (h, f) in enumerate(zip(heads, ff)):
+        if h and not f:
+            lengths[i] = FFN_STUB
+            stubs += [TensorCopy(f"blk.{i}.ffn_norm.weight", np.ones(n_embd, np.float32)),
+                      TensorCopy(f"blk.{i}.ffn_gate.weight", np.zeros((FFN_STUB, n_embd), np.float32)),
+                      TensorCopy(f"blk.{i}.ffn_up.weight", np.zeros((FFN_STUB, n_embd), np.float32)),
+                      TensorCopy(f"blk.{i}.ffn_down.weight", np.zeros((n_embd, FFN_STUB), np.float32))]
+    return lengths, stubs
+
+
+def _stub_keys(values: dict, arch: str, tensors: list[TensorCopy]) -> dict:
+    """Add the zero FFNs to ``tensors``; return the ``feed_forward_length`` key that counts them."""
+    import gguf
+
+    n = int(values[f"{arch}.block_count"])
+    heads, ff = values[f"{arch}.attention.head_count"], values[f"{arch}.feed_forward_length"]
+    heads = heads if isinstance(heads, list) else [heads] * n
+    ff = ff if isinstance(ff, list) else [ff] * n
+    lengths, stubs = ffn_stubs([int(h) for h in heads], [int(f) for f in ff], int(values[f"{arch}.embedding_length"]))
+    tensors += stubs
+    if not stubs:
+        return {}
+    return {f"{arch}.feed_forward_length": (lengths, gguf.GGUFValueType.ARRAY, gguf.GGUFValueType.UINT32)}
+
+
+def _painters_keys(record: dict, target: str, source_hash: str) -> dict:
+    """The provenance record as GGUF string keys ``painters.plan`` (JSON text), ``.target``, ``.source_hash``,
+    ``.version``."""
+    import json
+
+    import gguf
+
+    values = (("plan", json.dumps(record["plan"], separators=(",", ":"))), ("target", target),
+              ("source_hash", source_hash), ("version", record["version"]))
+    return {f"painters.{key}": (value, gguf.GGUFValueType.STRING, None) for key, value in values}
 
 
 def _layer_keys(values: dict, arch: str, new_arch: str, steps: list[LayerStep]) -> dict:

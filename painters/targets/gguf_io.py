@@ -42,7 +42,7 @@ class TensorCopy:
     """One output tensor: its new name and the source tensor whose bytes it copies."""
 
     name: str
-    source: Any  # gguf.ReaderTensor
+    source: Any  # gguf.ReaderTensor, or a small numpy array painters adds (see gguf.ffn_stub)
 
 
 def write_gguf(reader: Any, out: Path, arch: str, tensors: list[TensorCopy],
@@ -69,14 +69,22 @@ def write_gguf(reader: Any, out: Path, arch: str, tensors: list[TensorCopy],
         writer.add_key_value(new_key, field_value(field), field.types[0], sub_type=sub)
     for key, (value, vtype, sub) in extra.items():
         writer.add_key_value(key, value, vtype, sub_type=sub)
+    import numpy as np
+
+    def data(t: TensorCopy) -> Any:
+        return t.source if isinstance(t.source, np.ndarray) else t.source.data
+
     for t in tensors:
-        data = t.source.data
-        writer.add_tensor_info(t.name, data.shape, data.dtype, int(t.source.n_bytes), raw_dtype=t.source.tensor_type)
+        if isinstance(t.source, np.ndarray):
+            writer.add_tensor_info(t.name, t.source.shape, t.source.dtype, t.source.nbytes)
+        else:
+            writer.add_tensor_info(t.name, data(t).shape, data(t).dtype, int(t.source.n_bytes),
+                                   raw_dtype=t.source.tensor_type)
     try:
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
         for t in tensors:
-            writer.write_tensor_data(t.source.data)
+            writer.write_tensor_data(data(t))
     finally:
         writer.close()

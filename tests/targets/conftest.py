@@ -72,3 +72,40 @@ def engine_logits(model, ids, mask):
         out = model(input_ids=torch.as_tensor(ids), attention_mask=torch.as_tensor(mask),
                     position_ids=torch.as_tensor(pos))
     return out.logits.float().numpy()
+
+
+BYTE_FALLBACK_VOCAB = 266  # <unk> <s> </s>, 256 byte tokens, 7 pieces
+
+
+def llama2_style_tokenizer():
+    """A Llama-2-style byte-fallback BPE tokenizer (what llama.cpp's converter reads as ``LlamaHfVocab``)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{f"<0x{b:02X}>": 3 + b for b in range(256)}}
+    for piece in ("▁", "e", "t", "h", "a", "▁t", "he"):
+        vocab[piece] = len(vocab)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[("▁", "t"), ("h", "e")], byte_fallback=True, unk_token="<unk>",
+                               fuse_unk=True))
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                     decoders.Strip(" ", 1, 0)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+
+
+@pytest.fixture(scope="session")
+def bf_llama(tmp_path_factory):
+    """A tiny Llama (hidden 64, FFN 256 = ffn_mult 6) with a byte-fallback tokenizer, saved once."""
+    path = tmp_path_factory.mktemp("bf") / "llama-bf"
+    save_llama(path, vocab_size=BYTE_FALLBACK_VOCAB, num_hidden_layers=6)
+    llama2_style_tokenizer().save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def llamacpp_tree():
+    """llama.cpp's converter from llama-cpp-python's source package (pip download once into the painters cache)."""
+    pytest.importorskip("llama_cpp")
+    from painters.targets.llamacpp_convert import llamacpp_tree
+
+    return llamacpp_tree()
