@@ -79,7 +79,8 @@ class LlamaCppRunner(Runner):
             raise BenchError(f"GGUF {self.path} not found")
         plan = gguf_plan(self.path)
         self.plan = plan
-        kwargs: dict[str, Any] = {"n_threads": threads} if threads else {}
+        # prompt batches default to every core; on a busy machine llama.cpp's spinning threads then wait on each other
+        kwargs: dict[str, Any] = {"n_threads": threads, "n_threads_batch": threads} if threads else {}
         if kv_f32:
             kwargs.update(type_k=0, type_v=0)  # GGML_TYPE_F32
         try:
