@@ -63,12 +63,23 @@ class ModelRunners:
         self.kind = {".onnx": "graph", ".engine": "engine"}.get(self.path.suffix, "source")
         if backend == LLAMACPP:
             self.kind, self.path = "gguf", _gguf_path(model)
+        elif self.kind == "source" and backend in (None, "hf"):
+            from painters.runtime.remote_code import is_remote_code
+
+            if is_remote_code(self.path):  # a deployed Nemotron-NAS directory: its own modeling code, its plan
+                self.kind, backend = "remote", "hf"
         self.backend = backend or {"graph": "onnxruntime", "engine": "tensorrt-rtx", "source": "torch"}[self.kind]
         self._check_backend()
         self.fixed: Plan | None = None  # the plan a compiled graph or an engine runs
         self._num_layers: int | None = None
         self._meta: dict[str, str] = {}
-        if self.kind == "source":
+        if self.kind == "remote":
+            from painters.runtime.remote_code import RemoteCodeRunner
+
+            self._remote = RemoteCodeRunner(self.path, threads=threads)
+            self.fixed, self._scores = self._remote.plan, None
+            self._num_layers = self.fixed.num_layers if self.fixed else None
+        elif self.kind == "source":
             self._load_source(dtype or "fp32")
         elif self.kind == "gguf":
             self._read_gguf()
@@ -188,6 +199,10 @@ class ModelRunners:
             return self._open_source(plan or "baseline")
         if self.kind == "gguf":
             return self._open_gguf(plan)
+        if self.kind == "remote":
+            if plan is not None and self.fixed is not None:
+                self._refuse_other_plan(plan)
+            return self._remote
         if self.kind == "engine" or self.fixed is not None:
             if plan is not None:
                 self._refuse_other_plan(plan)

@@ -1,8 +1,9 @@
-"""Write a Hugging Face checkpoint directory one shard per layer: the streaming half of the hf and nemotron-nas targets.
+"""Write a Hugging Face checkpoint directory in small shards: the streaming half of the hf and nemotron-nas targets.
 
-safetensors writes a whole file from tensors in memory, so a checkpoint is written as shards (the embedding and
-head in one, each layer in its own) with the ``model.safetensors.index.json`` every loader reads: peak memory is
-one layer. A layer that occurs twice in a plan is written twice (safetensors has no aliasing).
+safetensors writes a whole file from tensors in memory, so a checkpoint is written as shards of at most
+:data:`SHARD_BYTES` (a larger single tensor gets its own) with the ``model.safetensors.index.json`` every loader
+reads: peak memory is one shard, not the model. A layer that occurs twice in a plan is written twice (safetensors
+has no aliasing).
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from pathlib import Path
 
 from painters.targets.common import LayerStep, TensorSource, layer_key
 
-__all__ = ["write_layers", "copy_tokenizer", "write_config", "TOKENIZER_FILES"]
+__all__ = ["write_layers", "copy_tokenizer", "write_config", "TOKENIZER_FILES", "SHARD_BYTES"]
+
+SHARD_BYTES = 256 << 20
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
                    "vocab.json", "merges.txt", "added_tokens.json", "generation_config.json", "chat_template.jinja")
@@ -35,24 +38,32 @@ def write_layers(source: TensorSource, steps: list[LayerStep], out: Path, keep: 
             outside.append(name)
         else:
             by_layer.setdefault(parsed[1], []).append((parsed[0], parsed[2]))
-    n = len(steps)
-    width = len(str(n))
     weight_map: dict[str, str] = {}
+    pending: dict = {}
     total = 0
 
-    def shard(tensors: dict, file: str) -> None:
-        nonlocal total
-        save_file(tensors, str(out / file), metadata={"format": "pt"})
-        total += sum(t.numel() * t.element_size() for t in tensors.values())
-        weight_map.update(dict.fromkeys(tensors, file))
+    def flush() -> None:
+        nonlocal total, pending
+        if pending:
+            file = f"model-{len(set(weight_map.values())) + 1:05d}.safetensors"
+            save_file(pending, str(out / file), metadata={"format": "pt"})
+            total += sum(t.numel() * t.element_size() for t in pending.values())
+            weight_map.update(dict.fromkeys(pending, file))
+            pending = {}
 
-    shard({name: source.get(name) for name in outside}, "model-outside-layers.safetensors")
+    def add(name: str, tensor) -> None:
+        size = tensor.numel() * tensor.element_size()
+        if pending and sum(t.numel() * t.element_size() for t in pending.values()) + size > SHARD_BYTES:
+            flush()
+        pending[name] = tensor
+
+    for name in outside:
+        add(name, source.get(name))
     for i, step in enumerate(steps):
-        tensors = {}
         for prefix, rest in by_layer.get(step.source, []):
             if keep is None or keep(rest, step):
-                tensors[f"{prefix}{i}.{rest}"] = source.get(f"{prefix}{step.source}.{rest}")
-        shard(tensors, f"model-layer-{i:0{width}d}-of-{n:0{width}d}.safetensors")
+                add(f"{prefix}{i}.{rest}", source.get(f"{prefix}{step.source}.{rest}"))
+    flush()
     (out / "model.safetensors.index.json").write_text(
         json.dumps({"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}, indent=2))
     return total

@@ -120,11 +120,17 @@ def open_source(src: str | Path, dtype: str = "fp32") -> Iterator[TensorSource]:
         digest = hashlib.sha256()
         for f in files:
             digest.update(file_hash(f).encode())
-        with contextlib.ExitStack() as stack:
-            handles = [stack.enter_context(safe_open(str(f), framework="pt")) for f in files]
-            where = {name: h for h in handles for name in h.keys()}
-            yield TensorSource(config, list(where), lambda name: where[name].get_tensor(name), digest.hexdigest(),
-                               tokenizer_dir=path)
+        where = {}
+        for f in files:
+            with safe_open(str(f), framework="pt") as h:
+                where.update(dict.fromkeys(h.keys(), f))
+
+        def get(name: str):
+            # open per tensor: a handle kept open keeps every page read through its memory map in our RSS
+            with safe_open(str(where[name]), framework="pt") as h:
+                return h.get_tensor(name)
+
+        yield TensorSource(config, list(where), get, digest.hexdigest(), tokenizer_dir=path)
         return
     from painters.export.sources import load_source
 

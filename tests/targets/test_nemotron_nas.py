@@ -60,3 +60,18 @@ def test_refusals(checkpoints, tmp_path, family, plan, says):
     with pytest.raises(DeployError, match=says):
         deploy_nemotron_nas(checkpoints(family), plan, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_hf_backend_runs_the_deployed_directory(checkpoints, tmp_path):
+    """`--backend hf` on a Nemotron-NAS directory: its own modeling code (trust_remote_code), its recorded plan."""
+    from painters.bench.runners import open_runner
+
+    src = checkpoints("llama")
+    out = deploy_nemotron_nas(src, "drop_attn_1+drop_mlp_2", tmp_path / "out")
+    with open_runner(str(out), "hf") as runner:
+        assert runner.info.plan == "drop_attn_1+drop_mlp_2"
+        want, ids, mask = reference_logits(src, "drop_attn_1+drop_mlp_2")
+        got, _ = runner.prefill(ids, mask)
+        real = np.asarray(mask, bool)
+        np.testing.assert_allclose(got[real], want[real], atol=1e-4, rtol=1e-4)
+        assert runner.generate([[1, 5, 9]], 4) == runner.generate([[1, 5, 9]], 4)
