@@ -79,6 +79,11 @@ class LlamaCppRunner(Runner):
             raise BenchError(f"GGUF {self.path} not found")
         plan = gguf_plan(self.path)
         self.plan = plan
+        if not model_hash:  # a deployed GGUF names its source (scores and results match it); a plain one is itself
+            from painters.fileio import file_hash
+            from painters.targets.gguf_io import read_painters_metadata
+
+            model_hash = (read_painters_metadata(self.path) or {}).get("source_hash") or file_hash(self.path)
         # prompt batches default to every core; on a busy machine llama.cpp's spinning threads then wait on each other
         kwargs: dict[str, Any] = {"n_threads": threads, "n_threads_batch": threads} if threads else {}
         if kv_f32:
