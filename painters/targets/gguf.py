@@ -60,11 +60,24 @@ def deploy_gguf(source: str | Path, plan: str | Plan, out: str | Path, *, scores
         raise DeployError(f"output {out} is a directory; give a file path such as {out / 'model.gguf'}")
     gguf_path = _source_gguf(source)
     if gguf_path is None:
-        from painters.targets.llamacpp_convert import gguf_from_checkpoint
-
-        return gguf_from_checkpoint(source, plan, out, scores=scores)
+        return _gguf_from_checkpoint(source, plan, out, scores)
     gguf_from_gguf(gguf_path, plan, out, scores=scores)
     return out
+
+
+def _gguf_from_checkpoint(source: str | Path, plan: str | Plan, out: Path, scores: str | None) -> Path:
+    """A Hugging Face SRC: llama.cpp's converter on the hf / nemotron-nas deploy, then painters' keys added."""
+    import tempfile
+
+    from painters.targets.common import open_source
+    from painters.targets.llamacpp_convert import converted_checkpoint
+
+    with open_source(source) as src:
+        parsed = resolve_plan(plan, src.num_layers, src.source_hash, scores)
+        source_hash = src.source_hash
+    with tempfile.TemporaryDirectory(dir=out.parent if out.parent.is_dir() else None) as tmp:
+        converted = converted_checkpoint(source, parsed, Path(tmp))
+        return gguf_from_gguf(converted, None, out, source_hash=source_hash, recorded=parsed)
 
 
 def _fields(reader: Any) -> dict[str, Any]:

@@ -18,9 +18,9 @@ from pathlib import Path
 
 from painters.cache import cache_dir
 from painters.plans import Plan
-from painters.targets.common import DeployError, check_output, open_source, resolve_plan
+from painters.targets.common import DeployError
 
-__all__ = ["LLAMA_CPP_PYTHON", "llamacpp_tree", "convert_checkpoint", "gguf_from_checkpoint"]
+__all__ = ["LLAMA_CPP_PYTHON", "llamacpp_tree", "convert_checkpoint", "converted_checkpoint"]
 
 LLAMA_CPP_PYTHON = "0.3.36"  # the source package whose vendored llama.cpp converts (the extra pins the same)
 _MEMBERS = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/")
@@ -70,20 +70,11 @@ def convert_checkpoint(directory: Path, out: Path, outtype: str = "f32") -> Path
     return out
 
 
-def gguf_from_checkpoint(source: str | Path, plan: str | Plan, out: Path, *, scores: str | None = None,
-                         outtype: str = "f32") -> Path:
-    """``plan`` on a Hugging Face SRC as a GGUF: deploy hf / nemotron-nas, convert, add painters' keys."""
-    from painters.targets.gguf import gguf_from_gguf
+def converted_checkpoint(source: str | Path, plan: Plan, workdir: Path, outtype: str = "f32") -> Path:
+    """``plan`` on a Hugging Face SRC deployed as hf / nemotron-nas in ``workdir``, then converted to a GGUF there."""
     from painters.targets.hf import deploy_hf
     from painters.targets.nemotron_nas import deploy_nemotron_nas
 
-    check_output(out, source)
-    with open_source(source) as src:
-        parsed = resolve_plan(plan, src.num_layers, src.source_hash, scores)
-        source_hash = src.source_hash
-    sublayer = any(not (st.attn and st.mlp) for st in parsed.stages())
-    with tempfile.TemporaryDirectory(dir=out.parent if out.parent.exists() else None) as tmp:
-        checkpoint = Path(tmp) / "checkpoint"
-        (deploy_nemotron_nas if sublayer else deploy_hf)(source, parsed, checkpoint)
-        converted = convert_checkpoint(checkpoint, Path(tmp) / "converted.gguf", outtype)
-        return gguf_from_gguf(converted, None, out, source_hash=source_hash, recorded=parsed)
+    sublayer = any(not (st.attn and st.mlp) for st in plan.stages())
+    checkpoint = (deploy_nemotron_nas if sublayer else deploy_hf)(source, plan, workdir / "checkpoint")
+    return convert_checkpoint(checkpoint, workdir / "converted.gguf", outtype)
