@@ -75,3 +75,27 @@ def test_hf_backend_runs_the_deployed_directory(checkpoints, tmp_path):
         real = np.asarray(mask, bool)
         np.testing.assert_allclose(got[real], want[real], atol=1e-4, rtol=1e-4)
         assert runner.generate([[1, 5, 9]], 4) == runner.generate([[1, 5, 9]], 4)
+
+
+@pytest.mark.slow
+def test_smollm2_nemotron_nas_matches_reference(tmp_path):
+    """SmolLM2 (its Q4_1 GGUF as transformers dequantizes it) as Nemotron-NAS with drop_attn_k8: ffn_mult 4.0 is
+    exact, and transformers with trust_remote_code reproduces the reference executor's logits."""
+    from transformers import AutoModelForCausalLM
+
+    from painters.export.sources import load_source
+    from painters.plans import load_scores, parse_plan
+    from painters.runtime.torch_ref import TorchRunner
+
+    scores = "docs/results/smollm2-135m/analysis/importance.json"
+    out = deploy_nemotron_nas("smollm2-135m", "drop_attn_k8", tmp_path / "out", scores=scores)
+    config = json.loads((out / "config.json").read_text())
+    assert {b["ffn"]["ffn_mult"] for b in config["block_configs"]} == {4.0}
+    model = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True).eval()
+    loaded = load_source("smollm2-135m")
+    plan = parse_plan("drop_attn_k8", 30, scores=load_scores(scores, model_hash=loaded.hash))
+    ids = np.array([loaded.tokenizer.encode("The capital of France is Paris, and the capital of Italy is")])
+    mask = np.ones_like(ids)
+    want, _ = TorchRunner(loaded.model, plan, device="cpu").prefill(ids, mask)
+    got = engine_logits(model, ids, mask)
+    np.testing.assert_allclose(got, want, atol=1e-3, rtol=1e-3)
