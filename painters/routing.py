@@ -7,7 +7,11 @@ MODEL decides what a plan means:
 * an exported ``.onnx`` is compiled once per plan (cached, :func:`painters.compiler.variants.compiled_variants`) and
   run by onnxruntime (``onnxruntime``, ``onnxruntime-cuda``) or built into a cached TensorRT engine and run there
   (``tensorrt``, ``tensorrt-rtx``);
-* a compiled ``.onnx`` or a TensorRT ``.engine`` carries its plan: asking for another is an error.
+* a compiled ``.onnx`` or a TensorRT ``.engine`` carries its plan: asking for another is an error;
+* a ``.gguf`` (or ``smollm2-135m``) with ``--backend llama.cpp`` runs in llama.cpp as it is, its plan read from its
+  record (baseline if none); a plan on a plain GGUF is deployed once into the cache
+  (:func:`painters.targets.gguf.gguf_from_gguf`, quantized bytes kept) and run there;
+* a deployed checkpoint with its own modeling code (Nemotron-NAS, ``auto_map``) runs its plan in transformers.
 
 What MODEL is comes from :func:`painters.artifact.read_artifact` (by content, not suffix); plans are compared
 by schedule (``drop_attn_1,2`` is ``drop_attn_1-2``), the artifact's from its record. The backends a kind of
@@ -21,24 +25,28 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from painters.artifact import Engine, GenaiFolder, Graph, missing_artifact, read_artifact
+from painters.artifact import Checkpoint, Engine, GenaiFolder, Graph, missing_artifact, read_artifact
 from painters.decoder_io import precision_of
 from painters.errors import BenchError, PlanError
 from painters.plans import Plan
 from painters.runtime.base import Runner
 
 __all__ = ["open_runners", "open_runner", "ModelRunners", "RunnerSet", "ideal_ratio", "decode_weight_bytes", "BACKENDS",
-           "SOURCE_BACKENDS", "ENGINE_BACKENDS"]
+           "SOURCE_BACKENDS", "ENGINE_BACKENDS", "LLAMACPP"]
 
 log = logging.getLogger(__name__)
 
 SOURCE_BACKENDS = ("torch", "hf")
 ENGINE_BACKENDS = ("tensorrt", "tensorrt-rtx")
-BACKENDS = ("torch", "hf", "onnxruntime", "onnxruntime-cuda", *ENGINE_BACKENDS)
-# how an artifact routes (Artifact.routes_as) → (its natural backend, the backends it may run on)
+LLAMACPP = "llama.cpp"
+BACKENDS = ("torch", "hf", "onnxruntime", "onnxruntime-cuda", *ENGINE_BACKENDS, LLAMACPP)
+# how an artifact routes (Artifact.routes_as, or the backend asked) → (its natural backend, the backends it may
+# run on); "gguf" is any GGUF on llama.cpp, "remote" a checkpoint that carries its own modeling code
 ROUTES = {"source": ("torch", SOURCE_BACKENDS),
           "graph": ("onnxruntime", ("onnxruntime", "onnxruntime-cuda", *ENGINE_BACKENDS)),
-          "engine": ("tensorrt-rtx", ENGINE_BACKENDS)}
+          "engine": ("tensorrt-rtx", ENGINE_BACKENDS),
+          "gguf": (LLAMACPP, (LLAMACPP,)),
+          "remote": ("hf", ("hf",))}
 
 
 class RunnerSet(dict):
@@ -79,16 +87,33 @@ class ModelRunners:
         what = missing_artifact(model)
         if what:
             raise BenchError(f"{what} {model} not found")
-        self.artifact = read_artifact(model)
-        self.kind = self.artifact.routes_as
+        if backend == LLAMACPP:  # llama.cpp runs a GGUF file (the built-in name stands for its own GGUF)
+            self.artifact = read_artifact(_gguf_path(model))
+            self.kind = "gguf"
+        else:
+            self.artifact = read_artifact(model)
+            self.kind = self.artifact.routes_as
+        if self.kind == "source" and backend in (None, "hf") and isinstance(self.artifact, Checkpoint):
+            from painters.runtime.remote_code import is_remote_code
+
+            if is_remote_code(self.artifact.path):  # a deployed Nemotron-NAS directory: its own code, its plan
+                self.kind = "remote"
         # the file a graph or engine backend opens (a GenAI folder's graph)
         self.path = self.artifact.graph if isinstance(self.artifact, GenaiFolder) else self.artifact.path
         self.backend = backend or ROUTES[self.kind][0]
         self._check_backend()
-        self.fixed: Plan | None = None  # the plan a compiled graph or an engine runs
+        self.fixed: Plan | None = None  # the plan a compiled graph, an engine or a deployed GGUF runs
         self._num_layers: int | None = None
-        if self.kind == "source":
+        if self.kind == "remote":
+            from painters.runtime.remote_code import RemoteCodeRunner
+
+            self._remote = RemoteCodeRunner(self.path, threads=threads)
+            self.fixed, self._scores = self._remote.plan, None
+            self._num_layers = self.fixed.num_layers if self.fixed else None
+        elif self.kind == "source":
             self._load_source(dtype or "fp32")
+        elif self.kind == "gguf":
+            self._read_gguf()
         else:
             self._read_artifact()
         if self.backend in ENGINE_BACKENDS:  # before any engine is built or loaded
@@ -123,6 +148,25 @@ class ModelRunners:
         self.loaded = load_source(self.model, dtype=dtype)
         self._num_layers = self.loaded.num_layers
         self._scores = load_scores(self.scores, model_hash=self.loaded.hash) if self.scores else None
+
+    def _read_gguf(self) -> None:
+        """The plan a GGUF records (a plain GGUF is baseline) and its block count."""
+        import gguf
+
+        from painters.fileio import file_hash
+        from painters.targets.gguf_io import field_value
+
+        record = self.artifact.record
+        self.fixed = record.plan if record is not None else None
+        reader = gguf.GGUFReader(str(self.path))
+        arch = field_value(reader.fields["general.architecture"])
+        blocks = int(field_value(reader.fields[f"{arch}.block_count"]))
+        self._num_layers = self.fixed.num_layers if self.fixed else blocks
+        self._scores = None
+        if self.scores:
+            from painters.plans import load_scores
+
+            self._scores = load_scores(self.scores, model_hash=file_hash(self.path))
 
     def _read_artifact(self) -> None:
         """The plan and block count a graph or engine records (an engine's sidecar holds the graph's record)."""
@@ -176,6 +220,12 @@ class ModelRunners:
         """A runner for ``plan`` (None: the model's own plan, baseline for a source or an export)."""
         if self.kind == "source":
             return self._open_source(plan or "baseline")
+        if self.kind == "gguf":
+            return self._open_gguf(plan)
+        if self.kind == "remote":
+            if plan is not None and self.fixed is not None:
+                self._refuse_other_plan(plan)
+            return self._remote
         if self.kind == "engine" or self.fixed is not None:
             if plan is not None:
                 self._refuse_other_plan(plan)
@@ -195,6 +245,19 @@ class ModelRunners:
         runner_class = HfRunner if self.backend == "hf" else TorchRunner
         log.info("%s runner: %s, plan %s", self.backend, self.loaded.name, parsed)
         return runner_class(self.loaded.model, parsed, tokenizer=self.loaded.tokenizer, model_hash=self.loaded.hash)
+
+    def _open_gguf(self, plan: str | None) -> Runner:
+        """llama.cpp on the GGUF, or on the plan deployed from a plain GGUF into the cache (once per plan)."""
+        from painters.runtime.llamacpp import LlamaCppRunner
+
+        path = self.path
+        if self.fixed is not None and plan is not None:
+            self._refuse_other_plan(plan)
+        elif plan is not None and plan.strip() != "baseline":
+            path = _deployed_gguf(self.path, self.parse(plan), self.scores)
+        runner = LlamaCppRunner(path, threads=self.threads)
+        runner.artifact = read_artifact(path)
+        return runner
 
     def _open_graph(self, path: Path) -> Runner:
         if self.backend in ENGINE_BACKENDS:
@@ -241,7 +304,7 @@ def open_runners(model: str, plans: Sequence[str | None] | None = None, backend:
     plans = list(plans) if plans else [None]
     models = ModelRunners(model, backend, scores=scores, fuse_parallel=fuse_parallel, threads=threads, dtype=dtype,
                           profile=profile)
-    if anchor and models.kind == "source":
+    if anchor and models.kind == "source" and not anchor.startswith(f"{LLAMACPP}:"):
         raise BenchError("--anchor adds the papers' path beside an exported .onnx; with a source MODEL use "
                          "--backend hf instead")
     runners = RunnerSet()
@@ -253,6 +316,13 @@ def open_runners(model: str, plans: Sequence[str | None] | None = None, backend:
             from painters.bench.genai_anchor import genai_runners
 
             runners.update(genai_runners(anchor, list(runners), scores))
+        elif anchor and anchor.startswith(f"{LLAMACPP}:"):  # llama.cpp: rows llama.cpp/PLAN and llama.cpp/baseline
+            engine = ModelRunners(anchor.removeprefix(f"{LLAMACPP}:"), LLAMACPP, scores=scores, threads=threads)
+            if engine.fixed is not None:  # a deployed GGUF runs its own plan only
+                runners[f"{LLAMACPP}/{engine.fixed.name}"] = engine.open(None)
+            else:
+                for name in dict.fromkeys([*runners, "baseline"]):
+                    runners[f"{LLAMACPP}/{name}"] = engine.open(name)
         elif anchor:
             first = next(iter(runners.values()))
             hf = ModelRunners(anchor, "hf", scores=scores, threads=threads,
@@ -263,6 +333,36 @@ def open_runners(model: str, plans: Sequence[str | None] | None = None, backend:
         runners.close()
         raise
     return runners
+
+
+def _gguf_path(model: str) -> Path:
+    if model == "smollm2-135m":
+        from painters.export.sources import smollm2_path
+
+        return smollm2_path()
+    path = Path(model)
+    if not path.is_file():
+        raise BenchError(f"GGUF {path} not found; the {LLAMACPP} backend runs a .gguf file (or smollm2-135m)")
+    with open(path, "rb") as f:
+        if f.read(4) != b"GGUF":
+            raise BenchError(f"the {LLAMACPP} backend runs a .gguf (or smollm2-135m), not {model}; deploy one with "
+                             f"`painters deploy gguf {model} --plan PLAN -o OUT.gguf`")
+    return path
+
+
+def _deployed_gguf(path: Path, plan: Plan, scores: str | None) -> Path:
+    """``plan`` on the plain GGUF ``path``, deployed once under ``$PAINTERS_CACHE/gguf`` (keyed by file and plan)."""
+    import hashlib
+
+    from painters.cache import cache_dir
+    from painters.fileio import file_hash
+    from painters.targets.gguf import gguf_from_gguf
+
+    key = hashlib.sha256(f"{file_hash(path)}:{plan.to_json_text()}".encode()).hexdigest()[:16]
+    out = cache_dir("gguf") / f"{path.stem}.{key}.gguf"
+    if not out.is_file():
+        gguf_from_gguf(path, plan, out)
+    return out
 
 
 def open_runner(model: str, backend: str | None = None, plan: str | None = None, scores: str | None = None,

@@ -11,6 +11,7 @@ import painters.cli.bench  # noqa: F401
 import painters.cli.bench_glue  # noqa: F401
 import painters.cli.bench_latency  # noqa: F401
 import painters.cli.compile  # noqa: F401
+import painters.cli.deploy  # noqa: F401
 import painters.cli.engine  # noqa: F401
 import painters.cli.export  # noqa: F401
 import painters.cli.finetune  # noqa: F401

@@ -11,7 +11,7 @@ from painters.fileio import check_outputs, command_reads, write_json
 
 __all__ = ["bench", "write_json", "model_reads"]
 
-BACKEND_CHOICES = ["torch", "onnxruntime", "onnxruntime-cuda", "tensorrt", "tensorrt-rtx"]
+BACKEND_CHOICES = ["torch", "onnxruntime", "onnxruntime-cuda", "tensorrt", "tensorrt-rtx", "llama.cpp"]
 
 
 def model_reads(model: str, *others: str | None) -> list[Path]:

@@ -47,7 +47,9 @@ class _Sizes(click.ParamType):
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (onnxruntime / torch).")
 @click.option("--anchor", default=None, help="Source model (e.g. smollm2-135m): time the papers' eager Hugging Face "
               "path for every plan beside MODEL.onnx, as rows hf/PLAN; ort-genai:DIR times onnxruntime-genai's "
-              "generator on the builder's folder DIR with every plan compiled on it, as rows genai/PLAN.")
+              "generator on the builder's folder DIR with every plan compiled on it, as rows genai/PLAN; "
+              "llama.cpp:FILE.gguf runs every plan and the full model in llama.cpp on FILE, as rows "
+              "llama.cpp/PLAN and llama.cpp/baseline.")
 @click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default=None,
               help="dtype of a source model (torch/hf backends, --anchor) [the graph's, else fp32].")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None)

@@ -1,4 +1,4 @@
-"""`painters serve` (an OpenAI-compatible server) and `painters deploy triton` (a Triton model repository)."""
+"""`painters serve`: an OpenAI-compatible server (`painters deploy` lives in :mod:`painters.cli.deploy`)."""
 
 from __future__ import annotations
 
@@ -28,21 +28,3 @@ def serve_cmd(model, plan, backend, host, port, tokenizer, max_batch, name, max_
 
     serve(model, plan=plan, backend=backend, host=host, port=port, tokenizer=tokenizer, max_batch=max_batch,
           name=name, max_model_len=max_model_len, max_body_bytes=max_body_bytes)
-
-
-@main.group("deploy")
-def deploy_group() -> None:
-    """Write deployment artifacts for inference servers."""
-
-
-@deploy_group.command("triton")
-@click.argument("model", type=click.Path(dir_okay=False))
-@click.option("-o", "--out", "repo", type=click.Path(file_okay=False), required=True, help="Model repository.")
-@click.option("--name", default=None, help="Model name in the repository [MODEL's stem].")
-@handle_errors
-def triton_cmd(model, repo, name) -> None:
-    """Write REPO/NAME/config.pbtxt and REPO/NAME/1/model.onnx (or model.plan) for Triton."""
-    from painters.serve.triton import deploy_triton
-
-    target = deploy_triton(model, repo, name)
-    click.echo(f"{target}: Triton model ({'model.plan' if model.endswith('.engine') else 'model.onnx'})")

@@ -1,0 +1,47 @@
+"""The llama.cpp backend in the router: a GGUF's own plan, plans deployed from a plain GGUF, the llama.cpp anchor."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from painters.cli import main
+
+pytest.importorskip("llama_cpp")
+
+
+@pytest.fixture(scope="module")
+def tiny_gguf(bf_llama, llamacpp_tree, tmp_path_factory):
+    from painters.targets.llamacpp_convert import convert_checkpoint
+
+    return convert_checkpoint(bf_llama, tmp_path_factory.mktemp("g") / "tiny.gguf")
+
+
+def test_latency_rows_beside_the_full_model(tiny_gguf, tmp_path):
+    from painters.targets.gguf import deploy_gguf
+
+    planned = deploy_gguf(tiny_gguf, "skip_1_3", tmp_path / "skip.gguf")
+    args = ["bench", "latency", str(planned), "--backend", "llama.cpp", "--anchor", f"llama.cpp:{tiny_gguf}",
+            "--prompt", "8", "--gen", "4", "--warmup", "0", "--iters", "1", "--threads", "1"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.output.splitlines() if line.startswith("| ") and "llama.cpp |" in line]
+    # the anchor runs every plan of the run and the full model on the plain GGUF, in the same rounds
+    assert [r.split("|")[1].strip() for r in rows] == ["skip_1_3", "llama.cpp/skip_1_3", "llama.cpp/baseline"]
+
+
+def test_plain_gguf_runs_plans_and_refuses_other_plans_on_deployed(tiny_gguf, tmp_path):
+    from painters.bench.runners import open_runners
+    from painters.errors import BenchError
+    from painters.targets.gguf import deploy_gguf
+
+    runners = open_runners(str(tiny_gguf), ["baseline", "drop_attn_2"], "llama.cpp", threads=1)
+    try:
+        assert {name: r.info.plan for name, r in runners.items()} == {"baseline": "baseline",
+                                                                     "drop_attn_2": "drop_attn_2"}
+    finally:
+        for r in runners.values():
+            r.close()
+    planned = deploy_gguf(tiny_gguf, "skip_1_3", tmp_path / "skip.gguf")
+    with pytest.raises(BenchError, match="compiled for plan 'skip_1_3'"):
+        open_runners(str(planned), ["skip_2_4"], "llama.cpp")
