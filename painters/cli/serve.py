@@ -42,3 +42,18 @@ def triton_cmd(model, repo, name) -> None:
 
     target = deploy_triton(model, repo, name)
     click.echo(f"{target}: Triton model ({'model.plan' if model.endswith('.engine') else 'model.onnx'})")
+
+
+# The lead moves this beside the other targets into painters/cli/deploy.py (the engines branch creates it).
+@deploy_group.command("vllm")
+@click.argument("source")
+@click.option("--plan", required=True, help="Plan name or plan file.")
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Checkpoint directory to write.")
+@click.option("--scores", type=click.Path(dir_okay=False), default=None, help="Importance scores for drop_*_kN.")
+@handle_errors
+def vllm_cmd(source, plan, out, scores) -> None:
+    """Write a checkpoint directory vLLM serves (`vllm serve OUT`) with the painters plugin running PLAN."""
+    from painters.targets.vllm import deploy_vllm
+
+    target = deploy_vllm(source, plan, out, scores=scores)
+    click.echo(f"{target}: vLLM checkpoint (architecture PaintersLlamaForCausalLM, plan {plan})")
