@@ -27,13 +27,14 @@ from painters.runtime.base import Runner
 from painters.tensorrt_lib import read_sidecar
 
 __all__ = ["open_runners", "open_runner", "ModelRunners", "ideal_ratio", "decode_weight_bytes", "BACKENDS",
-           "SOURCE_BACKENDS", "ENGINE_BACKENDS"]
+           "SOURCE_BACKENDS", "ENGINE_BACKENDS", "VLLM_BACKEND"]
 
 log = logging.getLogger(__name__)
 
 SOURCE_BACKENDS = ("torch", "hf")
 ENGINE_BACKENDS = ("tensorrt", "tensorrt-rtx")
-BACKENDS = ("torch", "hf", "onnxruntime", "onnxruntime-cuda", *ENGINE_BACKENDS)
+VLLM_BACKEND = "vllm"  # a source deployed with `painters deploy vllm`, served by vLLM in its own venv
+BACKENDS = ("torch", "hf", "onnxruntime", "onnxruntime-cuda", *ENGINE_BACKENDS, VLLM_BACKEND)
 
 
 class ModelRunners:
@@ -62,7 +63,9 @@ class ModelRunners:
         self.fixed: Plan | None = None  # the plan a compiled graph or an engine runs
         self._num_layers: int | None = None
         self._meta: dict[str, str] = {}
-        if self.kind == "source":
+        if self.backend == VLLM_BACKEND:
+            self._scores = None  # the deployment reads the source and scores itself (painters.targets.vllm)
+        elif self.kind == "source":
             self._load_source(dtype or "fp32")
         else:
             self._read_artifact()
@@ -75,6 +78,11 @@ class ModelRunners:
 
     def _check_backend(self) -> None:
         model, backend = self.model, self.backend
+        if backend == VLLM_BACKEND:
+            if self.kind != "source":
+                raise BenchError(f"the vllm backend serves a source model deployed with `painters deploy vllm`; pass "
+                                 f"the source {model} was made from (e.g. smollm2-135m or a checkpoint directory)")
+            return
         if self.kind == "source" and backend not in SOURCE_BACKENDS:
             raise BenchError(f"{model} is a source model; the {backend} backend needs a graph or engine: export it "
                              f"with `painters export {model} -o model.onnx` and pass model.onnx (plans are compiled "
@@ -157,6 +165,10 @@ class ModelRunners:
 
     def open(self, plan: str | None = None) -> Runner:
         """A runner for ``plan`` (None: the model's own plan, baseline for a source or an export)."""
+        if self.backend == VLLM_BACKEND:
+            from painters.runtime.vllm import open_vllm
+
+            return open_vllm(self.model, plan or "baseline", scores=self.scores)
         if self.kind == "source":
             return self._open_source(plan or "baseline")
         if self.kind == "engine" or self.fixed is not None:
@@ -216,7 +228,8 @@ def open_runners(model: str, plans: Sequence[str | None] | None = None, backend:
     ``anchor`` (a source model, with a graph MODEL) adds the papers' eager Hugging Face path for every plan as
     ``hf/PLAN``, in the graph's dtype unless ``dtype`` says otherwise; ``ort-genai:DIR`` instead times
     onnxruntime-genai's generator on the builder's folder DIR with every plan compiled on it, as ``genai/PLAN``
-    (:mod:`painters.bench.genai_anchor`). On an error every runner opened so far
+    (:mod:`painters.bench.genai_anchor`); ``vllm:SRC`` serves every plan deployed on the source SRC with vLLM, as
+    ``vllm/PLAN`` (:mod:`painters.runtime.vllm`). On an error every runner opened so far
     is closed. Other arguments: :class:`ModelRunners`.
     """
     plans = list(plans) if plans else [None]
@@ -230,7 +243,12 @@ def open_runners(model: str, plans: Sequence[str | None] | None = None, backend:
         for plan in plans:
             runner = models.open(plan)
             runners[plan if plan is not None else runner.info.plan] = runner
-        if anchor and anchor.startswith("ort-genai:"):  # ONNX Runtime GenAI's generator: rows genai/PLAN
+        if anchor and anchor.startswith("vllm:"):  # vLLM serving each plan deployed on the source: rows vllm/PLAN
+            from painters.runtime.vllm import ANCHOR_PREFIX, open_vllm
+
+            for name in list(runners):
+                runners[f"vllm/{name}"] = open_vllm(anchor.removeprefix(ANCHOR_PREFIX), name, scores=scores)
+        elif anchor and anchor.startswith("ort-genai:"):  # ONNX Runtime GenAI's generator: rows genai/PLAN
             from painters.bench.genai_anchor import genai_runners
 
             runners.update(genai_runners(anchor, list(runners), scores))

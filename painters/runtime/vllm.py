@@ -28,7 +28,9 @@ from painters.errors import BenchError
 from painters.plans import Plan
 from painters.runtime.base import KV, ModelInfo, Runner
 
-__all__ = ["VllmRunner", "VllmWorker", "vllm_python", "worker_env"]
+__all__ = ["VllmRunner", "VllmWorker", "vllm_python", "worker_env", "open_vllm", "ANCHOR_PREFIX"]
+
+ANCHOR_PREFIX = "vllm:"  # `bench latency M.onnx --anchor vllm:SRC`: rows vllm/PLAN
 
 log = logging.getLogger(__name__)
 
@@ -188,3 +190,33 @@ class VllmRunner(Runner):
 
     def close(self) -> None:
         self.worker.close()
+
+
+def _deployment_key(source: str, plan: str, scores: str | None) -> str:
+    """What a cached deployment depends on: the source (a built-in name, or its files), the plan, the scores."""
+    import hashlib
+
+    from painters import __version__
+    from painters.fileio import file_hash
+
+    parts = [source, plan, file_hash(scores) if scores else "", __version__]
+    path = Path(source)
+    if path.is_dir():
+        parts += [file_hash(f) for f in sorted(path.glob("*.safetensors")) + [path / "config.json"]]
+    elif path.is_file():
+        parts.append(file_hash(path))
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+
+
+def open_vllm(source: str, plan: str, *, scores: str | None = None, tensor_parallel_size: int = 1) -> VllmRunner:
+    """A :class:`VllmRunner` for ``plan`` on ``source``, deployed once into ``$PAINTERS_CACHE/vllm`` and reused."""
+    from painters.cache import cache_dir
+    from painters.targets.vllm import deploy_vllm
+
+    name = re.sub(r"[^A-Za-z0-9_.,+-]", "-", plan)[:120]
+    out = cache_dir("vllm", _deployment_key(source, plan, scores)) / name
+    if not (out / "config.json").is_file():
+        deploy_vllm(source, plan, out, scores=scores)
+    runner = VllmRunner(out, tensor_parallel_size=tensor_parallel_size)
+    runner.name = "vllm"
+    return runner
