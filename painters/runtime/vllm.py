@@ -213,6 +213,11 @@ def open_vllm(source: str, plan: str, *, scores: str | None = None, tensor_paral
     from painters.cache import cache_dir
     from painters.targets.vllm import deploy_vllm
 
+    if not Path(source).is_dir():  # a GGUF or built-in: de-quantized once, every plan hard-links that copy
+        base = cache_dir("vllm", _deployment_key(source, "baseline", None)) / "baseline"
+        if not (base / "config.json").is_file():
+            deploy_vllm(source, "baseline", base)
+        source = str(base)
     name = re.sub(r"[^A-Za-z0-9_.,+-]", "-", plan)[:120]
     out = cache_dir("vllm", _deployment_key(source, plan, scores)) / name
     if not (out / "config.json").is_file():

@@ -86,10 +86,14 @@ def _from_checkpoint(src: Path, scores: str | None, tmp: Path, plan_text: str) -
     if not weights:
         raise ExportError(f"{src}: no *.safetensors beside config.json; vLLM's plugin reads safetensors weights "
                           "(convert .bin checkpoints with transformers' save_pretrained)")
-    digest = hashlib.sha256()
-    for w in weights:
-        digest.update(file_hash(w).encode())
-    source_hash = digest.hexdigest()
+    earlier = config.get("painters")  # a painters deployment keeps the hash of the source it was made from
+    if isinstance(earlier, dict) and earlier.get("source_hash"):
+        source_hash = str(earlier["source_hash"])
+    else:
+        digest = hashlib.sha256()
+        for w in weights:
+            digest.update(file_hash(w).encode())
+        source_hash = digest.hexdigest()
     plan = check_vllm_plan(_parse(plan_text, int(config["num_hidden_layers"]), scores, source_hash))
     for w in [*weights, *src.glob("*.safetensors.index.json")]:
         _link(w, tmp / w.name)

@@ -126,6 +126,11 @@ def test_deploy_stores_weights_once_and_records_plan(tiny_dir, tmp_path):
     record = config["painters"]
     assert record["target"] == "vllm" and record["plan"]["kv_slots"] == 6 and len(record["source_hash"]) == 64
     assert Plan.from_json(record["plan"]) == parse_plan("dup_1_x3", 4)
+    # a deployment redeployed with another plan hard-links the same file and keeps the source's hash
+    again = deploy_vllm(out, "skip_1_3", tmp_path / "e")
+    assert (again / "model.safetensors").stat().st_ino == weights.stat().st_ino
+    record2 = json.loads((again / "config.json").read_text())["painters"]
+    assert record2["source_hash"] == record["source_hash"] and record2["plan"]["plan"] == "skip_1_3"
 
 
 def test_deploy_refuses_kvmean_and_other_families(tiny_dir, tmp_path):
@@ -143,3 +148,26 @@ def test_deploy_refuses_kvmean_and_other_families(tiny_dir, tmp_path):
         deploy_vllm(other, "baseline", tmp_path / "d")
     with pytest.raises(ExportError, match="inside the source"):
         deploy_vllm(src, "baseline", src / "sub")
+
+
+@pytest.mark.slow
+def test_router_backend_generates_reference_tokens_and_times(vllm_env, tiny_dir, monkeypatch, tmp_path):
+    """`--backend vllm` through the router: the runner's greedy tokens are the reference's, and bench latency runs."""
+    from painters.bench.latency import benchmark
+    from painters.bench.runners import open_runners
+
+    monkeypatch.setenv("PAINTERS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("PAINTERS_VLLM_PYTHON", str(vllm_env))
+    src, model = tiny_dir
+    runners = open_runners(str(src), ["dup_1_x3"], "vllm")
+    try:
+        runner = runners["dup_1_x3"]
+        assert runner.name == "vllm" and runner.info.num_slots == 6
+        tokens = runner.generate(PROMPTS[:1], GEN)[0]
+        assert tokens == _reference(model, parse_plan("dup_1_x3", 4), PROMPTS[0], tokens)[2]
+        (row,) = benchmark(runners, prompts=(8,), gen=3, warmup=0, iters=1)
+        assert row.backend == "vllm" and row.decode_ms > 0 and row.prefill_ms > 0
+        assert row.kv_cache_bytes == 6 * 2 * 3 * 32 * 4 * (8 + 3 + 1)
+    finally:
+        for r in runners.values():
+            r.close()
