@@ -28,7 +28,7 @@ from painters.errors import BenchError
 from painters.plans import Plan
 from painters.runtime.base import KV, ModelInfo, Runner
 
-__all__ = ["VllmRunner", "VllmWorker", "vllm_python", "worker_env", "open_vllm", "ANCHOR_PREFIX"]
+__all__ = ["VllmRunner", "VllmWorker", "vllm_python", "worker_env", "open_vllm", "deployed", "ANCHOR_PREFIX"]
 
 ANCHOR_PREFIX = "vllm:"  # `bench latency M.onnx --anchor vllm:SRC`: rows vllm/PLAN
 
@@ -210,6 +210,13 @@ def _deployment_key(source: str, plan: str, scores: str | None) -> str:
 
 def open_vllm(source: str, plan: str, *, scores: str | None = None, tensor_parallel_size: int = 1) -> VllmRunner:
     """A :class:`VllmRunner` for ``plan`` on ``source``, deployed once into ``$PAINTERS_CACHE/vllm`` and reused."""
+    runner = VllmRunner(deployed(source, plan, scores=scores), tensor_parallel_size=tensor_parallel_size)
+    runner.name = "vllm"
+    return runner
+
+
+def deployed(source: str, plan: str, *, scores: str | None = None) -> Path:
+    """The cached ``painters deploy vllm`` directory of ``plan`` on ``source`` (written on first use)."""
     from painters.cache import cache_dir
     from painters.targets.vllm import deploy_vllm
 
@@ -222,6 +229,4 @@ def open_vllm(source: str, plan: str, *, scores: str | None = None, tensor_paral
     out = cache_dir("vllm", _deployment_key(source, plan, scores)) / name
     if not (out / "config.json").is_file():
         deploy_vllm(source, plan, out, scores=scores)
-    runner = VllmRunner(out, tensor_parallel_size=tensor_parallel_size)
-    runner.name = "vllm"
-    return runner
+    return out

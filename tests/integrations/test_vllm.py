@@ -171,3 +171,27 @@ def test_router_backend_generates_reference_tokens_and_times(vllm_env, tiny_dir,
     finally:
         for r in runners.values():
             r.close()
+
+
+SMOLLM2_PLANS = ["parallel_13_17_x2", "skip_4_26+dup_27_x2", "drop_attn_4,9-12+reverse_20_24"]
+
+
+@pytest.mark.slow
+def test_smollm2_plans_match_reference(vllm_env, worker1, smollm2, tmp_path):
+    """SmolLM2 (a GGUF source, de-quantized once; later plans redeploy from that copy) on vLLM at tp 1."""
+    from painters.targets.vllm import deploy_vllm
+
+    base = deploy_vllm("smollm2-135m", SMOLLM2_PLANS[0], tmp_path / "first")
+    for name in SMOLLM2_PLANS:
+        out = base if name == SMOLLM2_PLANS[0] else deploy_vllm(base, name, tmp_path / name)
+        worker1.request(op="load", model=str(out), tp=1)
+        rows = worker1.request(op="generate", prompts=SMOLLM2_PROMPTS, max_tokens=GEN)["rows"]
+        plan = parse_plan(name, smollm2.num_layers)
+        for prompt, row in zip(SMOLLM2_PROMPTS, rows):
+            prompt_lp, step_lp, greedy = _reference(smollm2.model, plan, prompt, row["tokens"])
+            assert row["tokens"] == greedy, name
+            np.testing.assert_allclose(row["prompt_logprobs"], prompt_lp, atol=ATOL, err_msg=name)
+            np.testing.assert_allclose(row["logprobs"], step_lp, atol=ATOL, err_msg=name)
+
+
+SMOLLM2_PROMPTS = [[504, 3575, 282, 4649, 314], [1, 4093, 2115, 253, 655, 30, 339, 940, 1789]]
