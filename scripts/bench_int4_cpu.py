@@ -43,7 +43,7 @@ def _graphs(src: str, work: Path, gguf: str | None) -> dict[str, Path]:
 
 def _latency(paths: dict[str, Path], plans: list[str], args) -> list:
     from painters.bench.latency import benchmark
-    from painters.bench.runners import decode_weight_bytes, ideal_ratio, open_runners
+    from painters.routing import decode_weight_bytes, ideal_ratio, open_runners
     from painters.compiler.compile import compile_model
 
     runners: dict = {}
@@ -69,7 +69,7 @@ def _latency(paths: dict[str, Path], plans: list[str], args) -> list:
 
 def _accuracy(paths: dict[str, Path], args) -> dict[str, dict]:
     from painters.bench.accuracy import evaluate
-    from painters.bench.runners import open_runners
+    from painters.routing import open_runners
 
     results = {}
     for name in ("int4", "int4-requant", "fp32"):

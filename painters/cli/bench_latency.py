@@ -31,8 +31,9 @@ class _Sizes(click.ParamType):
 
 @bench.command("latency")
 @click.argument("model")
-@click.option("--backend", type=click.Choice([*BACKEND_CHOICES, "hf"]), default=None,
-              help="hf = the papers' path: Hugging Face modules called eagerly in the plan's order.")
+@click.option("--backend", type=click.Choice([*BACKEND_CHOICES, "hf", "vllm"]), default=None,
+              help="hf = the papers' path: Hugging Face modules called eagerly in the plan's order; vllm = each plan "
+              "deployed on the source (painters deploy vllm) and served by vLLM (make vllm-env).")
 @click.option("--plans", default=None, help="Comma-separated plans, measured interleaved (compiled from MODEL.onnx; "
               "with --backend tensorrt/tensorrt-rtx each is built into a cached engine).")
 @click.option("--plan", default=None, help="One plan (torch/hf backends on a source model).")
@@ -49,7 +50,8 @@ class _Sizes(click.ParamType):
               "path for every plan beside MODEL.onnx, as rows hf/PLAN; ort-genai:DIR times onnxruntime-genai's "
               "generator on the builder's folder DIR with every plan compiled on it, as rows genai/PLAN; "
               "llama.cpp:FILE.gguf runs every plan and the full model in llama.cpp on FILE, as rows "
-              "llama.cpp/PLAN and llama.cpp/baseline.")
+              "llama.cpp/PLAN and llama.cpp/baseline; vllm:SRC serves every plan deployed on SRC with vLLM, as rows "
+              "vllm/PLAN.")
 @click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default=None,
               help="dtype of a source model (torch/hf backends, --anchor) [the graph's, else fp32].")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None)

@@ -1,6 +1,6 @@
-"""`painters deploy`: artifacts an inference server loads as they are (Triton, Hugging Face, Nemotron-NAS, GGUF).
+"""`painters deploy`: artifacts an inference server loads as they are (Triton, Hugging Face, Nemotron-NAS, GGUF, vLLM).
 
-Each plan target is one row of :data:`PLAN_TARGETS` (name → ``module:function``); a new target (``vllm``) is one
+Each plan target is one row of :data:`PLAN_TARGETS` (name → ``module:function``); a new target is one
 more row: the same options, the same summary line.
 """
 
@@ -22,6 +22,9 @@ PLAN_TARGETS: dict[str, tuple[str, str]] = {
                      "a Nemotron-NAS (DeciLM) checkpoint: sublayer drops on Llama/Mistral (vLLM, SGLang, TRT-LLM)"),
     "gguf": ("painters.targets.gguf:deploy_gguf",
              "a GGUF for llama.cpp (deci architecture for sublayer drops); GGUF sources keep their quantized bytes"),
+    "vllm": ("painters.targets.vllm:deploy_vllm",
+             "a checkpoint vLLM serves with the painters plugin (every plan kind: parallel groups, loops, shared "
+             "repeats; Llama/Mistral)"),
 }
 
 

@@ -1,4 +1,4 @@
-"""Deploy targets: a plan written as a checkpoint an unmodified engine loads (hf, nemotron-nas, gguf).
+"""Deploy targets: a plan written as a checkpoint an engine loads (hf, nemotron-nas, gguf, vllm).
 
 One module per target, each exposing ``deploy_<target>(source, plan, out, *, scores=None) -> Path``; shared helpers
 in :mod:`painters.targets.common`. Imports are lazy: ``painters deploy --help`` loads no torch.
@@ -6,4 +6,4 @@ in :mod:`painters.targets.common`. Imports are lazy: ``painters deploy --help`` 
 
 __all__ = ["TARGETS"]
 
-TARGETS = ("hf", "nemotron-nas", "gguf")
+TARGETS = ("hf", "nemotron-nas", "gguf", "vllm")

@@ -31,7 +31,7 @@ def test_latency_rows_beside_the_full_model(tiny_gguf, tmp_path):
 
 
 def test_plain_gguf_runs_plans_and_refuses_other_plans_on_deployed(tiny_gguf, tmp_path):
-    from painters.bench.runners import open_runners
+    from painters.routing import open_runners
     from painters.errors import BenchError
     from painters.targets.gguf import deploy_gguf
 

@@ -64,7 +64,7 @@ def test_refusals(checkpoints, tmp_path, family, plan, says):
 
 def test_hf_backend_runs_the_deployed_directory(checkpoints, tmp_path):
     """`--backend hf` on a Nemotron-NAS directory: its own modeling code (trust_remote_code), its recorded plan."""
-    from painters.bench.runners import open_runner
+    from painters.routing import open_runner
 
     src = checkpoints("llama")
     out = deploy_nemotron_nas(src, "drop_attn_1+drop_mlp_2", tmp_path / "out")
