@@ -140,7 +140,8 @@ class LlamaCppRunner(Runner):
 
     def generate(self, prompts, max_new_tokens: int, stop_ids=(), pad_id: int = 0, static: bool | None = None):
         """Greedy generation one prompt at a time: llama.cpp's context holds one sequence, and a batch that takes
-        turns on it would re-evaluate every row's history at every step."""
+        turns on it would re-evaluate every row's history at every step.
+        """
         stops, out = set(stop_ids), []
         for prompt in prompts:
             loop = LlamaCppLoop(self, np.asarray([prompt]), np.ones((1, len(prompt)), np.int64))

@@ -178,7 +178,8 @@ def _stub_keys(values: dict, arch: str, tensors: list[TensorCopy]) -> dict:
 
 def _painters_keys(record: dict, target: str, source_hash: str) -> dict:
     """The provenance record as GGUF string keys ``painters.plan`` (JSON text), ``.target``, ``.source_hash``,
-    ``.version``."""
+    ``.version``.
+    """
     import json
 
     import gguf
@@ -189,7 +190,7 @@ def _painters_keys(record: dict, target: str, source_hash: str) -> dict:
 
 
 def _layer_keys(values: dict, arch: str, new_arch: str, steps: list[LayerStep]) -> dict:
-    """deci's per-layer arrays: 0 heads where attention is dropped, FFN length 0 where the MLP is."""
+    """Deci's per-layer arrays: 0 heads where attention is dropped, FFN length 0 where the MLP is."""
     import gguf
 
     heads = int(values[f"{arch}.attention.head_count"])

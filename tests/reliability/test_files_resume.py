@@ -126,8 +126,7 @@ def _reproduce_args(ckpt: Path, out: Path, *extra, calib: Path = DATA / "gsm8k" 
 
 
 def _meta(ckpt: Path, **change) -> dict:
-    from painters.bench.reproduce import QUICK
-
+    from painters.experiments.reproduce import QUICK
     from painters.export.sources import load_source
 
     grid = replace(QUICK, tasks="arc_easy", calib=str(DATA / "gsm8k" / "train.jsonl"))

@@ -31,8 +31,8 @@ def test_latency_rows_beside_the_full_model(tiny_gguf, tmp_path):
 
 
 def test_plain_gguf_runs_plans_and_refuses_other_plans_on_deployed(tiny_gguf, tmp_path):
-    from painters.routing import open_runners
     from painters.errors import BenchError
+    from painters.routing import open_runners
     from painters.targets.gguf import deploy_gguf
 
     runners = open_runners(str(tiny_gguf), ["baseline", "drop_attn_2"], "llama.cpp", threads=1)

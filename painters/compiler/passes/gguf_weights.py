@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import onnx_ir as ir
 
-from painters.compiler.passes.gguf_blocks import BLOCK, EXACT, NBitsWeight, to_nbits
 from painters.compiler.forms.base import const
+from painters.compiler.passes.gguf_blocks import BLOCK, EXACT, NBitsWeight, to_nbits
 from painters.compiler.passes.quantize import QuantizeWeightsPass
 from painters.errors import CompileError
 
