@@ -210,7 +210,7 @@ def run_reproduce(model: str | LoadedModel, out: Path, grid: Grid = FULL, *, dat
 
     ``model`` is a source name or path, or an already loaded model (it needs a tokenizer).
     """
-    from painters.artifact import read_artifact
+    from painters.artifact import missing_artifact, read_artifact
     from painters.bench.tasks import parse_tasks, resolve_data_dir
     from painters.experiments.report import write_report
     from painters.experiments.sweep import save_run
@@ -219,7 +219,7 @@ def run_reproduce(model: str | LoadedModel, out: Path, grid: Grid = FULL, *, dat
     out = Path(out)
     loaded = model if isinstance(model, LoadedModel) else None
     model = loaded.name if loaded else str(model)
-    if read_artifact(model).routes_as != "source":
+    if missing_artifact(model) or read_artifact(model).routes_as != "source":
         raise BenchError(f"reproduce takes a source model (smollm2-135m, a checkpoint directory, a .gguf), not "
                          f"{model}: the analyses run on its weights and it is exported once into DIR/graph")
     parse_tasks(grid.tasks)  # unknown task names fail before any work
