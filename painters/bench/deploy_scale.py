@@ -93,6 +93,7 @@ def measure(target: str, plan: str, source: Path, out: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Build the sparse Llama-2-7B checkpoint once, deploy it per run, and print a table of time, bytes and RSS."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=None, help="Where deploys are written [a scratch dir].")
     args = parser.parse_args(argv)

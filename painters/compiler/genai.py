@@ -68,8 +68,10 @@ PIPELINE_PARTS = ("vision", "speech", "encoder", "embedding")
 
 
 def check_model_fields(config: dict) -> None:
-    """The graph-independent fields GenAI needs: a decoder-only ``model.type``, a positive
-    ``model.context_length`` and a ``search.max_length`` within it (GenAI fails on them only at generation).
+    """Check the graph-independent fields GenAI needs.
+
+    They are a decoder-only ``model.type``, a positive ``model.context_length`` and a ``search.max_length``
+    within it (GenAI fails on them only at generation).
     """
     kind = config["model"].get("type")
     if not isinstance(kind, str) or not kind:

@@ -45,12 +45,15 @@ class LlamaCppTokenizer:
         self.eos_token_id = int(llama.token_eos()) if llama.token_eos() >= 0 else None
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        """Token ids of ``text`` by llama.cpp's tokenizer (BOS when ``add_special_tokens``)."""
         return list(self.llama.tokenize(text.encode("utf-8"), add_bos=add_special_tokens, special=False))
 
     def decode(self, ids, skip_special_tokens: bool = False) -> str:
+        """Text of ``ids`` by llama.cpp's detokenizer (invalid UTF-8 replaced)."""
         return self.llama.detokenize([int(i) for i in ids]).decode("utf-8", errors="replace")
 
     def __call__(self, text: str, add_special_tokens: bool = True) -> dict:
+        """``{"input_ids": ...}`` of ``text``, as a Hugging Face tokenizer answers."""
         return {"input_ids": self.encode(text, add_special_tokens)}
 
 
@@ -99,15 +102,18 @@ class LlamaCppRunner(Runner):
                               model_hash=model_hash, eos_token_id=self.tokenizer.eos_token_id)
 
     def close(self) -> None:
+        """Free the llama.cpp context and model (safe to call twice)."""
         llama, self.llama = getattr(self, "llama", None), None
         if llama is not None:
             llama.close()
 
     # ---- the cache is each row's token history -----------------------------------------------------------------
     def empty_kv(self, batch: int) -> KV:
+        """An empty token history per row."""
         return [([() for _ in range(batch)], None)]
 
     def repeat_kv(self, kv: KV, n: int) -> KV:
+        """The one row's token history, ``n`` times."""
         return [([kv[0][0][0]] * n, None)]
 
     def _run(self, history: tuple[int, ...], new: list[int]) -> np.ndarray:
@@ -125,6 +131,7 @@ class LlamaCppRunner(Runner):
         return np.array(llama.scores[len(history):len(tokens)], dtype=np.float32)
 
     def forward(self, input_ids, attention_mask, position_ids, past: KV | None = None):
+        """Run each row's unmasked tokens after its history on the one context, row by row; the cache grows by them."""
         input_ids = np.asarray(input_ids, dtype=np.int64)
         mask = np.asarray(attention_mask)[:, -input_ids.shape[1]:]
         histories = past[0][0] if past else [()] * len(input_ids)
@@ -139,8 +146,10 @@ class LlamaCppRunner(Runner):
         return logits, [(grown, None)]
 
     def generate(self, prompts, max_new_tokens: int, stop_ids=(), pad_id: int = 0, static: bool | None = None):
-        """Greedy generation one prompt at a time: llama.cpp's context holds one sequence, and a batch that takes
-        turns on it would re-evaluate every row's history at every step.
+        """Greedy generation one prompt at a time.
+
+        llama.cpp's context holds one sequence, and a batch that takes turns on it would re-evaluate every row's
+        history at every step.
         """
         stops, out = set(stop_ids), []
         for prompt in prompts:
@@ -154,6 +163,7 @@ class LlamaCppRunner(Runner):
         return out
 
     def greedy_loop(self, input_ids, attention_mask, max_new_tokens: int, static: bool | None = None) -> GreedyLoop:
+        """Batch 1 decodes straight on the context (:class:`LlamaCppLoop`); several rows take turns via ``forward``."""
         if len(input_ids) != 1:
             return _RowsLoop(self, input_ids, attention_mask)
         return LlamaCppLoop(self, input_ids, attention_mask)
@@ -177,18 +187,22 @@ class LlamaCppLoop(GreedyLoop):
         self.next = int(np.argmax(llama.scores[llama.n_tokens - 1]))
 
     def prefill(self) -> None:
+        """Evaluate the prompt from an empty context and pick the first token."""
         self.runner.llama.reset()
         self.runner.llama.eval(self.prompt)
         self._argmax()
 
     def step(self) -> None:
+        """Evaluate the last picked token and pick the next."""
         self.runner.llama.eval([self.next])
         self._argmax()
 
     def tokens(self) -> np.ndarray:
+        """The token picked last (one row)."""
         return np.array([self.next])
 
     def kv_bytes(self) -> int:
+        """Bytes of the cache for the positions the context holds now."""
         return self.runner.kv_bytes(self.runner.llama.n_tokens)
 
     def synchronize(self) -> None:

@@ -61,6 +61,7 @@ class RemoteCodeRunner(Runner):
                               config.get("eos_token_id"))
 
     def forward(self, input_ids, attention_mask, position_ids, past: KV | None = None):
+        """Recompute the whole sequence (cached ids + new), return the new positions' logits; the cache is the ids."""
         import torch
 
         ids = np.asarray(input_ids, dtype=np.int64)
@@ -73,12 +74,15 @@ class RemoteCodeRunner(Runner):
         return logits[:, -ids.shape[1]:].float().numpy(), [(full, None)]
 
     def empty_kv(self, batch: int) -> KV:
+        """No token ids yet for each of ``batch`` rows."""
         return [(np.zeros((batch, 0), np.int64), None)]
 
     def repeat_kv(self, kv: KV, n: int) -> KV:
+        """The row's token ids, ``n`` times."""
         return [(np.repeat(kv[0][0], n, axis=0), None)]
 
     def greedy_loop(self, input_ids, attention_mask, max_new_tokens: int, static: bool | None = None) -> GreedyLoop:
+        """The portable loop over ``forward``, reporting no cache bytes (every step recomputes the sequence)."""
         return _NoCacheLoop(self, input_ids, attention_mask)
 
 

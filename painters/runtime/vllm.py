@@ -103,11 +103,13 @@ class VllmWorker:
         return f"; cause: {causes[-1]}" if causes else ""
 
     def request(self, **request: Any) -> dict[str, Any]:
+        """Send one JSON request (its fields as keywords) and return the worker's answer."""
         self.proc.stdin.write(json.dumps(request) + "\n")
         self.proc.stdin.flush()
         return self._read()
 
     def close(self) -> None:
+        """Ask the worker to quit (kill it after 60 s), and delete its log unless an error needs it kept."""
         if self.proc.poll() is None:
             try:
                 self.proc.stdin.write(json.dumps({"op": "quit"}) + "\n")
@@ -166,12 +168,14 @@ class VllmRunner(Runner):
         self.worker = VllmWorker(self.path, tp=tensor_parallel_size)
 
     def greedy_loop(self, input_ids, attention_mask, max_new_tokens: int, static: bool | None = None) -> _VllmLoop:
+        """A loop of vLLM engine steps over the prompts (unpadded only: vLLM batches requests itself)."""
         if not np.asarray(attention_mask).all():
             raise BenchError("the vLLM backend runs unpadded prompts (vLLM batches requests itself)")
         return _VllmLoop(self.worker, np.asarray(input_ids, dtype=np.int64), max_new_tokens, self._kv_per_token)
 
     def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int, stop_ids: Sequence[int] = (),
                  pad_id: int = 0, static: bool | None = None) -> list[list[int]]:
+        """Greedy tokens from the worker, each row cut after its first stop token."""
         rows = self.worker.request(op="generate", prompts=[list(map(int, p)) for p in prompts],
                                    max_tokens=max_new_tokens)["rows"]
         out = []
@@ -185,16 +189,20 @@ class VllmRunner(Runner):
         return out
 
     def forward(self, input_ids, attention_mask, position_ids, past: KV | None = None):
+        """Refused: vLLM does not expose an explicit cache to step with."""
         raise BenchError("the vLLM backend keeps its own paged KV cache and serves generation only (bench latency, "
                          "generate); score with --backend torch or onnxruntime")
 
     def empty_kv(self, batch: int) -> KV:
+        """Refused: vLLM keeps its own KV cache."""
         raise BenchError("the vLLM backend keeps its own KV cache")
 
     def repeat_kv(self, kv: KV, n: int) -> KV:
+        """Refused: vLLM keeps its own KV cache."""
         raise BenchError("the vLLM backend keeps its own KV cache")
 
     def close(self) -> None:
+        """Stop the vLLM worker subprocess."""
         self.worker.close()
 
 

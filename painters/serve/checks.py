@@ -1,5 +1,7 @@
-"""What a request must satisfy before it joins a batch: OpenAI fields the server implements, text that encodes,
-a prompt that fits the model's context (vLLM's rule and wording), and the model's context length.
+"""What a request must satisfy before it joins a batch.
+
+OpenAI fields the server implements, text that encodes, a prompt that fits the model's context (vLLM's rule and
+wording), and the model's context length.
 
 Why here and not in the worker: a request refused inside the batching thread fails every request batched with
 it, and a streamed one has already answered 200. Everything a request can get wrong is checked on the event loop,
@@ -51,7 +53,7 @@ def _neutral(value: Any, neutral: tuple[Any, ...]) -> bool:
 
 
 def require_text(value: str, param: str) -> str:
-    """``value`` if it encodes as UTF-8; a lone UTF-16 surrogate (``"\\ud800"`` in JSON) is refused naming ``param``."""
+    r"""``value`` if it encodes as UTF-8; a lone UTF-16 surrogate (``"\ud800"`` in JSON) is refused naming ``param``."""
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
@@ -61,8 +63,9 @@ def require_text(value: str, param: str) -> str:
 
 
 def check_length(prompt_tokens: int, max_tokens: int, context: int | None, *, chat: bool) -> None:
-    """VLLM's 400 when prompt + completion exceed the model's context (a longer sequence runs on positions the
-    model never learned and answers garbage).
+    """Refuse with vLLM's 400 when prompt + completion exceed the model's context.
+
+    A longer sequence runs on positions the model never learned and answers garbage.
     """
     if context is None or prompt_tokens + max_tokens <= context:
         return
@@ -74,8 +77,10 @@ def check_length(prompt_tokens: int, max_tokens: int, context: int | None, *, ch
 
 
 def context_length(runner) -> int | None:
-    """The model's context (``max_position_embeddings``) as its graph metadata or its Hugging Face config records
-    it; None when neither says (the server then needs ``--max-model-len``).
+    """The model's context length (``max_position_embeddings``), or None.
+
+    As its graph metadata or its Hugging Face config records it; None when neither says (the server then needs
+    ``--max-model-len``).
     """
     meta = getattr(runner, "metadata", None) or {}
     try:

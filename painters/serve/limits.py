@@ -25,6 +25,7 @@ class BodyLimit:
         self.app, self.max_bytes = app, max_bytes
 
     async def __call__(self, scope, receive: Receive, send) -> None:
+        """Pass non-HTTP scopes through; refuse an oversized body with 413, else replay the body to the app."""
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         declared = dict(scope.get("headers") or []).get(b"content-length")

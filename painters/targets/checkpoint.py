@@ -80,4 +80,5 @@ def copy_tokenizer(source: TensorSource, out: Path) -> None:
 
 
 def write_config(config: dict, out: Path) -> None:
+    """Write ``config`` as ``out/config.json`` (indented, keys sorted)."""
     (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")

@@ -92,6 +92,7 @@ class TensorSource:
 
     @property
     def num_layers(self) -> int:
+        """The number of decoder layers (``num_hidden_layers``)."""
         return int(self.config["num_hidden_layers"])
 
 
@@ -164,8 +165,10 @@ def output_dir(out: Path) -> Iterator[Path]:
 
 
 def resolve_plan(plan: str | Plan, num_layers: int, source_hash: str, scores: str | None = None) -> Plan:
-    """``plan`` (a name, a plan file or a :class:`Plan`) for SRC's layers; ``_kN`` plans read ``scores`` (checked
-    against ``source_hash``: scores of another model would drop the wrong modules).
+    """Resolve ``plan`` (a name, a plan file or a :class:`Plan`) for SRC's layers.
+
+    ``_kN`` plans read ``scores`` (checked against ``source_hash``: scores of another model would drop the wrong
+    modules).
     """
     from painters.plans import load_scores, parse_plan
 

@@ -177,8 +177,9 @@ def _stub_keys(values: dict, arch: str, tensors: list[TensorCopy]) -> dict:
 
 
 def _painters_keys(record: dict, target: str, source_hash: str) -> dict:
-    """The provenance record as GGUF string keys ``painters.plan`` (JSON text), ``.target``, ``.source_hash``,
-    ``.version``.
+    """The provenance record as GGUF string keys.
+
+    The keys are ``painters.plan`` (JSON text), ``.target``, ``.source_hash``, ``.version``.
     """
     import json
 

@@ -57,9 +57,10 @@ EXACT: dict[str, BlockForm] = {
 
 @dataclass
 class NBitsWeight:
-    """One ``[N, K]`` weight in MatMulNBits form: packed ``B [N, K/32, 32·bits/8]``, ``scales [N, K/32]`` (fp32),
-    ``zero_points`` (uint8, None when the operator's default 2^(bits−1) is the shift) and ``offset [K/32, N]``
-    (fp32 block minima, None without).
+    """One ``[N, K]`` weight in MatMulNBits form.
+
+    Packed ``B [N, K/32, 32·bits/8]``, ``scales [N, K/32]`` (fp32), ``zero_points`` (uint8, None when the
+    operator's default 2^(bits−1) is the shift) and ``offset [K/32, N]`` (fp32 block minima, None without).
     """
 
     bits: int
@@ -70,10 +71,12 @@ class NBitsWeight:
 
     @property
     def k(self) -> int:
+        """The input width K (blocks per row times the block size)."""
         return self.packed.shape[1] * BLOCK
 
     @property
     def n(self) -> int:
+        """The output width N (one packed row per output)."""
         return self.packed.shape[0]
 
 

@@ -55,6 +55,7 @@ class GgufRows:
 
     @classmethod
     def read(cls, path: str | Path) -> GgufRows:
+        """Index the rows of every 2-D tensor in the GGUF at ``path`` by the hash of their de-quantized values."""
         import gguf
 
         path = Path(path)
@@ -101,6 +102,7 @@ class GgufWeightsPass(ir.passes.InPlacePass):
         self._block_sums: dict[tuple[ir.Value, int], ir.Value] = {}
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
+        """Rewrite the model's MatMuls and embedding Gathers to read the GGUF's own blocks where it holds them."""
         self._block_sums.clear()
         rows = GgufRows.read(self.gguf_path)
         graph = model.graph
@@ -129,7 +131,9 @@ class GgufWeightsPass(ir.passes.InPlacePass):
         return ir.passes.PassResult(model, modified=bool(count or gathers))
 
     def _gathers(self, graph: ir.Graph, rows: GgufRows) -> int:
-        """Embedding lookups (``Gather`` of a 2-D fp32 initializer on axis 0) of a block type without a minimum
+        """Rewrite embedding lookups over GGUF blocks; return how many were rewritten.
+
+        Embedding lookups (``Gather`` of a 2-D fp32 initializer on axis 0) of a block type without a minimum
         become ``GatherBlockQuantized`` over the same bytes; Q4_1/Q5_1 and float tables stay fp32 ``Gather``
         (exact too: the table already holds the de-quantized values), as does a table that is no GGUF tensor.
         """

@@ -91,8 +91,10 @@ class PaintersLM(TemplateLM):
 
     @classmethod
     def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> PaintersLM:
-        """lm-eval's constructor from ``--model_args``, with every key checked first (lm-eval passes them as
-        keyword arguments, so an unknown key was a ``TypeError`` traceback from inside lm-eval).
+        """Build the model from ``--model_args`` (lm-eval's constructor), with every key checked first.
+
+        Keys are checked first because lm-eval passes them as keyword arguments, so an unknown key was a
+        ``TypeError`` traceback from inside lm-eval.
         """
         from lm_eval.utils import simple_parse_args_string
 

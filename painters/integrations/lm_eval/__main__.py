@@ -15,6 +15,7 @@ from painters.errors import PaintersError
 
 
 def main() -> None:
+    """Run lm-eval's command; a painters error ends it with one ``error:`` line and exit status 2."""
     try:
         cli_evaluate()
     except PaintersError as exc:

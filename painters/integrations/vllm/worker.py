@@ -86,6 +86,7 @@ def _close(llm) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Serve JSON-line requests from stdin, one answer per stdout line, until ``quit`` or end of input."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", nargs="?", help="checkpoint to load now (else: the `load` op)")
     parser.add_argument("--tensor-parallel-size", type=int, default=1)

@@ -23,6 +23,8 @@ class BlockConfig(dict):
 
 
 class DeciLMConfig(LlamaConfig):
+    """A Llama configuration with one :class:`BlockConfig` per layer (``block_configs``)."""
+
     model_type = "nemotron-nas"
 
     def __init__(self, block_configs=None, **kwargs):

@@ -94,6 +94,8 @@ class DeciLMModel(DeciLMPreTrainedModel):
 
 
 class DeciLMForCausalLM(DeciLMPreTrainedModel):
+    """The DeciLM decoder with a language-model head (logits only, no KV cache)."""
+
     _tied_weights_keys = LlamaForCausalLM._tied_weights_keys
 
     def __init__(self, config: DeciLMConfig):
@@ -103,7 +105,9 @@ class DeciLMForCausalLM(DeciLMPreTrainedModel):
         self.post_init()
 
     def get_input_embeddings(self):
+        """The token embedding table."""
         return self.model.embed_tokens
 
     def forward(self, input_ids, attention_mask=None, position_ids=None, **kwargs):
+        """Logits of every position (no loss, no cache; extra keyword arguments are ignored)."""
         return CausalLMOutput(logits=self.lm_head(self.model(input_ids, attention_mask, position_ids)))
