@@ -19,6 +19,7 @@ from pathlib import Path
 
 from painters.cache import cache_dir
 from painters.errors import PaintersError
+from painters.plans import split_plans
 
 __all__ = ["atomic_dir_outputs", "atomic_write", "write_json", "file_hash", "check_outputs", "check_output_dir",
            "command_reads", "model_files", "same_file", "clean_stale_temps", "disk_error"]
@@ -96,7 +97,6 @@ def command_reads(*paths: str | os.PathLike | None, models: Iterable[str | os.Pa
     for spec in plans or ():
         if spec is None:
             continue
-        from painters.plans import split_plans
 
         reads += [Path(n) for n in {spec, *split_plans(spec)} if os.path.lexists(n)]
     return reads
@@ -156,8 +156,6 @@ def check_output_dir(out: str | os.PathLike, inputs: Iterable[str | os.PathLike 
     Why: a run folder is filled with many files (``config.json``, ``runs/``, ``report.md``); put inside a
     checkpoint or the task data it replaced their files. Build ``inputs`` with :func:`command_reads`.
     """
-    from painters.errors import PaintersError
-
     out = Path(out)
     if os.path.lexists(out) and not out.is_dir():
         raise PaintersError(f"output folder {out} exists and is not a folder; choose a folder path with -o")

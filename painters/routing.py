@@ -21,6 +21,7 @@ artifact may run on are one table (``ROUTES``): another runner is one more row t
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -372,8 +373,6 @@ def _gguf_path(model: str) -> Path:
 
 def _deployed_gguf(path: Path, plan: Plan, scores: str | None) -> Path:
     """``plan`` on the plain GGUF ``path``, deployed once under ``$PAINTERS_CACHE/gguf`` (keyed by file and plan)."""
-    import hashlib
-
     from painters.cache import cache_dir
     from painters.fileio import file_hash
     from painters.targets.gguf import gguf_from_gguf

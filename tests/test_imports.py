@@ -154,6 +154,7 @@ LAZY_THIRD_PARTY = frozenset({
     "torch", "tensorrt", "tensorrt_rtx", "onnxruntime", "onnxruntime_genai", "transformers", "onnx", "onnx_ir",
     "google", "matplotlib", "gguf", "yaml", "tqdm",  # heavy
     "ray", "lm_eval", "jinja2", "fastapi", "uvicorn", "pydantic", "openai", "tritonclient",  # optional extras
+    "llama_cpp", "vllm", "safetensors",  # engines (extras painters[llamacpp], painters[vllm]); safetensors loads torch
 })
 # painters modules imported inside functions: the CLI (each command loads its room when run, so `painters --help`
 # stays fast) and, outside it, these modules — each defers a room that pulls in torch or onnx at import time.
@@ -167,6 +168,9 @@ LAZY_PAINTERS_IMPORTERS = frozenset({
     "painters.export.self_check", "painters.glue.evaluate", "painters.glue.finetune",
     "painters.integrations.lm_eval", "painters.routing", "painters.runtime.trt", "painters.serve.server",
     "painters.serve.triton",
+    # the engine targets and runners defer the exporters' sources (torch, transformers) and each other's targets
+    "painters.fileio", "painters.runtime.vllm", "painters.targets.common", "painters.targets.gguf",
+    "painters.targets.llamacpp_convert", "painters.targets.summary", "painters.targets.vllm",
 })
 LAZY_STDLIB_IMPORTERS = frozenset({"painters.serve.app"})  # the serve room's own (another change owns it)
 

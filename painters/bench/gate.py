@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from painters.errors import BenchError
+from painters.fileio import same_file
 
 __all__ = ["Regression", "check_regressions"]
 
@@ -62,8 +63,6 @@ def _check_same_setup(result: Path, baseline: Path, meta: tuple[dict, dict], row
     Why: ratios of another model or backend say nothing about this one, and a file compared with itself
     always passes; the gate passed both (exit 0) and so failed open.
     """
-    from painters.fileio import same_file
-
     if same_file(result, baseline) or result.read_bytes() == baseline.read_bytes():
         raise BenchError(f"{result} is the baseline {baseline} itself; compare a new measurement with a stored one")
     for path, head in zip((result, baseline), meta, strict=True):

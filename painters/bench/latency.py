@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from painters import __version__
+from painters.fileio import file_hash
 from painters.routing import decode_weight_bytes, ideal_ratio, open_runners
 from painters.runtime.base import Runner
 from painters.runtime.decode import bucket_for
@@ -168,8 +169,6 @@ def measure_latency(model: str, plans: Sequence[str] | None = None, backend: str
 
 def _model_hash(model: str, runners: dict) -> str:
     """The measured model's identity: its source weights' hash, else the model file's own."""
-    from painters.fileio import file_hash
-
     for runner in runners.values():
         info = getattr(runner, "info", None)
         if info is not None and info.model_hash:

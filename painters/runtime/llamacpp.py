@@ -19,8 +19,11 @@ from typing import Any
 import numpy as np
 
 from painters.errors import BenchError
+from painters.fileio import file_hash
+from painters.plans import Plan
 from painters.runtime.base import KV, ModelInfo, Runner
 from painters.runtime.decode import ForwardLoop, GreedyLoop
+from painters.targets.gguf_io import field_value, read_painters_metadata
 
 __all__ = ["LlamaCppRunner", "LlamaCppTokenizer", "LlamaCppLoop", "gguf_plan"]
 
@@ -29,9 +32,6 @@ NAME = "llama.cpp"
 
 def gguf_plan(path: str | Path):
     """The :class:`~painters.plans.Plan` a painters-deployed GGUF records, or None (a plain GGUF: baseline)."""
-    from painters.plans import Plan
-    from painters.targets.gguf_io import read_painters_metadata
-
     record = read_painters_metadata(path)
     return Plan.from_json(record["plan"]) if record else None
 
@@ -83,8 +83,6 @@ class LlamaCppRunner(Runner):
         plan = gguf_plan(self.path)
         self.plan = plan
         if not model_hash:  # a deployed GGUF names its source (scores and results match it); a plain one is itself
-            from painters.fileio import file_hash
-            from painters.targets.gguf_io import read_painters_metadata
 
             model_hash = (read_painters_metadata(self.path) or {}).get("source_hash") or file_hash(self.path)
         # prompt batches default to every core; on a busy machine llama.cpp's spinning threads then wait on each other
@@ -220,7 +218,6 @@ def _kv_bytes_per_token(path: Path) -> int:
     """K and V of every attention layer in f16 (llama.cpp's default cache type), from the GGUF's head counts."""
     import gguf
 
-    from painters.targets.gguf_io import field_value
 
     reader = gguf.GGUFReader(str(path))
     values = {k: field_value(f) for k, f in reader.fields.items() if not k.startswith("GGUF.")}

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from painters.errors import BenchError
+from painters.plans import Plan
 from painters.runtime.base import KV, ModelInfo, Runner
 from painters.runtime.decode import ForwardLoop, GreedyLoop
 from painters.runtime.tokens import positions_from_mask
@@ -53,7 +54,6 @@ class RemoteCodeRunner(Runner):
         record = config.get("painters") or {}
         self.plan = None
         if "plan" in record:
-            from painters.plans import Plan
 
             self.plan = Plan.from_json(record["plan"])
         self.info = ModelInfo(0, 0, 0, int(config["vocab_size"]), "float32",

@@ -12,6 +12,7 @@ explicit cache, which vLLM does not expose, raises :class:`~painters.errors.Benc
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -24,7 +25,10 @@ from typing import Any
 
 import numpy as np
 
+from painters import __version__
+from painters.cache import cache_dir
 from painters.errors import BenchError
+from painters.fileio import file_hash
 from painters.plans import Plan
 from painters.runtime.base import KV, ModelInfo, Runner
 
@@ -208,11 +212,6 @@ class VllmRunner(Runner):
 
 def _deployment_key(source: str, plan: str, scores: str | None) -> str:
     """What a cached deployment depends on: the source (a built-in name, or its files), the plan, the scores."""
-    import hashlib
-
-    from painters import __version__
-    from painters.fileio import file_hash
-
     parts = [source, plan, file_hash(scores) if scores else "", __version__]
     path = Path(source)
     if path.is_dir():
@@ -231,7 +230,6 @@ def open_vllm(source: str, plan: str, *, scores: str | None = None, tensor_paral
 
 def deployed(source: str, plan: str, *, scores: str | None = None) -> Path:
     """The cached ``painters deploy vllm`` directory of ``plan`` on ``source`` (written on first use)."""
-    from painters.cache import cache_dir
     from painters.targets.vllm import deploy_vllm
 
     if not Path(source).is_dir():  # a GGUF or built-in: de-quantized once, every plan hard-links that copy

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from painters import __version__
 from painters.errors import PaintersError
 from painters.fileio import atomic_dir_outputs, file_hash
-from painters.plans import Plan
+from painters.plans import Plan, load_scores, parse_plan
 
 __all__ = ["DeployError", "LayerStep", "layer_steps", "provenance", "TensorSource", "open_source", "layer_key",
            "output_dir", "check_output", "resolve_plan", "PROVENANCE_KEY"]
@@ -62,8 +63,6 @@ def layer_steps(plan: Plan, target: str) -> list[LayerStep]:
 
 def provenance(plan: Plan, target: str, source_hash: str) -> dict:
     """The record every deployed artifact carries (config.json key ``painters``, or GGUF ``painters.*`` keys)."""
-    from painters import __version__
-
     return {"plan": plan.to_json(), "target": target, "source_hash": source_hash, "version": __version__}
 
 
@@ -113,9 +112,9 @@ def open_source(src: str | Path, dtype: str = "fp32") -> Iterator[TensorSource]:
     if path.is_dir():
         from safetensors import safe_open
 
-        from painters.export.sources import _read_config
+        from painters.export.sources import read_config
 
-        _read_config(path)  # a one-line error for a bad config.json or an unsupported model_type
+        read_config(path)  # a one-line error for a bad config.json or an unsupported model_type
         config = json.loads((path / "config.json").read_text())
         files = _weight_files(path)
         digest = hashlib.sha256()
@@ -170,8 +169,6 @@ def resolve_plan(plan: str | Plan, num_layers: int, source_hash: str, scores: st
     ``_kN`` plans read ``scores`` (checked against ``source_hash``: scores of another model would drop the wrong
     modules).
     """
-    from painters.plans import load_scores, parse_plan
-
     if isinstance(plan, Plan):
         if plan.num_layers != num_layers:
             raise DeployError(f"plan {plan.name!r} is for {plan.num_layers} blocks; the source has {num_layers}")

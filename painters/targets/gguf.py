@@ -10,15 +10,27 @@ accuracy beyond itself). A Hugging Face source goes through llama.cpp's own conv
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from painters.errors import ExportError
 from painters.fileio import atomic_dir_outputs, file_hash
 from painters.plans import Plan
-from painters.targets.common import DeployError, LayerStep, check_output, layer_steps, provenance, resolve_plan
+from painters.targets.common import (
+    DeployError,
+    LayerStep,
+    check_output,
+    layer_steps,
+    open_source,
+    provenance,
+    resolve_plan,
+)
 from painters.targets.gguf_io import TensorCopy, field_value, write_gguf
 
 __all__ = ["deploy_gguf", "gguf_from_gguf", "ffn_stubs", "ATTN_TENSORS", "FFN_TENSORS", "FFN_STUB"]
@@ -67,9 +79,6 @@ def deploy_gguf(source: str | Path, plan: str | Plan, out: str | Path, *, scores
 
 def _gguf_from_checkpoint(source: str | Path, plan: str | Plan, out: Path, scores: str | None) -> Path:
     """A Hugging Face SRC: llama.cpp's converter on the hf / nemotron-nas deploy, then painters' keys added."""
-    import tempfile
-
-    from painters.targets.common import open_source
     from painters.targets.llamacpp_convert import converted_checkpoint
 
     with open_source(source) as src:
@@ -148,8 +157,6 @@ def gguf_from_gguf(path: Path, plan: str | Plan | None, out: Path, *, scores: st
 
 def ffn_stubs(heads: list[int], ff: list[int], n_embd: int) -> tuple[list[int], list[TensorCopy]]:
     """Zero FFNs of width :data:`FFN_STUB` for layers with attention and no FFN (see there); new lengths, tensors."""
-    import numpy as np
-
     lengths, stubs = list(ff), []
     for i, (h, f) in enumerate(zip(heads, ff)):
         if h and not f:
@@ -181,8 +188,6 @@ def _painters_keys(record: dict, target: str, source_hash: str) -> dict:
 
     The keys are ``painters.plan`` (JSON text), ``.target``, ``.source_hash``, ``.version``.
     """
-    import json
-
     import gguf
 
     values = (("plan", json.dumps(record["plan"], separators=(",", ":"))), ("target", target),

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 __all__ = ["read_painters_metadata", "field_value", "TensorCopy", "write_gguf", "PAINTERS_KEYS"]
 
 PAINTERS_KEYS = ("painters.plan", "painters.target", "painters.source_hash", "painters.version")
@@ -69,7 +71,6 @@ def write_gguf(reader: Any, out: Path, arch: str, tensors: list[TensorCopy],
         writer.add_key_value(new_key, field_value(field), field.types[0], sub_type=sub)
     for key, (value, vtype, sub) in extra.items():
         writer.add_key_value(key, value, vtype, sub_type=sub)
-    import numpy as np
 
     def data(t: TensorCopy) -> Any:
         return t.source if isinstance(t.source, np.ndarray) else t.source.data

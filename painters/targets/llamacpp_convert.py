@@ -10,6 +10,7 @@ ships in llama-cpp-python's *source* package (``vendor/llama.cpp``); it is fetch
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -49,7 +50,6 @@ def llamacpp_tree() -> Path:
             m.name = m.name[len(prefix):]
         tar.extractall(tmp, members=members, filter="data")
     if tree.exists():  # another process extracted it meanwhile
-        import shutil
 
         shutil.rmtree(tmp, ignore_errors=True)
     else:

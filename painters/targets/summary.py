@@ -6,6 +6,9 @@ import json
 from collections import Counter
 from pathlib import Path
 
+from painters.plans import Plan
+from painters.targets.gguf_io import read_painters_metadata
+
 __all__ = ["summary", "read_provenance", "disk_bytes"]
 
 
@@ -15,7 +18,6 @@ def read_provenance(path: str | Path) -> dict | None:
     if path.is_dir():
         config = path / "config.json"
         return json.loads(config.read_text()).get("painters") if config.is_file() else None
-    from painters.targets.gguf_io import read_painters_metadata
 
     return read_painters_metadata(path)
 
@@ -36,8 +38,6 @@ def disk_bytes(path: str | Path) -> int:
 
 def summary(out: str | Path, src: str | Path) -> str:
     """``OUT: gguf, plan skip_4_26 (8 of 30 layers), 51.2 MiB (27% of the source)``, naming repeated blocks."""
-    from painters.plans import Plan
-
     record = read_provenance(out) or {}
     plan = Plan.from_json(record["plan"]) if "plan" in record else None
     size, before = disk_bytes(out), disk_bytes(src)
