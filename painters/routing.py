@@ -180,6 +180,10 @@ class ModelRunners:
 
     def _read_artifact(self) -> None:
         """The plan and block count a graph or engine records (an engine's sidecar holds the graph's record)."""
+        if self.kind == "graph":  # its external data checked before any runner hands the file to onnxruntime
+            from painters.compiler.graph_io import load_graph
+
+            load_graph(self.path)
         record = self.artifact.record
         self.fixed = record.plan
         if self.fixed is not None:

@@ -54,7 +54,8 @@ def sweep_provenance(models: ModelRunners, tasks: str, *, limit: int | None, lat
     if models.kind == "source":
         model_hash = models.loaded.hash
     else:
-        model_hash = models._meta.get("painters.source_hash") or file_hash(models.path)
+        record = getattr(models.artifact, "record", None)
+        model_hash = (record.source_hash if record is not None else "") or file_hash(models.path)
     return {"model_hash": model_hash, "backend": models.backend,
             "tasks": sorted(t.strip() for t in tasks.split(",") if t.strip()), "limit": limit,
             "latency": bool(latency), "data": str(resolve_data_dir(data_dir).resolve())}

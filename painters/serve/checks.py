@@ -82,9 +82,10 @@ def context_length(runner) -> int | None:
     As its graph metadata or its Hugging Face config records it; None when neither says (the server then needs
     ``--max-model-len``).
     """
-    meta = getattr(runner, "metadata", None) or {}
+    record = getattr(getattr(runner, "artifact", None), "record", None)
     try:
-        value = json.loads(meta.get("painters.config", "{}")).get("max_position_embeddings")
+        value = json.loads(record.extra.get("config", "{}") if record is not None else "{}").get(
+            "max_position_embeddings")
     except (TypeError, ValueError):
         value = None
     if value is None:

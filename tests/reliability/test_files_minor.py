@@ -18,18 +18,20 @@ def int4_graph(model_dir):
     return out
 
 
+@pytest.mark.parametrize("block", ["32", "128"])
 @pytest.mark.parametrize("plan", ["baseline", "skip_1_3", "drop_attn_2"])
-def test_int4_recompile_refuses_another_block_size(int4_graph, tmp_path, plan):
-    assert_refused(["compile", "--plan", plan, int4_graph, "--weights", "int4", "--block-size", "128",
-                    "-o", tmp_path / "o.onnx"], [int4_graph.parent, tmp_path], "blocks of 32", "--block-size 32")
+def test_int4_recompile_of_an_int4_graph_is_refused(int4_graph, tmp_path, plan, block):
+    """Its weights are kept as they are, so any --block-size would be recorded falsely: --weights int4 is refused."""
+    assert_refused(["compile", "--plan", plan, int4_graph, "--weights", "int4", "--block-size", block,
+                    "-o", tmp_path / "o.onnx"], [int4_graph.parent, tmp_path], "already has quantized weights",
+                   "int4/block32", "drop --weights int4")
 
 
-def test_int4_recompile_with_the_same_block_records_it(int4_graph, tmp_path):
+def test_compiling_an_int4_graph_keeps_and_records_its_block(int4_graph, tmp_path):
     from painters.compiler.compile import describe
 
     out = tmp_path / "o.onnx"
-    code, text = run_cli(["compile", "--plan", "skip_1_3", int4_graph, "--weights", "int4", "--block-size", "32",
-                          "-o", out])
+    code, text = run_cli(["compile", "--plan", "skip_1_3", int4_graph, "-o", out])
     assert code == 0, text
     assert describe(out)["weights"] == "int4/block32"
 

@@ -81,7 +81,7 @@ def _schedule(path: Path) -> list:
 
 @pytest.mark.parametrize("edit", [[0, 1, 2, 3], [7, 6, 5, 4, 3, 2, 1, 0], [0, {"parallel": [1, 2]}, 3]])
 def test_an_edited_plan_file_recompiles(model_dir, tmp_path, cache, edit):
-    from painters.bench.latency import compiled_variants
+    from painters.compiler.variants import compiled_variants
 
     plan = tmp_path / "p.yaml"
     plan.write_text("steps: [0, 1, 2, 3, 4, 5, 6, 7, 7, 7]\n")
@@ -94,12 +94,12 @@ def test_an_edited_plan_file_recompiles(model_dir, tmp_path, cache, edit):
 
 @pytest.mark.parametrize(("a", "b"), [("q/r.yaml", "q-r.yaml"), ("q/r.json", "q-r.json"), ("a/b/c.yaml", "a-b-c.yaml")])
 def test_plan_files_with_one_safe_name_never_share_a_graph(model_dir, tmp_path, cache, a, b):
-    from painters.bench.latency import compiled_variants
+    from painters.compiler.variants import compiled_variants
 
     pa, pb = tmp_path / a, tmp_path / b
     pa.parent.mkdir(parents=True, exist_ok=True)
-    pa.write_text("steps: [0, 1, 2]\n")
-    pb.write_text("steps: [5, 6, 7, 7]\n")
+    pa.write_text('{"steps": [0, 1, 2]}\n')  # JSON is YAML too
+    pb.write_text('{"steps": [5, 6, 7, 7]}\n')
     paths = compiled_variants(model_dir, [str(pa), str(pb)])
     assert paths[str(pa)] != paths[str(pb)]
     assert len(_schedule(paths[str(pa)])) == 3 and len(_schedule(paths[str(pb)])) == 4
