@@ -14,15 +14,15 @@ from pathlib import Path
 from painters.plans import Plan
 from painters.targets.checkpoint import copy_tokenizer, write_config, write_layers
 from painters.targets.common import (
-                                     PROVENANCE_KEY,
-                                     DeployError,
-                                     LayerStep,
-                                     check_output,
-                                     layer_steps,
-                                     open_source,
-                                     output_dir,
-                                     provenance,
-                                     resolve_plan,
+    PROVENANCE_KEY,
+    DeployError,
+    LayerStep,
+    check_output,
+    layer_steps,
+    open_source,
+    output_dir,
+    provenance,
+    resolve_plan,
 )
 
 __all__ = ["deploy_hf", "hf_config", "PER_LAYER_FIELDS"]

@@ -18,15 +18,15 @@ from pathlib import Path
 from painters.plans import Plan
 from painters.targets.checkpoint import copy_tokenizer, write_config, write_layers
 from painters.targets.common import (
-                                     PROVENANCE_KEY,
-                                     DeployError,
-                                     LayerStep,
-                                     check_output,
-                                     layer_steps,
-                                     open_source,
-                                     output_dir,
-                                     provenance,
-                                     resolve_plan,
+    PROVENANCE_KEY,
+    DeployError,
+    LayerStep,
+    check_output,
+    layer_steps,
+    open_source,
+    output_dir,
+    provenance,
+    resolve_plan,
 )
 
 __all__ = ["deploy_nemotron_nas", "nemotron_config", "ffn_mult_for", "SOURCE_TYPES"]

@@ -30,7 +30,7 @@ import onnx_ir as ir
 
 from painters.compiler.forms.base import const
 from painters.compiler.passes.gguf_blocks import BLOCK, EXACT, NBitsWeight, to_nbits
-from painters.compiler.passes.quantize import QuantizeWeightsPass
+from painters.compiler.passes.quantize import QuantizeWeightsPass, replace_node
 from painters.errors import CompileError
 
 __all__ = ["GgufWeightsPass", "GgufRows", "FLOAT_TYPES"]
@@ -169,13 +169,7 @@ class GgufWeightsPass(ir.passes.InPlacePass):
                      ir.AttrInt64("quantize_axis", 1)]
             new = ir.Node(_MS, "GatherBlockQuantized", [data, node.inputs[1], scales, *zp], attributes=attrs,
                           num_outputs=1, name=f"{node.name}/gguf")
-            new.metadata_props.update(node.metadata_props)
-            graph.insert_before(node, new)
-            out = node.outputs[0]
-            new.outputs[0].shape, new.outputs[0].type = out.shape, out.type
-            out.replace_all_uses_with(new.outputs[0], replace_graph_outputs=True)
-            graph.remove(node, safe=True)
-            new.outputs[0].name = out.name
+            replace_node(graph, node, new)
             count += 1
         for table, converted in done.items():
             if converted is not None and not table.uses() and table.is_initializer():
@@ -213,18 +207,14 @@ class GgufWeightsPass(ir.passes.InPlacePass):
         attrs = [ir.AttrInt64("K", nbits.k), ir.AttrInt64("N", nbits.n), ir.AttrInt64("bits", nbits.bits),
                  ir.AttrInt64("block_size", BLOCK), ir.AttrInt64("accuracy_level", self.accuracy_level)]
         new = ir.Node(_MS, "MatMulNBits", inputs, attributes=attrs, num_outputs=1, name=f"{node.name}/gguf")
-        new.metadata_props.update(node.metadata_props)
-        graph.insert_before(node, new)
-        out = node.outputs[0]
+        graph.insert_before(node, new)  # the minima term below reads its output before the swap
         result = new.outputs[0]
         if nbits.offset is not None:
+            out = node.outputs[0]
             result.shape, result.type = out.shape, out.type
             result.name = f"{out.name}/blocks"
             result = self._add_offset(graph, node, a, result, values[-1], nbits.k // BLOCK)
-        result.shape, result.type = out.shape, out.type
-        out.replace_all_uses_with(result, replace_graph_outputs=True)
-        graph.remove(node, safe=True)
-        result.name = out.name
+        replace_node(graph, node, new, result)
 
     def _shared(self, graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
         """One initializer per distinct constant (block shapes, axes), shared by every offset term."""

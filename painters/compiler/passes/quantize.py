@@ -28,7 +28,7 @@ from painters.compiler.graph_io import ChunkedTensor
 from painters.errors import CompileError
 from painters.ort_ops import MATMUL_NBITS, MS_DOMAIN
 
-__all__ = ["QuantizeWeightsPass", "BLOCK_SIZES", "WEIGHT_FORMATS"]
+__all__ = ["QuantizeWeightsPass", "BLOCK_SIZES", "WEIGHT_FORMATS", "replace_node"]
 
 log = logging.getLogger(__name__)
 
@@ -77,13 +77,7 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
                           attributes=[ir.AttrInt64("K", k), ir.AttrInt64("N", n), ir.AttrInt64("bits", 4),
                                       ir.AttrInt64("block_size", self.block_size),
                                       ir.AttrInt64("accuracy_level", self.accuracy_level)])
-            new.metadata_props.update(node.metadata_props)
-            graph.insert_before(node, new)
-            out = node.outputs[0]
-            new.outputs[0].shape, new.outputs[0].type = out.shape, out.type
-            out.replace_all_uses_with(new.outputs[0], replace_graph_outputs=True)
-            graph.remove(node, safe=True)
-            new.outputs[0].name = out.name
+            replace_node(graph, node, new)
             count += 1
         for weight in done:
             if not weight.uses() and weight.is_initializer():  # a tied head's Transpose goes with unused nodes
@@ -124,6 +118,23 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
             if isinstance(tensor, ir.ExternalTensor):
                 value.const_value = ChunkedTensor(lambda t=tensor: [_read(t)], dtype=tensor.dtype,
                                                   shape=tensor.shape, name=tensor.name or value.name)
+
+
+def replace_node(graph: ir.Graph, node: ir.Node, new: ir.Node, result: ir.Value | None = None) -> None:
+    """Put ``new`` where ``node`` was: its tags, its place, its output's name, shape, type and every use.
+
+    ``result`` is the value that takes over (``new``'s first output unless a tail follows it, e.g. the GGUF
+    minima term after a ``MatMulNBits``); the output keeps its name so the graph's outputs and readers keep theirs.
+    """
+    new.metadata_props.update(node.metadata_props)
+    if new.graph is None:  # a caller that built a tail reading ``new`` has placed it already
+        graph.insert_before(node, new)
+    out = node.outputs[0]
+    result = result if result is not None else new.outputs[0]
+    result.shape, result.type = out.shape, out.type
+    out.replace_all_uses_with(result, replace_graph_outputs=True)
+    graph.remove(node, safe=True)
+    result.name = out.name
 
 
 def _read(tensor: ir.ExternalTensor) -> np.ndarray:
