@@ -195,3 +195,23 @@ def test_smollm2_plans_match_reference(vllm_env, worker1, smollm2, tmp_path):
 
 
 SMOLLM2_PROMPTS = [[504, 3575, 282, 4649, 314], [1, 4093, 2115, 253, 655, 30, 339, 940, 1789]]
+
+
+NAS_PLAN = "drop_attn_1,3+drop_mlp_2"  # layer 0 keeps its attention: vLLM takes the KV head count from it
+
+
+@pytest.mark.slow
+def test_nemotron_nas_checkpoint_served_by_vllms_own_decilm(worker1, tiny_dir, tmp_path):
+    """`painters deploy nemotron-nas` served by vLLM's own ``DeciLMForCausalLM`` (no painters plugin in the config:
+    its configuration class comes through ``auto_map``, hence ``trust_remote_code``) equals the reference."""
+    from painters.targets.nemotron_nas import deploy_nemotron_nas
+
+    src, model = tiny_dir
+    out = deploy_nemotron_nas(src, NAS_PLAN, tmp_path / "nas")
+    config = json.loads((out / "config.json").read_text())
+    assert config["architectures"] == ["DeciLMForCausalLM"] and config["model_type"] == "nemotron-nas"
+    assert [(b["attention"]["no_op"], b["ffn"]["no_op"]) for b in config["block_configs"]] == [
+        (False, False), (True, False), (False, True), (True, False)]
+    worker1.request(op="load", model=str(out), tp=1, trust_remote_code=True)
+    rows = worker1.request(op="generate", prompts=PROMPTS, max_tokens=GEN)["rows"]
+    _check(model, parse_plan(NAS_PLAN, TINY["num_hidden_layers"]), rows)

@@ -8,7 +8,9 @@ vLLM's own logging goes to stderr. Requests (``op``):
   ``logprobs`` (of the chosen token) and ``prompt_logprobs`` (of each prompt token after the first);
 * ``start``: ``prompts``, ``max_tokens`` → queues greedy requests that never stop early (EOS ignored);
 * ``step``: one engine step (the first after ``start`` is the prefill) → ``done``;
-* ``load``: ``model``, ``tp`` → (re)loads the engine on another checkpoint;
+* ``load``: ``model``, ``tp`` (and optionally ``trust_remote_code``: a checkpoint whose configuration class travels
+  with it through ``auto_map``, such as ``painters deploy nemotron-nas``) → (re)loads the engine on another
+  checkpoint;
 * ``quit``.
 """
 
@@ -69,7 +71,7 @@ class _Stepper:
             self.engine.step()
 
 
-def _load(model: str, tp: int, dtype: str, max_model_len: int | None):
+def _load(model: str, tp: int, dtype: str, max_model_len: int | None, trust_remote_code: bool = False):
     from vllm import LLM
 
     kwargs = {"distributed_executor_backend": "mp"} if tp > 1 else {}
@@ -77,7 +79,7 @@ def _load(model: str, tp: int, dtype: str, max_model_len: int | None):
         kwargs["max_model_len"] = max_model_len
     # prefix caching off: every request computes its whole prompt (prompt logprobs, honest prefill timing)
     return LLM(model=model, dtype=dtype, enforce_eager=True, tensor_parallel_size=tp, skip_tokenizer_init=True,
-               enable_prefix_caching=False, seed=0, **kwargs)
+               enable_prefix_caching=False, seed=0, trust_remote_code=trust_remote_code, **kwargs)
 
 
 def _close(llm) -> None:
@@ -111,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
                 _close(llm)
                 llm = stepper = None
                 llm = _load(request["model"], int(request.get("tp", 1)), request.get("dtype", args.dtype),
-                            request.get("max_model_len"))
+                            request.get("max_model_len"), bool(request.get("trust_remote_code", False)))
                 stepper = _Stepper(llm)
                 answer = {}
             elif stepper is None:
