@@ -39,13 +39,13 @@ def sweep_cmd(model, variants, n_range, tasks, limit, backend, data, latency, ra
         import_ray()
     models = sweep_runners(model, backend)
     num_layers = models.num_layers
+    provenance = sweep_provenance(models, tasks, limit=limit, latency=latency, data_dir=data)
     if ray_address:
         result = run_sweep_ray(model, Path(out), variants.split(","), ns, tasks,
                                num_layers=num_layers, backend=backend, limit=limit, latency=latency, data_dir=data,
-                               address=None if ray_address == "local" else ray_address)
+                               address=None if ray_address == "local" else ray_address, provenance=provenance)
         click.echo(f"{result}: summary.csv, score_vs_layers.png, accuracy_vs_latency.png")
         return
-    provenance = sweep_provenance(models, tasks, limit=limit, latency=latency, data_dir=data)
     result = run_sweep(model, Path(out), variants.split(","), ns, tasks, num_layers=num_layers,
                        open_plan=models.open, limit=limit, provenance=provenance,
                        latency=functools.partial(latency_ratio, models) if latency else None, data_dir=data)

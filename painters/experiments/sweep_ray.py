@@ -69,19 +69,20 @@ def _worker_model(model: str) -> str:
 def run_sweep_ray(model: str, out: Path, variants: Sequence[str], ns: Sequence[int], tasks: str, *,
                   num_layers: int, backend: str | None = None, address: str | None = None, limit: int | None = None,
                   latency: bool = True, data_dir: str | None = None, cpus_per_task: int | None = None,
-                  **evaluate_kw) -> Path:
+                  provenance: dict | None = None, **evaluate_kw) -> Path:
     """Run the grid into ``out`` on Ray: ``address`` None starts a local instance, else ``auto``/``ray://…``.
 
     A cluster with GPUs gives each (plan, task) one GPU (``num_gpus=1``); otherwise ``cpus_per_task`` cores
     (default ``CPUS_PER_TASK``) and as many runner threads. If Ray is already initialized in this process, that
     instance is used and left running. Latency ratios on CPU workers are measured while other runs share the
-    node: prefer ``--no-latency`` there and time plans separately.
+    node: prefer ``--no-latency`` there and time plans separately. ``provenance`` (:func:`sweep_provenance`) is
+    recorded in every run and checked on resume, as in the serial sweep.
     """
     from painters.bench.tasks import parse_tasks, resolve_data_dir
 
     ray = import_ray()
     names = [t.name for t in parse_tasks(tasks)]
-    todo = pending_runs(out, variants, ns, num_layers)
+    todo = pending_runs(out, variants, ns, num_layers, provenance=provenance)
     data = str(resolve_data_dir(data_dir).resolve())
     started = not ray.is_initialized()
     if started:
@@ -89,8 +90,8 @@ def run_sweep_ray(model: str, out: Path, variants: Sequence[str], ns: Sequence[i
     try:
         if todo:
             _schedule(ray, model, out, todo, names, backend, limit, latency, cpus_per_task,
-                      dict(evaluate_kw, data_dir=data))
-        write_summary(out)
+                      dict(evaluate_kw, data_dir=data), provenance)
+        write_summary(out, provenance=provenance)
     finally:
         if started:
             ray.shutdown()
@@ -99,7 +100,7 @@ def run_sweep_ray(model: str, out: Path, variants: Sequence[str], ns: Sequence[i
 
 def _schedule(ray: Any, model: str, out: Path, todo: list[tuple[str, int, str]], names: list[str],
               backend: str | None, limit: int | None, latency: bool, cpus_per_task: int | None,
-              evaluate_kw: dict) -> None:
+              evaluate_kw: dict, provenance: dict | None = None) -> None:
     """Submit one Ray task per (plan, task); save each plan's record as soon as all its tasks are back."""
     gpus = ray.cluster_resources().get("GPU", 0)
     cpus = cpus_per_task or CPUS_PER_TASK
@@ -123,7 +124,8 @@ def _schedule(ray: Any, model: str, out: Path, todo: list[tuple[str, int, str]],
             failed.append((plan, exc.cause if isinstance(exc.cause, PaintersError) else exc))
             continue
         if len(parts[plan]) == len(names):
-            save_run(out, _merge(parts.pop(plan), names))
+            record = _merge(parts.pop(plan), names)
+            save_run(out, record if provenance is None else {**record, "provenance": provenance})
             log.info("%s: done", plan)
     if failed:
         plan, exc = failed[0]

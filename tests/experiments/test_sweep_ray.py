@@ -70,6 +70,14 @@ def test_ray_sweep_equals_serial_and_resumes(graph, local_ray, tmp_path, monkeyp
     assert after[removed.name] != before[removed.name]
     assert (tmp_path / "ray" / "summary.csv").read_text() == serial
 
+    # its runs record the sweep's provenance, so a resume with other options is refused as on the serial path
+    from painters.cli import main
+
+    other = [*ARGS[:-3], "--limit", "5", "--no-latency"]
+    refused = CliRunner().invoke(main, ["sweep", str(graph), *other, "--ray", "-o", str(tmp_path / "ray")])
+    assert refused.exit_code == 2, refused.output
+    assert "runs" in refused.output and "Traceback" not in refused.output
+
 
 def test_ray_missing_names_the_extra(monkeypatch, tmp_path):
     from painters.cli import main
