@@ -49,6 +49,10 @@ def build_scale_model(directory: Path) -> Path:
     from painters.export.trace import linears_as_matmul
 
     path = directory / "llama2-7b-shape.onnx"
+    # scores for the drop_*_kN plans, matched to the graph by its source hash (the LoadedModel's below)
+    scores = {"format": "painters.scores/1", "model_hash": "scale-benchmark", "num_layers": 32,
+              "attn": list(np.linspace(1, 0, 32)), "mlp": [1.0] * 32, "block": [1.0] * 32}
+    (directory / "scores.json").write_text(json.dumps(scores))
     if path.exists():
         return path
     config = LlamaConfig(**LLAMA2_7B)
@@ -61,9 +65,6 @@ def build_scale_model(directory: Path) -> Path:
         graph = trace_decoder(loaded)
     _sparse_weights(graph, directory, path.name + ".data")  # the compiler never reads weight bytes
     annotate_and_save(graph, path, loaded, weights_written=True)
-    scores = {"format": "painters.scores/1", "model_hash": "", "num_layers": 32,
-              "attn": list(np.linspace(1, 0, 32)), "mlp": [1.0] * 32, "block": [1.0] * 32}
-    (directory / "scores.json").write_text(json.dumps(scores))
     return path
 
 

@@ -33,13 +33,24 @@ class Regression:
         return self.measured / self.stored - 1
 
 
+def _key(row: dict) -> tuple:
+    """What a row measured: its runner record's schedule, the batch, the prompt and the anchor it belongs to.
+
+    The schedule stands in for the plan's name (an older result without one is keyed by the name): ``drop_attn_1,2``
+    and ``drop_attn_1-2`` are one plan, and a renamed plan file is not a new one. The anchor is the row name's
+    prefix (``hf/``, ``genai/``, ``llama.cpp/``…), empty for MODEL's own rows.
+    """
+    anchor = row["plan"].split("/", 1)[0] if "/" in row["plan"] else ""
+    return (row.get("schedule") or row["plan"], row["batch"], row["prompt"], anchor)
+
+
 def _load(path: Path) -> tuple[dict, dict[tuple, dict]]:
-    """A latency result's header (everything but the rows) and its rows by (plan, batch, prompt)."""
+    """A latency result's header (everything but the rows) and its rows by :func:`_key`."""
     try:
         if Path(path).exists() and not Path(path).is_file():
             raise BenchError(f"{path}: not a regular file; give a latency result written by `bench latency --json`")
         data = json.loads(Path(path).read_text())
-        rows = {(r["plan"], r["batch"], r["prompt"]): r for r in data["rows"]}
+        rows = {_key(r): r for r in data["rows"]}
         if len(rows) != len(data["rows"]):
             raise BenchError(f"{path}: a (plan, batch, prompt) row appears twice; "
                              "the gate cannot tell which one to compare")
@@ -96,7 +107,8 @@ def check_regressions(result: Path, baseline: Path, max_regression: float = 0.10
                          "measure the same plans with `painters bench latency --plans baseline,...`")
     only = sorted(set(measured) ^ set(stored), key=str)
     if only:
-        side = [f"{k} only in {result if k in measured else baseline}" for k in only[:3]]
+        side = [f"{(measured.get(k) or stored[k])['plan']} (batch {k[1]}, prompt {k[2]}) only in "
+                f"{result if k in measured else baseline}" for k in only[:3]]
         raise BenchError(f"rows not in both results: {'; '.join(side)}; measure the same plans, batches and "
                          "prompts as the stored baseline")
     _check_same_setup(Path(result), Path(baseline), (meta_new, meta_old), (measured, stored))
@@ -111,7 +123,8 @@ def check_regressions(result: Path, baseline: Path, max_regression: float = 0.10
                                      "the gate cannot compare it (re-measure)")
             compared += 1
             if new > old * (1 + max_regression):
-                regressions.append(Regression(*key, metric, old, new))
+                row = measured[key]
+                regressions.append(Regression(row["plan"], row["batch"], row["prompt"], metric, old, new))
     if compared == 0:
         raise BenchError(f"{result} and {baseline} share no (plan, batch, prompt) rows with ratios; "
                          "measure the same plans with `painters bench latency --plans baseline,...`")

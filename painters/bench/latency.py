@@ -7,6 +7,7 @@ Timing uses ``perf_counter`` around the greedy loop's ``synchronize()`` (CUDA ba
 
 from __future__ import annotations
 
+import json
 import logging
 import statistics
 import time
@@ -18,11 +19,12 @@ import numpy as np
 
 from painters import __version__
 from painters.fileio import file_hash
+from painters.plans import Plan
 from painters.routing import decode_weight_bytes, ideal_ratio, open_runners
 from painters.runtime.base import Runner
 from painters.runtime.decode import bucket_for
 
-__all__ = ["LatencyRow", "measure_once", "benchmark", "measure_latency", "engine_profile",
+__all__ = ["schedule_text", "LatencyRow", "measure_once", "benchmark", "measure_latency", "engine_profile",
            "format_table"]
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,7 @@ class LatencyRow:
     ideal_ratio: float | None = None
     weight_bytes: int | None = None  # weights one decode step reads (bench.weight_reads); None without a graph
     weights_ratio: float | None = None  # weight_bytes / baseline's: decode_ratio when weight reads dominate
+    schedule: str | None = None  # the plan the runner's record runs (Plan JSON): what the CI gate matches rows by
     prefill_ratio: float | None = None
     decode_ratio: float | None = None
     samples: dict = field(default_factory=dict, repr=False)
@@ -107,10 +110,26 @@ def _p90(values: Sequence[float]) -> float:
     return float(np.percentile(values, 90))
 
 
+def _schedule(runner: Runner) -> str | None:
+    """The schedule the runner's record runs: its Plan's JSON less the name (None: a runner without a record)."""
+    record = getattr(getattr(runner, "artifact", None), "record", None)
+    if record is None:
+        return None
+    if record.plan is None:  # an uncompiled export runs every block once: its schedule is baseline's
+        return "baseline" if record.plan_name == "baseline" else None
+    return schedule_text(record.plan)
+
+
+def schedule_text(plan: Plan) -> str:
+    """A plan's schedule as canonical JSON text without its name (two spellings of one plan give one text)."""
+    return json.dumps({k: v for k, v in plan.to_json().items() if k != "plan"}, sort_keys=True,
+                      separators=(",", ":"))
+
+
 def benchmark(runners: dict[str, Runner], *, batches: Sequence[int] = (1,), prompts: Sequence[int] = (128,),
               gen: int = 32, warmup: int = 1, iters: int = 5, ideal: dict[str, float] | None = None,
               weights: dict[str, int | None] | None = None, baseline: str | None = None,
-              progress: Callable[[str], None] | None = None) -> tuple[list[LatencyRow], str]:
+              progress: Callable[[str], None] | None = None) -> list[LatencyRow]:
     """Measure every runner on every (batch, prompt), interleaving runners round by round."""
     names = list(runners)
     baseline = baseline if baseline in runners else _baseline(runners)
@@ -135,7 +154,7 @@ def benchmark(runners: dict[str, Runner], *, batches: Sequence[int] = (1,), prom
                     tokens_per_s=batch * 1e3 / statistics.median(dec), kv_cache_bytes=samples[name][-1][2],
                     peak_device_bytes=max((s[3] for s in samples[name] if s[3] is not None), default=None),
                     ideal_ratio=(ideal or {}).get(name), weight_bytes=(weights or {}).get(name),
-                    samples={"prefill_ms": pre, "decode_ms": dec}))
+                    schedule=_schedule(runners[name]), samples={"prefill_ms": pre, "decode_ms": dec}))
             base = {(r.batch, r.prompt): r for r in rows if r.plan == baseline}
             for row in rows:
                 ref = base.get((row.batch, row.prompt))
