@@ -43,8 +43,8 @@ def _graphs(src: str, work: Path, gguf: str | None) -> dict[str, Path]:
 
 def _latency(paths: dict[str, Path], plans: list[str], args) -> list:
     from painters.bench.latency import benchmark
-    from painters.routing import decode_weight_bytes, ideal_ratio, open_runners
     from painters.compiler.compile import compile_model
+    from painters.routing import decode_weight_bytes, ideal_ratio, open_runners
 
     runners: dict = {}
     try:

@@ -1,4 +1,4 @@
-"""Deploy at Llama-2-7B scale without 13 GB of weights: ``python -m painters.bench.deploy_scale``.
+"""Deploy at Llama-2-7B scale without 13 GB of weights: ``python scripts/deploy_scale.py``.
 
 Writes (once, cached under ``$PAINTERS_CACHE/scale/llama2-7b-hf``) a Hugging Face checkpoint with Llama-2-7B's
 shapes in fp16 — 32 layers, hidden 4096, intermediate 11008, vocab 32000 — whose safetensors files are *sparse*:
