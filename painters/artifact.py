@@ -337,7 +337,12 @@ class DeployedGguf(Source):
                 return None
         from gguf import GGUFReader
 
-        reader = GGUFReader(path)
+        try:
+            reader = GGUFReader(path)
+        except Exception as exc:  # gguf-py raises ValueError, IndexError, struct errors on damaged files
+            raise PaintersError(f"{path} starts like a GGUF file but gguf-py cannot read it ({type(exc).__name__}: "
+                                f"{str(exc)[:100]}); the file is truncated or damaged — fetch or deploy it again"
+                                ) from None
         props = {name: str(f.contents()) for name, f in reader.fields.items() if name.startswith(PREFIX)}
         if not props:
             return cls(str(path))
