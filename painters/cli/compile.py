@@ -63,8 +63,10 @@ def inspect_cmd(model: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
-    for key, value in summary(info):
-        click.echo(f"{key:>12}: {value}")
+    rows = summary(info)
+    width = max(len(key) for key, _ in rows)
+    for key, value in rows:
+        click.echo(f"{key:>{width}}: {value}")
 
 
 def summary(info: dict) -> list[tuple[str, str]]:
