@@ -30,7 +30,7 @@ import onnx_ir as ir
 
 from painters.compiler.forms.base import const
 from painters.compiler.passes.gguf_blocks import BLOCK, EXACT, NBitsWeight, to_nbits
-from painters.compiler.passes.quantize import QuantizeWeightsPass, replace_node
+from painters.compiler.passes.quantize import own_remaining_weights, quantizable, replace_node, weight_matmuls
 from painters.errors import CompileError
 
 __all__ = ["GgufWeightsPass", "GgufRows", "FLOAT_TYPES"]
@@ -108,11 +108,7 @@ class GgufWeightsPass(ir.passes.InPlacePass):
         graph = model.graph
         done: dict[ir.Value, tuple[NBitsWeight, list[ir.Value]] | None] = {}
         count = 0
-        for node in [n for n in graph if n.op_type == "MatMul" and n.domain in ("", "ai.onnx")]:
-            weight = node.inputs[1]
-            stored, transposed = QuantizeWeightsPass._stored_weight(weight)
-            if stored is None:
-                continue
+        for node, weight, stored, transposed in weight_matmuls(graph):
             if weight not in done:
                 done[weight] = self._convert(graph, rows, stored, transposed)
             if done[weight] is None:
@@ -123,7 +119,7 @@ class GgufWeightsPass(ir.passes.InPlacePass):
         for weight, converted in done.items():
             if converted is not None and not weight.uses() and weight.is_initializer():
                 graph.initializers.pop(weight.name)
-        QuantizeWeightsPass._own_remaining(graph)
+        own_remaining_weights(graph)
         if count:
             model.opset_imports.setdefault(_MS, 1)
         log.info("gguf weights: %d MatMuls and %d Gathers read %s blocks of %s", count, gathers,
@@ -142,7 +138,7 @@ class GgufWeightsPass(ir.passes.InPlacePass):
         for node in [n for n in graph if n.op_type == "Gather" and n.domain in ("", "ai.onnx")]:
             table = node.inputs[0]
             axis = node.attributes.get_int("axis", 0)
-            if axis != 0 or not QuantizeWeightsPass._quantizable(table) \
+            if axis != 0 or not quantizable(table) \
                     or table.const_value.dtype != ir.DataType.FLOAT:
                 continue
             if table not in done:

@@ -19,6 +19,7 @@ wide block's member-batched MLP) have no ``MatMulNBits`` form, so compile leaves
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 
 import numpy as np
 import onnx_ir as ir
@@ -28,7 +29,8 @@ from painters.compiler.graph_io import ChunkedTensor
 from painters.errors import CompileError
 from painters.ort_ops import MATMUL_NBITS, MS_DOMAIN
 
-__all__ = ["QuantizeWeightsPass", "BLOCK_SIZES", "WEIGHT_FORMATS", "replace_node"]
+__all__ = ["QuantizeWeightsPass", "BLOCK_SIZES", "WEIGHT_FORMATS", "replace_node", "weight_matmuls", "quantizable",
+           "own_remaining_weights"]
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +57,7 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
         graph = model.graph
         done: dict[ir.Value, tuple[ir.Value, ir.Value]] = {}
         count = 0
-        for node in [n for n in graph if n.op_type == "MatMul" and n.domain in ("", "ai.onnx")]:
-            weight = node.inputs[1]
-            stored, transposed = self._stored_weight(weight)
-            if stored is None:
-                continue
+        for node, weight, stored, transposed in weight_matmuls(graph):
             if weight not in done:
                 array = np.asarray(const(stored), dtype=np.float32)
                 packed, scales, _ = quantizer.qbits_block_quant(np.ascontiguousarray(array.T) if transposed else array)
@@ -82,42 +80,55 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
         for weight in done:
             if not weight.uses() and weight.is_initializer():  # a tied head's Transpose goes with unused nodes
                 graph.initializers.pop(weight.name)
-        self._own_remaining(graph)
+        own_remaining_weights(graph)
         if count:
             model.opset_imports.setdefault(MS_DOMAIN, 1)
         log.info("int4: %d MatMuls read %d quantized weights (block size %d)", count, len(done), self.block_size)
         return ir.passes.PassResult(model, modified=bool(count))
 
-    @classmethod
-    def _stored_weight(cls, weight: ir.Value | None) -> tuple[ir.Value | None, bool]:
-        """The initializer a MatMul's weight is, or is the 2-D ``Transpose`` of (a tied LM head reads the
-        embedding that way: one stored matrix); (None, False) when it is neither."""
-        if cls._quantizable(weight):
-            return weight, False
-        node = weight.producer() if weight is not None else None
-        if node is not None and node.op_type == "Transpose" and node.domain in ("", "ai.onnx") \
-                and cls._quantizable(node.inputs[0]):
-            perm = node.attributes.get_ints("perm")
-            if perm is None or list(perm) == [1, 0]:
-                return node.inputs[0], True
-        return None, False
 
-    @staticmethod
-    def _quantizable(weight: ir.Value | None) -> bool:
-        if weight is None or not weight.is_initializer() or weight.const_value is None:
-            return False
-        shape = weight.shape
-        return (shape is not None and len(shape) == 2 and all(isinstance(d, int) for d in shape)
-                and weight.const_value.dtype in (ir.DataType.FLOAT, ir.DataType.FLOAT16))
+def own_remaining_weights(graph: ir.Graph) -> None:
+    """Make the float weights still read from the source's data file lazy copies written with the output."""
+    for value in graph.initializers.values():
+        tensor = value.const_value
+        if isinstance(tensor, ir.ExternalTensor):
+            value.const_value = ChunkedTensor(lambda t=tensor: [_read(t)], dtype=tensor.dtype,
+                                              shape=tensor.shape, name=tensor.name or value.name)
 
-    @staticmethod
-    def _own_remaining(graph: ir.Graph) -> None:
-        """Make the float weights still read from the source's data file lazy copies written with the output."""
-        for value in graph.initializers.values():
-            tensor = value.const_value
-            if isinstance(tensor, ir.ExternalTensor):
-                value.const_value = ChunkedTensor(lambda t=tensor: [_read(t)], dtype=tensor.dtype,
-                                                  shape=tensor.shape, name=tensor.name or value.name)
+
+def weight_matmuls(graph: ir.Graph) -> Iterator[tuple[ir.Node, ir.Value, ir.Value, bool]]:
+    """Every MatMul whose weight is a stored matrix: (node, weight it reads, the initializer, read transposed).
+
+    The initializer is the weight itself, or what it is the 2-D ``Transpose`` of (a tied LM head reads the
+    embedding that way: one stored matrix). Both weight passes (round-to-nearest int4 and the GGUF's own blocks)
+    walk this list, so they agree on which MatMuls carry weights.
+    """
+    for node in [n for n in graph if n.op_type == "MatMul" and n.domain in ("", "ai.onnx")]:
+        weight = node.inputs[1]
+        stored, transposed = _stored_weight(weight)
+        if stored is not None:
+            yield node, weight, stored, transposed
+
+
+def _stored_weight(weight: ir.Value | None) -> tuple[ir.Value | None, bool]:
+    if quantizable(weight):
+        return weight, False
+    node = weight.producer() if weight is not None else None
+    if node is not None and node.op_type == "Transpose" and node.domain in ("", "ai.onnx") \
+            and quantizable(node.inputs[0]):
+        perm = node.attributes.get_ints("perm")
+        if perm is None or list(perm) == [1, 0]:
+            return node.inputs[0], True
+    return None, False
+
+
+def quantizable(weight: ir.Value | None) -> bool:
+    """A 2-D fp32/fp16 initializer of static shape: the weights a quantizer can take."""
+    if weight is None or not weight.is_initializer() or weight.const_value is None:
+        return False
+    shape = weight.shape
+    return (shape is not None and len(shape) == 2 and all(isinstance(d, int) for d in shape)
+            and weight.const_value.dtype in (ir.DataType.FLOAT, ir.DataType.FLOAT16))
 
 
 def replace_node(graph: ir.Graph, node: ir.Node, new: ir.Node, result: ir.Value | None = None) -> None:
