@@ -31,6 +31,7 @@ from painters.decoder_io import precision_of
 from painters.errors import BenchError, PlanError
 from painters.plans import Plan
 from painters.runtime.base import Runner
+from painters.targets.common import DeployError
 
 __all__ = ["open_runners", "open_runner", "ModelRunners", "RunnerSet", "ideal_ratio", "decode_weight_bytes", "BACKENDS",
            "SOURCE_BACKENDS", "ENGINE_BACKENDS", "LLAMACPP", "VLLM"]
@@ -306,25 +307,28 @@ class ModelRunners:
 
 
 def open_runners(model: str, plans: Sequence[str | None] | None = None, backend: str | None = None, *,
-                 anchor: str | None = None, scores: str | None = None, fuse_parallel: bool = True,
+                 anchor: str | Sequence[str] | None = None, scores: str | None = None, fuse_parallel: bool = True,
                  threads: int | None = None, dtype: str | None = None,
                  profile: str | None = None) -> RunnerSet:
     """Runners for ``plans`` of MODEL, keyed by plan name (None: the model's own plan, keyed by its name).
 
     The result is a dict and a context manager (``with open_runners(...) as runners:`` closes them all).
 
-    ``anchor`` (a source model, with a graph MODEL) adds the papers' eager Hugging Face path for every plan as
-    ``hf/PLAN``, in the graph's dtype unless ``dtype`` says otherwise; ``ort-genai:DIR`` instead times
-    onnxruntime-genai's generator on the builder's folder DIR with every plan compiled on it, as ``genai/PLAN``
-    (:mod:`painters.bench.genai_anchor`); ``vllm:SRC`` serves every plan deployed on the source SRC with vLLM, as
-    ``vllm/PLAN`` (:mod:`painters.runtime.vllm`); ``llama.cpp:FILE`` runs every plan and the full model in
-    llama.cpp, as ``llama.cpp/PLAN``. On an error every runner opened so far
-    is closed. Other arguments: :class:`ModelRunners`.
+    ``anchor`` — one or several, each adding rows for the same plans, so engines sit in one table:
+    a source model (with a graph MODEL) adds the papers' eager Hugging Face path for every plan as ``hf/PLAN``, in
+    the graph's dtype unless ``dtype`` says otherwise; ``ort-genai:DIR`` times onnxruntime-genai's generator on the
+    builder's folder DIR with every plan compiled on it, as ``genai/PLAN`` (:mod:`painters.bench.genai_anchor`);
+    ``vllm:SRC`` serves every plan deployed on the source SRC with vLLM, as ``vllm/PLAN``
+    (:mod:`painters.runtime.vllm`); ``llama.cpp:FILE`` runs every plan a GGUF can carry and the full model in
+    llama.cpp, as ``llama.cpp/PLAN`` (a plan it cannot carry is left out with a warning). On an error every runner
+    opened so far is closed. Other arguments: :class:`ModelRunners`.
     """
     plans = list(plans) if plans else [None]
+    anchors = [anchor] if isinstance(anchor, str) else list(anchor or ())
     models = ModelRunners(model, backend, scores=scores, fuse_parallel=fuse_parallel, threads=threads, dtype=dtype,
                           profile=profile)
-    if anchor and models.kind == "source" and not anchor.startswith((f"{LLAMACPP}:", f"{VLLM}:")):
+    engines = (f"{LLAMACPP}:", f"{VLLM}:")
+    if models.kind == "source" and any(not a.startswith(engines) for a in anchors):
         raise BenchError("--anchor adds the papers' path beside an exported .onnx; with a source MODEL use "
                          "--backend hf instead")
     runners = RunnerSet()
@@ -332,31 +336,54 @@ def open_runners(model: str, plans: Sequence[str | None] | None = None, backend:
         for plan in plans:
             runner = models.open(plan)
             runners[plan if plan is not None else runner.info.plan] = runner
-        if anchor and anchor.startswith(f"{VLLM}:"):  # vLLM serving each plan deployed on the source: rows vllm/PLAN
-            from painters.runtime.vllm import open_vllm
-
-            for name in list(runners):
-                runners[f"{VLLM}/{name}"] = open_vllm(anchor.removeprefix(f"{VLLM}:"), name, scores=scores)
-        elif anchor and anchor.startswith("ort-genai:"):  # ONNX Runtime GenAI's generator: rows genai/PLAN
-            from painters.bench.genai_anchor import genai_runners
-
-            runners.update(genai_runners(anchor, list(runners), scores))
-        elif anchor and anchor.startswith(f"{LLAMACPP}:"):  # llama.cpp: rows llama.cpp/PLAN and llama.cpp/baseline
-            engine = ModelRunners(anchor.removeprefix(f"{LLAMACPP}:"), LLAMACPP, scores=scores, threads=threads)
-            if engine.fixed is not None:  # a deployed GGUF runs its own plan only
-                runners[f"{LLAMACPP}/{engine.fixed.name}"] = engine.open(None)
-            else:
-                for name in dict.fromkeys([*runners, "baseline"]):
-                    runners[f"{LLAMACPP}/{name}"] = engine.open(name)
-        elif anchor:
-            first = next(iter(runners.values()))
-            hf = ModelRunners(anchor, "hf", scores=scores, threads=threads,
-                              dtype=dtype or precision_of(first.info.dtype) or "fp32")
-            for name in list(runners):
-                runners[f"hf/{name}"] = hf.open(name)
+        names = list(runners)  # every anchor adds rows for the model's own plans, not for another anchor's
+        for one in anchors:
+            runners.update(_anchor_runners(one, names, first=runners[names[0]], scores=scores, threads=threads,
+                                           dtype=dtype))
     except BaseException:
         runners.close()
         raise
+    return runners
+
+
+def _anchor_runners(anchor: str, names: list[str], *, first: Runner, scores: str | None, threads: int | None,
+                    dtype: str | None) -> dict[str, Runner]:
+    """The rows one ``--anchor`` adds for the plans ``names`` (see :func:`open_runners`)."""
+    runners: dict[str, Runner] = {}
+    try:
+        if anchor.startswith(f"{VLLM}:"):  # vLLM serving each plan deployed on the source: rows vllm/PLAN
+            from painters.runtime.vllm import open_vllm
+
+            for name in names:
+                runners[f"{VLLM}/{name}"] = open_vllm(anchor.removeprefix(f"{VLLM}:"), name, scores=scores)
+        elif anchor.startswith("ort-genai:"):  # ONNX Runtime GenAI's generator: rows genai/PLAN
+            from painters.bench.genai_anchor import genai_runners
+
+            runners.update(genai_runners(anchor, names, scores))
+        elif anchor.startswith(f"{LLAMACPP}:"):  # llama.cpp: rows llama.cpp/PLAN and llama.cpp/baseline
+            runners.update(_llamacpp_rows(anchor.removeprefix(f"{LLAMACPP}:"), names, scores, threads))
+        else:
+            hf = ModelRunners(anchor, "hf", scores=scores, threads=threads,
+                              dtype=dtype or precision_of(first.info.dtype) or "fp32")
+            for name in names:
+                runners[f"hf/{name}"] = hf.open(name)
+    except BaseException:
+        RunnerSet(runners).close()
+        raise
+    return runners
+
+
+def _llamacpp_rows(path: str, names: list[str], scores: str | None, threads: int | None) -> dict[str, Runner]:
+    """llama.cpp rows: a deployed GGUF runs its own plan; a plain one every plan a GGUF carries, and baseline."""
+    engine = ModelRunners(path, LLAMACPP, scores=scores, threads=threads)
+    if engine.fixed is not None:
+        return {f"{LLAMACPP}/{engine.fixed.name}": engine.open(None)}
+    runners: dict[str, Runner] = {}
+    for name in dict.fromkeys([*names, "baseline"]):
+        try:
+            runners[f"{LLAMACPP}/{name}"] = engine.open(name)
+        except DeployError as exc:  # a parallel group or a loop: no GGUF carries it (the vLLM anchor does)
+            log.warning("%s/%s left out: %s", LLAMACPP, name, exc)
     return runners
 
 

@@ -167,9 +167,10 @@ def benchmark(runners: dict[str, Runner], *, batches: Sequence[int] = (1,), prom
 
 
 def measure_latency(model: str, plans: Sequence[str] | None = None, backend: str | None = None, *,
-                    anchor: str | None = None, scores: str | None = None, fuse_parallel: bool = True,
-                    threads: int | None = None, dtype: str | None = None, batches: Sequence[int] = (1,),
-                    prompts: Sequence[int] = (128,), gen: int = 32, warmup: int = 1, iters: int = 5,
+                    anchor: str | Sequence[str] | None = None, scores: str | None = None,
+                    fuse_parallel: bool = True, threads: int | None = None, dtype: str | None = None,
+                    batches: Sequence[int] = (1,), prompts: Sequence[int] = (128,), gen: int = 32, warmup: int = 1,
+                    iters: int = 5,
                     progress: Callable[[str], None] | None = None) -> tuple[list[LatencyRow], str]:
     """``painters bench latency`` as one call: route MODEL and ``plans`` to runners (:mod:`painters.routing`,
     engines built for the run's shapes), measure them interleaved with each row's ideal and weight-read ratios

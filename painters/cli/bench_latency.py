@@ -46,12 +46,13 @@ class _Sizes(click.ParamType):
 @click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True)
 @click.option("--iters", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (onnxruntime / torch).")
-@click.option("--anchor", default=None, help="Source model (e.g. smollm2-135m): time the papers' eager Hugging Face "
-              "path for every plan beside MODEL.onnx, as rows hf/PLAN; ort-genai:DIR times onnxruntime-genai's "
-              "generator on the builder's folder DIR with every plan compiled on it, as rows genai/PLAN; "
-              "llama.cpp:FILE.gguf runs every plan and the full model in llama.cpp on FILE, as rows "
-              "llama.cpp/PLAN and llama.cpp/baseline; vllm:SRC serves every plan deployed on SRC with vLLM, as rows "
-              "vllm/PLAN.")
+@click.option("--anchor", multiple=True,
+              help="Repeatable; each adds rows for the same plans. A source model (e.g. smollm2-135m) times the "
+              "papers' eager Hugging Face path for every plan beside MODEL.onnx, as rows hf/PLAN; ort-genai:DIR "
+              "times onnxruntime-genai's generator on the builder's folder DIR with every plan compiled on it, as "
+              "rows genai/PLAN; llama.cpp:FILE.gguf runs every plan a GGUF carries and the full model in llama.cpp "
+              "on FILE, as rows llama.cpp/PLAN and llama.cpp/baseline; vllm:SRC serves every plan deployed on SRC "
+              "with vLLM, as rows vllm/PLAN.")
 @click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default=None,
               help="dtype of a source model (torch/hf backends, --anchor) [the graph's, else fp32].")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None)
@@ -62,11 +63,11 @@ def latency_cmd(model, backend, plans, plan, scores, fuse_parallel, batch, promp
     from painters.bench.latency import format_table, measure_latency, rows_to_json
     from painters.plans import split_plans
 
-    anchor_path = anchor.split(":", 1)[-1] if anchor else None  # ort-genai:DIR, llama.cpp:FILE
-    check_outputs([json_out], command_reads(scores, anchor, anchor_path, models=[model, anchor_path],
+    anchor_paths = [a.split(":", 1)[-1] for a in anchor]  # ort-genai:DIR, llama.cpp:FILE, vllm:SRC
+    check_outputs([json_out], command_reads(scores, *anchor, *anchor_paths, models=[model, *anchor_paths],
                                             plans=plans or plan))  # before the run, not after it
     asked = split_plans(plans or plan) if (plans or plan) else None  # None: the model's own plan
-    rows, model_hash = measure_latency(model, asked, backend, anchor=anchor, scores=scores,
+    rows, model_hash = measure_latency(model, asked, backend, anchor=list(anchor), scores=scores,
                                        fuse_parallel=fuse_parallel, threads=threads, dtype=dtype, batches=batch,
                                        prompts=prompt, gen=gen, warmup=warmup, iters=iters,
                                        progress=lambda msg: click.echo(msg, err=True))

@@ -45,3 +45,18 @@ def test_plain_gguf_runs_plans_and_refuses_other_plans_on_deployed(tiny_gguf, tm
     planned = deploy_gguf(tiny_gguf, "skip_1_3", tmp_path / "skip.gguf")
     with pytest.raises(BenchError, match="compiled for plan 'skip_1_3'"):
         open_runners(str(planned), ["skip_2_4"], "llama.cpp")
+
+
+def test_several_anchors_in_one_run(bf_llama, tiny_gguf, tmp_path):
+    """Each --anchor adds rows for the run's plans; llama.cpp leaves out the parallel group no GGUF carries."""
+    from painters.export.onnx_export import export_model
+    from painters.export.sources import load_source
+
+    graph = export_model(load_source(str(bf_llama)), tmp_path / "model.onnx")
+    args = ["bench", "latency", str(graph), "--plans", "baseline,parallel_1_3", "--anchor", str(bf_llama),
+            "--anchor", f"llama.cpp:{tiny_gguf}", "--prompt", "8", "--gen", "2", "--warmup", "0", "--iters", "1",
+            "--threads", "1"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    rows = [line.split("|")[1].strip() for line in result.output.splitlines() if line.startswith("| ")][1:]
+    assert rows == ["baseline", "parallel_1_3", "hf/baseline", "hf/parallel_1_3", "llama.cpp/baseline"]
