@@ -344,8 +344,12 @@ class DeployedGguf(Source):
                                 f"{str(exc)[:100]}); the file is truncated or damaged — fetch or deploy it again"
                                 ) from None
         props = {name: str(f.contents()) for name, f in reader.fields.items() if name.startswith(PREFIX)}
-        if not props:
-            return cls(str(path))
+        if PLAN not in props:  # a plain GGUF runs every block once, in order: baseline, its block count recorded
+            arch = reader.fields.get("general.architecture")
+            blocks = reader.fields.get(f"{arch.contents()}.block_count") if arch is not None else None
+            if blocks is not None:
+                props[f"{PREFIX}blocks"] = str(blocks.contents())
+            return cls(str(path), Record.from_props(props, str(path)))
         if PLAN in props and SCHEDULE not in props:  # the conventions: painters.plan holds the Plan's JSON text
             try:
                 plan = Plan.from_json(json.loads(props[PLAN]))

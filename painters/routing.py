@@ -161,20 +161,17 @@ class ModelRunners:
         self._scores = load_scores(self.scores, model_hash=self.loaded.hash) if self.scores else None
 
     def _read_gguf(self) -> None:
-        """The plan a GGUF records (a plain GGUF is baseline) and its block count."""
-        import gguf
-
-        from painters.fileio import file_hash
-        from painters.targets.gguf_io import field_value
-
+        """The plan a GGUF records and its block count (a plain GGUF's record is baseline with ``blocks``)."""
         record = self.artifact.record
-        self.fixed = record.plan if record is not None else None
-        reader = gguf.GGUFReader(str(self.path))
-        arch = field_value(reader.fields["general.architecture"])
-        blocks = int(field_value(reader.fields[f"{arch}.block_count"]))
-        self._num_layers = self.fixed.num_layers if self.fixed else blocks
+        self.fixed = record.plan
+        blocks = self.fixed.num_layers if self.fixed else record.extra.get("blocks")
+        if blocks is None:
+            raise BenchError(f"{self.path}: the GGUF records no block count (ARCH.block_count); it is not a "
+                             "model llama.cpp runs — convert it again with llama.cpp's convert_hf_to_gguf.py")
+        self._num_layers = int(blocks)
         self._scores = None
         if self.scores:
+            from painters.fileio import file_hash
             from painters.plans import load_scores
 
             self._scores = load_scores(self.scores, model_hash=file_hash(self.path))

@@ -101,6 +101,17 @@ def test_deployed_checkpoint_and_gguf(tmp_path):
     assert isinstance(found, DeployedGguf)
     assert found.record.plan == plan and found.record.target == "gguf" and found.record.plan_name == plan.name
 
+    plain_gguf = tmp_path / "plain.gguf"  # no painters keys: baseline without a schedule, its block count read once
+    writer = gguf.GGUFWriter(str(plain_gguf), "llama")
+    writer.add_block_count(4)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    record = read_artifact(plain_gguf).record
+    assert record.plan is None and record.is_baseline and record.ideal_ratio() == 1.0
+    assert record.extra["blocks"] == "4"
+
 
 def test_runners_carry_the_record(tiny_onnx, tmp_path):
     from painters.bench.latency import benchmark

@@ -28,6 +28,8 @@ def test_latency_rows_beside_the_full_model(tiny_gguf, tmp_path):
     rows = [line for line in result.output.splitlines() if line.startswith("| ") and "llama.cpp |" in line]
     # the anchor runs every plan of the run and the full model on the plain GGUF, in the same rounds
     assert [r.split("|")[1].strip() for r in rows] == ["skip_1_3", "llama.cpp/skip_1_3", "llama.cpp/baseline"]
+    ideal = {r.split("|")[1].strip(): r.split("|")[-2].strip() for r in rows}
+    assert ideal["llama.cpp/baseline"] == "1.000"  # the plain GGUF's record: baseline
 
 
 def test_plain_gguf_runs_plans_and_refuses_other_plans_on_deployed(tiny_gguf, tmp_path):
