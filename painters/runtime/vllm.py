@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from painters import __version__
+from painters.artifact import read_artifact
 from painters.cache import cache_dir
 from painters.errors import BenchError
 from painters.fileio import file_hash
@@ -223,8 +224,10 @@ def _deployment_key(source: str, plan: str, scores: str | None) -> str:
 
 def open_vllm(source: str, plan: str, *, scores: str | None = None, tensor_parallel_size: int = 1) -> VllmRunner:
     """A :class:`VllmRunner` for ``plan`` on ``source``, deployed once into ``$PAINTERS_CACHE/vllm`` and reused."""
-    runner = VllmRunner(deployed(source, plan, scores=scores), tensor_parallel_size=tensor_parallel_size)
+    path = deployed(source, plan, scores=scores)
+    runner = VllmRunner(path, tensor_parallel_size=tensor_parallel_size)
     runner.name = "vllm"
+    runner.artifact = read_artifact(path)  # the deployment's record: its plan's ideal ratio beside the measured one
     return runner
 
 
