@@ -1,11 +1,13 @@
 """The same plans' accuracy on several engines, in one table (issue 28: llama.cpp beside the ONNX graph).
 
     python scripts/engines_accuracy.py [--graph G.onnx] [--gguf FILE.gguf] [--plans baseline,drop_attn_k8,skip_4_26]
-        [--tasks arc_easy,lambada] [--limit 200] [--engines onnxruntime,llama.cpp] [--json OUT]
+        [--tasks arc_easy,lambada] [--limit 200] [--engines onnxruntime,llama.cpp[,vllm]] [--json OUT]
 
 ``onnxruntime`` runs each plan compiled from the exported fp32 graph G (default: the built-in SmolLM2 exported
 once to ``$PAINTERS_CACHE/scale/engines-accuracy/model.onnx``); ``llama.cpp`` runs each plan deployed from the GGUF
-(default: the built-in Q4_1 file) with its quantized blocks kept. Both score the same items the same way
+(default: the built-in Q4_1 file) with its quantized blocks kept; ``vllm`` serves each plan deployed on the
+source (``painters deploy vllm``, fp32, from ``make vllm-env``) and scores with vLLM's prompt log-probabilities.
+All score the same items the same way
 (``painters bench accuracy``'s :func:`~painters.bench.accuracy.evaluate`), so a row pair differs only by the engine
 and its weights. Prints one Markdown row per (plan, engine): each task's main metric ± its standard error.
 """
@@ -33,7 +35,7 @@ def _models(args) -> dict[str, str]:
             from painters.export.sources import load_source
 
             export_model(load_source("smollm2-135m"), graph)
-    return {"onnxruntime": str(graph), "llama.cpp": str(args.gguf or smollm2_path())}
+    return {"onnxruntime": str(graph), "llama.cpp": str(args.gguf or smollm2_path()), "vllm": "smollm2-135m"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -124,6 +124,8 @@ def loglikelihood(runner: Runner, requests: Sequence[Request], batch_size: int |
         if not len(ctx) or not len(cont):
             raise BenchError(f"request {i}: context and continuation need at least one token each")
         by_context.setdefault(tuple(int(t) for t in ctx), []).append(i)
+    if runner.scores_prompts:  # an engine that scores prompts itself (vLLM)
+        return _engine_loglikelihood(runner, requests, batch_size, progress)
     # Longest contexts first (as lm-eval): similar past lengths share a batch, and memory peaks early.
     groups = sorted(by_context.items(), key=lambda item: -len(item[0]))
     results: list[tuple[float, bool]] = [(0.0, False)] * len(requests)
@@ -144,6 +146,21 @@ def loglikelihood(runner: Runner, requests: Sequence[Request], batch_size: int |
             offset += len(chunk)
         if progress is not None:
             progress(sum(len(groups[g][1]) for g in batch))
+    return results
+
+
+def _engine_loglikelihood(runner: Runner, requests: Sequence[Request], batch_size: int,
+                          progress: Progress | None) -> list[tuple[float, bool]]:
+    """Each request scored as one prompt (context + continuation) by the engine's own prompt log-probabilities."""
+    results: list[tuple[float, bool]] = []
+    for start in range(0, len(requests), batch_size):
+        chunk = requests[start:start + batch_size]
+        scored = runner.score_tokens([[int(t) for t in ctx] + [int(t) for t in cont] for ctx, cont in chunk])
+        for (_, cont), tokens in zip(chunk, scored):
+            tail = tokens[-len(cont):]  # the continuation's tokens, each after everything before it
+            results.append((float(sum(lp for lp, _ in tail)), all(top for _, top in tail)))
+        if progress is not None:
+            progress(len(chunk))
     return results
 
 

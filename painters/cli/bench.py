@@ -28,8 +28,9 @@ def bench() -> None:
 @click.argument("model")
 @click.option("--tasks", required=True,
               help="Comma-separated: arc_easy,arc_challenge,hellaswag,winogrande,lambada,gsm8k.")
-@click.option("--backend", type=click.Choice(BACKEND_CHOICES), default=None,
-              help="Executor [onnxruntime for .onnx, tensorrt for .engine, torch for a source].")
+@click.option("--backend", type=click.Choice([*BACKEND_CHOICES, "vllm"]), default=None,
+              help="Executor [onnxruntime for .onnx, tensorrt for .engine, torch for a source]; vllm: the plan "
+              "deployed on the source and scored by vLLM's prompt log-probabilities (make vllm-env).")
 @click.option("--plan", default=None, help="Plan: run by torch on a source, compiled from an exported .onnx "
               "[the model's own: baseline, or a compiled graph's plan].")
 @click.option("--scores", type=click.Path(dir_okay=False), default=None, help="Importance scores for drop_*_kN plans.")

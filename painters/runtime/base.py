@@ -50,6 +50,8 @@ class Runner(ABC):
     # Rows of different lengths may share a batch (padding masked out). False for GroupQueryAttention graphs,
     # which read a row's positions from its mask's count: generate and scoring then batch equal lengths only.
     pads_rows: bool = True
+    # The engine scores whole prompts itself (score_tokens) instead of exposing logits and a cache (vLLM).
+    scores_prompts: bool = False
 
     def __enter__(self) -> Runner:
         return self
@@ -75,6 +77,14 @@ class Runner(ABC):
     @abstractmethod
     def repeat_kv(self, kv: KV, n: int) -> KV:
         """Repeat a batch-1 cache ``n`` times along the batch axis (shared contexts in bench)."""
+
+    def score_tokens(self, prompts: Sequence[Sequence[int]]) -> list[list[tuple[float, bool]]]:
+        """Per prompt, (log-probability, is the argmax) of each token after the first, computed by the engine.
+
+        Only runners with ``scores_prompts`` answer: the others expose logits and a cache, and scoring reads
+        those (:meth:`forward`); an engine that keeps its cache to itself (vLLM) scores here instead.
+        """
+        raise NotImplementedError(f"{self.name} scores through forward()")
 
     def prefill(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, KV]:
         """Run a left-padded prompt from an empty cache."""

@@ -153,6 +153,7 @@ class VllmRunner(Runner):
     """A ``painters deploy vllm`` checkpoint served by vLLM (see the module docstring)."""
 
     name = "vllm"
+    scores_prompts = True
 
     def __init__(self, checkpoint: str | Path, *, tensor_parallel_size: int = 1, tokenizer: Any = None,
                  model_hash: str = ""):
@@ -166,7 +167,7 @@ class VllmRunner(Runner):
         heads = config["num_attention_heads"]
         kv_heads = config.get("num_key_value_heads") or heads
         head_dim = config.get("head_dim") or config["hidden_size"] // heads
-        self.tokenizer = tokenizer
+        self._tokenizer = tokenizer
         self.info = ModelInfo(self.plan.kv_slots, kv_heads, head_dim, config["vocab_size"], "float32",
                               self.plan.name, model_hash or record.get("source_hash", ""), config.get("eos_token_id"))
         self._kv_per_token = 2 * self.plan.kv_slots * kv_heads * head_dim * 4
@@ -193,10 +194,24 @@ class VllmRunner(Runner):
             out.append(tokens)
         return out
 
+    @property
+    def tokenizer(self) -> Any:
+        """The tokenizer the deployment carries from its source, loaded when text is first encoded (accuracy)."""
+        if self._tokenizer is None and any(self.path.glob("tokenizer*")):
+            from transformers import AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(self.path)
+        return self._tokenizer
+
+    def score_tokens(self, prompts: Sequence[Sequence[int]]) -> list[list[tuple[float, bool]]]:
+        """Log-probability vLLM gives each prompt token after the first, and whether it was vLLM's top token."""
+        rows = self.worker.request(op="score", prompts=[list(map(int, p)) for p in prompts])["rows"]
+        return [[(float(lp), bool(top)) for lp, top in row] for row in rows]
+
     def forward(self, input_ids, attention_mask, position_ids, past: KV | None = None):
-        """Refused: vLLM does not expose an explicit cache to step with."""
-        raise BenchError("the vLLM backend keeps its own paged KV cache and serves generation only (bench latency, "
-                         "generate); score with --backend torch or onnxruntime")
+        """Refused: vLLM does not expose an explicit cache to step with (scoring goes through score_tokens)."""
+        raise BenchError("the vLLM backend keeps its own paged KV cache: it generates (bench latency, generate) and "
+                         "scores prompts (bench accuracy), but does not step an explicit cache")
 
     def empty_kv(self, batch: int) -> KV:
         """Refused: vLLM keeps its own KV cache."""

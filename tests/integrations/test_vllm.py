@@ -165,6 +165,15 @@ def test_router_backend_generates_reference_tokens_and_times(vllm_env, tiny_dir,
         assert runner.name == "vllm" and runner.info.num_slots == 6
         tokens = runner.generate(PROMPTS[:1], GEN)[0]
         assert tokens == _reference(model, parse_plan("dup_1_x3", 4), PROMPTS[0], tokens)[2]
+        # bench accuracy's scoring on vLLM (its prompt logprobs) equals the reference executor's
+        from painters.bench.accuracy import loglikelihood
+        from painters.runtime.torch_ref import TorchRunner
+
+        requests = [(PROMPTS[0][:7], PROMPTS[0][7:]), (PROMPTS[1][:2], PROMPTS[1][2:]), (PROMPTS[0][:3], [99])]
+        got = loglikelihood(runner, requests)
+        want = loglikelihood(TorchRunner(model, parse_plan("dup_1_x3", 4)), requests)
+        assert [g for _, g in got] == [g for _, g in want]
+        np.testing.assert_allclose([ll for ll, _ in got], [ll for ll, _ in want], atol=ATOL * 4)
         (row,) = benchmark(runners, prompts=(8,), gen=3, warmup=0, iters=1)
         assert row.backend == "vllm" and row.decode_ms > 0 and row.prefill_ms > 0
         assert row.kv_cache_bytes == 6 * 2 * 3 * 32 * 4 * (8 + 3 + 1)

@@ -6,6 +6,7 @@ vLLM's own logging goes to stderr. Requests (``op``):
 
 * ``generate``: ``prompts`` (token ids), ``max_tokens`` → per prompt the greedy ``tokens``, each decode step's
   ``logprobs`` (of the chosen token) and ``prompt_logprobs`` (of each prompt token after the first);
+* ``score``: ``prompts`` → per prompt ``[logprob, is_top1]`` of each token after the first (``bench accuracy``);
 * ``start``: ``prompts``, ``max_tokens`` → queues greedy requests that never stop early (EOS ignored);
 * ``step``: one engine step (the first after ``start`` is the prefill) → ``done``;
 * ``load``: ``model``, ``tp`` (and optionally ``trust_remote_code``: a checkpoint whose configuration class travels
@@ -43,6 +44,17 @@ def _generate(llm, request: dict) -> dict:
         prompt_lp = [entry[tok].logprob for tok, entry in zip(prompt[1:], out.prompt_logprobs[1:])]
         rows.append({"tokens": list(done.token_ids), "logprobs": steps, "prompt_logprobs": prompt_lp})
     return {"rows": rows}
+
+
+def _score(llm, request: dict) -> dict:
+    """Per prompt, [logprob, rank == 1] of each token after the first (vLLM's prompt logprobs carry the rank)."""
+    from vllm.inputs import TokensPrompt
+
+    outputs = llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in request["prompts"]],
+                           _sampling(1, prompt_logprobs=0), use_tqdm=False)
+    return {"rows": [[[entry[tok].logprob, entry[tok].rank == 1] for tok, entry in zip(prompt[1:],
+                                                                                      out.prompt_logprobs[1:])]
+                     for prompt, out in zip(request["prompts"], outputs)]}
 
 
 class _Stepper:
@@ -121,6 +133,9 @@ def main(argv: list[str] | None = None) -> None:
             elif op == "generate":
                 stepper.drain()
                 answer = _generate(llm, request)
+            elif op == "score":
+                stepper.drain()
+                answer = _score(llm, request)
             elif op == "start":
                 stepper.drain()
                 answer = stepper.start(request)
