@@ -1,16 +1,17 @@
 """CPU int4 benchmark (issue 29): painters' int4 graph vs its fp32 graph, its plans and llama.cpp, in one run.
 
-    python scripts/bench_int4_cpu.py [SRC] [--work DIR] [--plans baseline,drop_attn_k8,skip_4_26]
+    python scripts/bench_int4_cpu.py [SRC] [--work DIR] [--plans baseline,drop_attn_k8,skip_4_26,parallel_4_26]
         [--llamacpp FILE.gguf] [--limit 500] [--tasks arc_easy,lambada] [--no-accuracy] [--json OUT]
 
 SRC (default ``smollm2-135m``) is exported once to ``DIR/fp32/model.onnx``; ``painters-compile --weights int4``
 makes ``DIR/int4/model.onnx`` from it (for a GGUF source: the file's own blocks, exactly; pass ``--gguf`` for a
 GGUF other than the built-in one) and ``DIR/int4-requant/model.onnx`` with ``--gguf none`` (the weights
 re-quantized, for comparison). Latency rows, interleaved round by round on painters' runner: every plan on the
-int4 graph (ratios to the int4 baseline beside the ideal and weight-read ratios), ``fp32/baseline``,
-``int4-requant/baseline`` and, with ``--llamacpp``, llama.cpp on that file (``--anchor llama.cpp:FILE``, rows
-``llama.cpp/PLAN``). Accuracy: the first ``--limit`` items of each task on the int4, re-quantized and fp32 graphs
-(and llama.cpp). Everything goes through painters' bench API, as ``painters bench latency|accuracy`` does.
+int4 graph (ratios to the int4 baseline beside the ideal and weight-read ratios), a parallel plan also unfused
+(``PLAN/unfused``), ``fp32/baseline``, ``int4-requant/baseline`` and llama.cpp on the GGUF (``--llamacpp``, by
+default the built-in file; rows ``llama.cpp/PLAN``). Accuracy: the first ``--limit`` items of each task on the
+int4, re-quantized and fp32 graphs and llama.cpp. Last, issue 29's targets, each with its figures and whether this
+run met it. Everything goes through painters' bench API, as ``painters bench latency|accuracy`` does.
 """
 
 from __future__ import annotations
@@ -58,6 +59,11 @@ def _latency(paths: dict[str, Path], plans: list[str], args) -> list:
         for name in ("fp32", "int4-requant"):
             (runner,) = open_runners(str(paths[name]), threads=args.threads).values()
             runners[f"{name}/baseline"] = runner
+        for plan in [p for p in plans if p.startswith("parallel")]:  # the same group left unfused, for the ratio
+            path = args.work / f"int4.{plan}.unfused" / "model.onnx"
+            if not path.exists():
+                compile_model(paths["fp32"], plan, path, weights="int4", gguf=args.gguf, fuse_parallel=False)
+            (runners[f"{plan}/unfused"],) = open_runners(str(path), threads=args.threads).values()
         ideal = {name: ideal_ratio(r) for name, r in runners.items()}
         weights = {name: decode_weight_bytes(r) for name, r in runners.items()}
         return benchmark(runners, prompts=[args.prompt], gen=args.gen, iters=args.iters, ideal=ideal,
@@ -94,14 +100,50 @@ def _accuracy_table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def _targets(rows: list, results: dict[str, dict]) -> list[str]:
+    """Issue 29's targets, each with the measured figures and whether this run met it."""
+    by = {r.plan: r for r in rows}
+    out = []
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+
+    base, engine = by.get("baseline"), by.get("llama.cpp/baseline")
+    if base and engine:
+        ratio = base.decode_ms / engine.decode_ms
+        out.append(f"int4 decode / llama.cpp decode = {base.decode_ms:.3f} / {engine.decode_ms:.3f} ms = "
+                   f"{ratio:.3f} (target <= 0.65: {verdict(ratio <= 0.65)})")
+    for plan in ("drop_attn_k8", "skip_4_26"):
+        r = by.get(plan)
+        if r and r.ideal_ratio is not None:
+            out.append(f"{plan}: prefill x {r.prefill_ratio:.3f} vs ideal {r.ideal_ratio:.3f} + 0.05 "
+                       f"({verdict(r.prefill_ratio <= r.ideal_ratio + 0.05)}); decode x {r.decode_ratio:.3f} vs "
+                       f"weights {r.weights_ratio or float('nan'):.3f} + 0.05 "
+                       f"({verdict(r.weights_ratio is not None and r.decode_ratio <= r.weights_ratio + 0.05)})")
+    fused, unfused = by.get("parallel_4_26"), by.get("parallel_4_26/unfused")
+    if fused and unfused:
+        ratio = fused.decode_ms / unfused.decode_ms
+        out.append(f"fused / unfused int4 parallel_4_26 decode = {ratio:.3f} (target < 1.0: {verdict(ratio < 1.0)})")
+    if results and "llama.cpp" in results:
+        for task, r in results["int4"].items():
+            metric = "acc_norm" if "acc_norm" in r["metrics"] else r["main_metric"]
+            mine, se = r["metrics"][metric], r["stderr"][metric]
+            for other in ("llama.cpp", "fp32"):
+                theirs = results[other][task]["metrics"][metric]
+                out.append(f"{task} {metric}: int4 {mine:.4f} vs {other} {theirs:.4f} (|diff| {abs(mine - theirs):.4f}"
+                           f", one stderr {se:.4f}: {verdict(abs(mine - theirs) <= se)})")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("src", nargs="?", default="smollm2-135m")
-    parser.add_argument("--work", type=Path, default=Path("int4-bench"))
+    parser.add_argument("--work", type=Path, default=None, help="[$PAINTERS_CACHE/scale/int4-bench]")
     parser.add_argument("--gguf", default=None, help="the GGUF the source is (found for smollm2-135m)")
-    parser.add_argument("--plans", default="baseline,drop_attn_k8,skip_4_26")
+    parser.add_argument("--plans", default="baseline,drop_attn_k8,skip_4_26,parallel_4_26")
     parser.add_argument("--scores", type=Path, default=SCORES)
-    parser.add_argument("--llamacpp", default=None, help="FILE.gguf: llama.cpp rows beside painters'")
+    parser.add_argument("--llamacpp", default=None,
+                        help="FILE.gguf: llama.cpp rows beside painters' [the built-in GGUF for smollm2-135m]")
     parser.add_argument("--tasks", default="arc_easy,lambada")
     parser.add_argument("--limit", type=int, default=500)
     parser.add_argument("--prompt", type=int, default=128)
@@ -113,7 +155,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from painters.bench.latency import format_table, rows_to_json
+    from painters.cache import cache_dir
 
+    args.work = args.work or cache_dir("scale", "int4-bench")
+
+    if args.llamacpp is None and args.src == "smollm2-135m":  # the anchor: llama.cpp on the very file
+        from painters.export.sources import smollm2_path
+
+        args.llamacpp = str(smollm2_path())
     paths = _graphs(args.src, args.work, args.gguf)
     rows = _latency(paths, [p for p in args.plans.split(",") if p], args)
     print(format_table(rows))
@@ -121,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     if results:
         print()
         print(_accuracy_table(results))
+    print()
+    print("\n".join(_targets(rows, results)))
     if args.json:
         args.json.write_text(json.dumps({"latency": rows_to_json(rows, script="scripts/bench_int4_cpu.py"),
                                          "accuracy": results}, indent=1, default=str))
