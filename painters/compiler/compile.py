@@ -81,11 +81,10 @@ def compile_passes(structure: BlockStructure, layout: SlotLayout, *, ort_form: b
     quantize: list[ir.passes.PassBase] = []
     if weights == "int4":
         quantize = [GgufWeightsPass(gguf) if gguf is not None else QuantizeWeightsPass(block_size)]
+    instantiate = InstantiateStagesPass(structure, layout, int4=weights == "int4")
     if ort_form:
-        return [InstantiateStagesPass(structure, layout), *quantize, FuseSkipNormsPass(), RemoveUnusedNodesPass(),
-                TopologicalSortPass()]
-    return [InstantiateStagesPass(structure, layout), *quantize, RemoveUnusedNodesPass(), TopologicalSortPass(),
-            CheckStructurePass()]
+        return [instantiate, *quantize, FuseSkipNormsPass(), RemoveUnusedNodesPass(), TopologicalSortPass()]
+    return [instantiate, *quantize, RemoveUnusedNodesPass(), TopologicalSortPass(), CheckStructurePass()]
 
 
 def compile_model(model_path: str | Path, plan: str | Plan, out: str | Path | None = None, *,
@@ -97,7 +96,8 @@ def compile_model(model_path: str | Path, plan: str | Plan, out: str | Path | No
     (:mod:`painters.compiler.passes.fuse_parallel`); a group it cannot fuse stays unfused, with a warning.
 
     ``weights="int4"`` stores every 2-D MatMul weight as block-wise int4 (``block_size`` 32 or 128), each shared
-    weight quantized once; parallel groups then stay unfused (their batched weights have no int4 form).
+    weight quantized once; a parallel group fuses into an int4 wide block whose packed weights are the members'
+    own blocks, concatenated (:mod:`painters.compiler.forms.wide_int4`), where its form has one.
     A graph exported from a GGUF keeps that file's own blocks instead, converted exactly (``gguf``: the file;
     None finds it for the built-in ``smollm2-135m``; ``"none"`` re-quantizes): see :func:`int4_source`.
 
@@ -163,11 +163,8 @@ def compile_model(model_path: str | Path, plan: str | Plan, out: str | Path | No
         if name in beside:
             raise CompileError(f"output name {name} is the name of a file the graph needs beside it "
                                f"({src.parent / name}); choose another name with -o, e.g. one ending in .onnx")
-    if weights == "int4" and fuse_parallel and any(len(s.blocks) > 1 for s in plan.stages()):
-        log.warning("--weights int4: parallel groups left unfused (a wide block's member-batched MLP weights "
-                    "have no MatMulNBits form); each member keeps its own quantized weights")
-        fuse_parallel = False
-    layout = slot_layout(plan, structure, fuse_parallel=fuse_parallel, opset=model.opset_imports.get("", 0))
+    layout = slot_layout(plan, structure, fuse_parallel=fuse_parallel, opset=model.opset_imports.get("", 0),
+                         int4_block=block_size if weights == "int4" else None)
     run_passes(compile_passes(structure, layout, ort_form=ort_form, weights=weights, block_size=block_size,
                               gguf=gguf_path), model)
     extra = None

@@ -82,7 +82,7 @@ class SlotLayout:
         return Record.from_props(meta).slot_layout
 
 
-def _fuse_reason(structure: BlockStructure, stage: Stage, opset: int) -> str | None:
+def _fuse_reason(structure: BlockStructure, stage: Stage, opset: int, int4_block: int | None) -> str | None:
     """Why a parallel stage cannot be one wide block (None: it can, weight sharing aside)."""
     if not (stage.attn and stage.mlp):
         return f"its {'attention' if not stage.attn else 'MLP'} is dropped"
@@ -98,11 +98,13 @@ def _fuse_reason(structure: BlockStructure, stage: Stage, opset: int) -> str | N
     reason = form.why_not(stage)
     if reason is not None:
         return reason
+    if int4_block is not None and not form.int4_wide:
+        return f"{form.name} blocks have no int4 wide form"
     try:
-        form.group_dims([b.form for b in blocks])
+        dims = form.group_dims([b.form for b in blocks])
     except Mismatch as exc:
         return str(exc)
-    return None
+    return form.int4_why_not(dims, int4_block) if int4_block is not None else None
 
 
 def _drop_weight_sharing(stages: list[Stage], fused: set[int], reasons: dict[int, str]) -> None:
@@ -143,7 +145,7 @@ def _warn(stages: list[Stage], reasons: dict[int, str]) -> None:
 
 
 def slot_layout(plan: Plan, structure: BlockStructure, *, fuse_parallel: bool = True, opset: int = 18,
-                warn: bool = True) -> SlotLayout:
+                warn: bool = True, int4_block: int | None = None) -> SlotLayout:
     """Decide which stages fuse and number the compiled KV slots 0..n−1 in execution order.
 
     Args:
@@ -152,6 +154,8 @@ def slot_layout(plan: Plan, structure: BlockStructure, *, fuse_parallel: bool = 
         fuse_parallel: fuse parallel groups where they can be (False: every stage is cloned).
         opset: the graph's default-domain opset.
         warn: log one line per group left unfused, with the reason.
+        int4_block: the int4 block size when the weights become int4 (None: float); a group then fuses only
+            where its form builds an int4 wide block (``BlockForm.int4_why_not``).
     """
     stages = plan.stages()
     reasons: dict[int, str] = {}
@@ -159,7 +163,7 @@ def slot_layout(plan: Plan, structure: BlockStructure, *, fuse_parallel: bool = 
     if fuse_parallel:
         for index, stage in enumerate(stages):
             if len(stage.blocks) > 1:
-                reason = _fuse_reason(structure, stage, opset)
+                reason = _fuse_reason(structure, stage, opset, int4_block)
                 if reason is None:
                     fused.add(index)
                 else:

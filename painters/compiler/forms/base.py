@@ -82,11 +82,15 @@ class BlockForm(Protocol):
 
     ``attention`` names the ``com.microsoft`` operator that writes a fused group's KV slot (None: decomposed
     attention) and ``wide_in_place`` whether that slot may be bound as one buffer for past and present.
+    ``int4_wide``: the form also builds wide blocks whose weights quantize to the members' own int4 blocks, with
+    ``int4_why_not``, ``int4_fused_weights`` and ``int4_wide_block`` (as ``why_not``, ``fused_weights`` and
+    ``wide_block``; see :class:`painters.compiler.forms.llama.LlamaForm`).
     """
 
     name: str
     attention: str | None
     wide_in_place: bool
+    int4_wide: bool
 
     def match(self, block: Region) -> Any:
         """The block's typed description, or :class:`Mismatch` saying why it is not of this form."""

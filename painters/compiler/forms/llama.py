@@ -13,6 +13,7 @@ import onnx_ir as ir
 from painters.compiler.forms.base import GroupDims, Region
 from painters.compiler.forms.llama_match import LlamaBlock, match_llama
 from painters.compiler.forms.wide_block import WideBlock, fused_weights, group_dims
+from painters.compiler.forms.wide_int4 import WideInt4Block, int4_fused_weights, int4_why_not
 from painters.plans import Stage
 
 __all__ = ["LlamaForm", "LLAMA"]
@@ -24,6 +25,7 @@ class LlamaForm:
     name = "llama"
     attention = None  # decomposed: no com.microsoft operator writes a fused slot
     wide_in_place = False
+    int4_wide = True  # groups fuse under --weights int4 too (WideInt4Block)
 
     def match(self, block: Region) -> LlamaBlock:
         """See :func:`~painters.compiler.forms.llama_match.match_llama`."""
@@ -47,6 +49,21 @@ class LlamaForm:
                    opset: int) -> WideBlock:
         """See :class:`~painters.compiler.forms.wide_block.WideBlock`."""
         return WideBlock(graph, before, index, blocks, list(members), dims, weights, shared_kv, opset)
+
+    def int4_why_not(self, dims: GroupDims, block_size: int) -> str | None:
+        """See :func:`~painters.compiler.forms.wide_int4.int4_why_not`."""
+        return int4_why_not(dims, block_size)
+
+    def int4_fused_weights(self, graph: ir.Graph, blocks: tuple[int, ...], members: Sequence[LlamaBlock],
+                           dims: GroupDims) -> dict[str, ir.Value]:
+        """See :func:`~painters.compiler.forms.wide_int4.int4_fused_weights`."""
+        return int4_fused_weights(graph, blocks, list(members), dims)
+
+    def int4_wide_block(self, graph: ir.Graph, before: ir.Node, index: int, blocks: tuple[int, ...],
+                        members: Sequence[LlamaBlock], dims: GroupDims, weights: dict[str, ir.Value],
+                        shared_kv: bool, opset: int) -> WideInt4Block:
+        """See :class:`~painters.compiler.forms.wide_int4.WideInt4Block`."""
+        return WideInt4Block(graph, before, index, blocks, list(members), dims, weights, shared_kv, opset)
 
 
 LLAMA = LlamaForm()

@@ -187,6 +187,17 @@ class WideBlock:
         return self.op("Add", [self.op("Mul", [t, cos], f"{name}/cos"), self.op("Mul", [rot, sin], f"{name}/sin")],
                        name)
 
+    def qkv(self, x: ir.Value) -> tuple[ir.Value, ir.Value, ir.Value]:
+        """q, k and v of every member ``[B, S, k·n·D]`` (gains and the attention scale are in the weights)."""
+        # three MatMuls on the shared normed input: a concatenated one would need a Split (a copy)
+        normed = self.norm(x, self.members[0].norm1, "attn_norm")
+        q, key, value = (self.op("MatMul", [normed, self.w[f"{n}_proj"]], f"{n}_proj") for n in ("q", "k", "v"))
+        return q, key, value
+
+    def o_proj(self, ctx: ir.Value, x_rows: ir.Value) -> ir.Value:
+        """``h = x + o_m(ctx_m)`` for every member, ``[k, B·S, H]``, from the member-major context rows."""
+        return self.op("Add", [x_rows, self.op("MatMul", [ctx, self.w["o_proj"]], "o_proj")], "h")
+
     def mlp_mean(self, h: ir.Value, norm) -> ir.Value:
         """``mean over members of (h_m + MLP_m(h_m))`` from ``h`` with a leading member axis; ``norm`` is the
         members' second norm (its gains are folded into the gate and up weights)."""
@@ -209,9 +220,7 @@ class WideBlock:
         rep, shared = nh // nkv, self.shared
 
         self.meta["painters.sublayer"] = "attn"
-        # q, k and v as three MatMuls on the shared normed input: a concatenated one would need a Split (a copy)
-        normed = self.norm(x, m0.norm1, "attn_norm")
-        q, key, value = (self.op("MatMul", [normed, self.w[f"{n}_proj"]], f"{n}_proj") for n in ("q", "k", "v"))
+        q, key, value = self.qkv(x)
 
         def heads(t, n, name):  # [B, S, n·D] → [B, n, S, D]
             t = self.op("Reshape", [t, self.ints([0, 0, n, D], f"{name}/shape")], f"{name}/reshape")
@@ -249,7 +258,7 @@ class WideBlock:
         ctx = self.op("Transpose", [ctx], "context/member_major", perm=[1, 0, 3, 2, 4])  # [k, B, S, nh, D]
         ctx = self.op("Reshape", [ctx, self.ints([k, -1, nh * D], "context/rows_shape")], "context/rows")
         x_rows = self.op("Reshape", [x, self.ints([1, -1, H], "x/rows_shape")], "x/rows")
-        h = self.op("Add", [x_rows, self.op("MatMul", [ctx, self.w["o_proj"]], "o_proj")], "h")  # [k, B·S, H]
+        h = self.o_proj(ctx, x_rows)  # [k, B·S, H]
 
         mean = self.mlp_mean(h, m0.norm2)
         out = self.op("Reshape", [mean, self.op("Shape", [x], "x/shape")], "out")

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["EXACT", "BlockForm", "NBitsWeight", "to_nbits", "BLOCK"]
+__all__ = ["EXACT", "BlockForm", "NBitsWeight", "to_nbits", "concat_k", "BLOCK"]
 
 BLOCK = 32
 
@@ -122,3 +122,26 @@ def to_nbits(raw: np.ndarray, type_name: str) -> NBitsWeight:
             zp = np.full((n, nb), form.shift, dtype=np.uint8)
     offset = None if m is None else np.ascontiguousarray(m.reshape(n, nb).T)
     return NBitsWeight(form.bits, np.ascontiguousarray(packed), d.reshape(n, nb), zp, offset)
+
+
+def concat_k(parts: list[NBitsWeight]) -> NBitsWeight:
+    """One weight whose K is the parts' K one after another (an int4 wide block's stacked down projection).
+
+    Every part's blocks, scales, zero points and minima are kept as they are: only 4-bit zero points, two to a
+    byte and padded per row, are unpacked and packed again, so a part with an odd block count still lines up.
+    """
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+    packed = np.concatenate([p.packed for p in parts], axis=1)
+    scales = np.concatenate([p.scales for p in parts], axis=1)
+    offset = None if first.offset is None else np.concatenate([p.offset for p in parts], axis=0)
+    zp = None
+    if first.zero_points is not None and first.bits == 4:
+        z = np.concatenate([np.stack([p.zero_points & 0x0F, p.zero_points >> 4], -1).reshape(p.n, -1)
+                            [:, :p.packed.shape[1]] for p in parts], axis=1)
+        z = np.concatenate([z, z[:, -1:]], axis=1) if z.shape[1] % 2 else z
+        zp = np.ascontiguousarray(z[:, 0::2] | (z[:, 1::2] << 4))
+    elif first.zero_points is not None:
+        zp = np.concatenate([p.zero_points for p in parts], axis=1)
+    return NBitsWeight(first.bits, np.ascontiguousarray(packed), np.ascontiguousarray(scales), zp, offset)

@@ -13,6 +13,11 @@ Block types with a minimum (Q4_1, Q5_1: ``w = d·q + m``) get a second, small te
 of K (Reshape + ReduceSum) and ``M [K/32, N]`` holds the minima. That is the same sum, regrouped, and both
 terms run on prepacked fast kernels; a float ``zero_point = −m/d`` would not (see gguf_blocks).
 
+A weight stacked along K from member weights (an int4 wide block's down projection, tagged
+:data:`~painters.compiler.forms.wide_int4.K_SEGMENTS`) is matched part by part and its blocks concatenated
+(:func:`~painters.compiler.passes.gguf_blocks.concat_k`); weights concatenated along N need nothing: their
+columns are rows of the file.
+
 Weights the GGUF stores unquantized (F32/F16) stay float MatMuls — that is their exact form; k-quant tensors
 are refused by name. Like :class:`~painters.compiler.passes.quantize.QuantizeWeightsPass`, conversion is per
 initializer, so duplicated blocks keep sharing one packed weight.
@@ -29,7 +34,8 @@ import numpy as np
 import onnx_ir as ir
 
 from painters.compiler.forms.base import const
-from painters.compiler.passes.gguf_blocks import BLOCK, EXACT, NBitsWeight, to_nbits
+from painters.compiler.forms.wide_int4 import K_SEGMENTS
+from painters.compiler.passes.gguf_blocks import BLOCK, EXACT, NBitsWeight, concat_k, to_nbits
 from painters.compiler.passes.quantize import own_remaining_weights, quantizable, replace_node, weight_matmuls
 from painters.errors import CompileError
 
@@ -179,14 +185,20 @@ class GgufWeightsPass(ir.passes.InPlacePass):
                                "a graph exported in fp32 (painters export SRC --dtype fp32)")
         array = np.asarray(const(stored), dtype=np.float32)
         cols = array if transposed else array.T  # [N, K]: one GGUF row per output column
-        kind, raw = rows.rows_of(stored.name, cols)
+        segments = 1 if transposed else stored.meta.get(K_SEGMENTS, 1)  # members stacked along K
+        found = [rows.rows_of(stored.name, part) for part in np.split(cols, segments, axis=1)]
+        kinds = sorted({kind for kind, _ in found})
+        if len(kinds) > 1:
+            raise CompileError(f"weight {stored.name} stacks members of GGUF block types {kinds}; use --gguf none "
+                               "to re-quantize, or --no-fuse-parallel")
+        kind = kinds[0]
         self.types[kind] = self.types.get(kind, 0) + 1
         if kind in FLOAT_TYPES:
             return None
         if kind not in EXACT:
             raise CompileError(f"weight {stored.name} is GGUF {kind} in {rows.path.name}: no exact MatMulNBits form "
                                f"(exact: {', '.join(EXACT)}); use --gguf none to re-quantize it")
-        nbits = to_nbits(raw, kind)
+        nbits = concat_k([to_nbits(raw, kind) for _, raw in found])
         name = f"{stored.name}_T" if transposed else stored.name
         values = [_initializer(graph, f"{name}_Q{nbits.bits}", nbits.packed),
                   _initializer(graph, f"{name}_scales", nbits.scales)]

@@ -9,7 +9,8 @@ compiled slot; each stage then reads the current residual stream:
   the mask) maps to itself, so clones share weights — duplicating a block adds nodes, never weight bytes;
   several members are averaged, ``Sum · 1/k``;
 * a fused stage is one wide block that the members' block form builds from their typed descriptions
-  (:meth:`~painters.compiler.forms.base.BlockForm.wide_block`).
+  (:meth:`~painters.compiler.forms.base.BlockForm.wide_block`; with ``int4``, its ``int4_wide_block``, whose
+  float weights the int4 pass after this one converts to the members' own blocks).
 
 Finally the baseline blocks and their KV inputs are removed and the outputs become ``logits`` and one
 present pair per compiled slot (a ``kv=mean`` stage left unfused averages its members' presents). The
@@ -80,10 +81,11 @@ def is_identity(structure: BlockStructure, layout: SlotLayout) -> bool:
 class InstantiateStagesPass(ir.passes.InPlacePass):
     """Replace the baseline blocks with the layout's stages (see the module docstring)."""
 
-    def __init__(self, structure: BlockStructure, layout: SlotLayout):
+    def __init__(self, structure: BlockStructure, layout: SlotLayout, int4: bool = False):
         super().__init__()
         self.structure = structure
         self.layout = layout
+        self.int4 = int4
 
     def requires(self, model: ir.Model) -> None:
         """The structure must be this graph's: its blocks' values still in the graph, its KV inputs present."""
@@ -143,11 +145,13 @@ class InstantiateStagesPass(ir.passes.InPlacePass):
         members = [self.structure.blocks[b].form for b in blocks]
         form = self.structure.blocks[blocks[0]].block_form  # the layout fused only members of one form
         dims = form.group_dims(members)
+        weights, wide = ((form.int4_fused_weights, form.int4_wide_block) if self.int4
+                         else (form.fused_weights, form.wide_block))
         if blocks not in self.weights:  # the loops of one group share one set of fused weights
-            self.weights[blocks] = form.fused_weights(graph, blocks, members, dims)
+            self.weights[blocks] = weights(graph, blocks, members, dims)
         slot = stage.member_slots[0]
-        out, present = form.wide_block(graph, self.before, stage.index, blocks, members, dims, self.weights[blocks],
-                                       stage.stage.shared_kv, self.opset).build(x, self.slot_inputs[slot])
+        out, present = wide(graph, self.before, stage.index, blocks, members, dims, self.weights[blocks],
+                            stage.stage.shared_kv, self.opset).build(x, self.slot_inputs[slot])
         self.presents[slot].append(present)
         return out
 

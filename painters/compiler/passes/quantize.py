@@ -11,9 +11,9 @@ and would write a copy per clone.) ``accuracy_level`` 4 computes with int8 activ
 ONNX Runtime GenAI builder does for its int4 CPU graphs.
 
 Everything the graph still reads from the source's data file (embedding, norm gains) is copied into the
-output's own data, so the int4 folder does not carry the fp32 weights along. Weights that are not 2-D (a
-wide block's member-batched MLP) have no ``MatMulNBits`` form, so compile leaves parallel groups unfused under
-``--weights int4`` (with a notice).
+output's own data, so the int4 folder does not carry the fp32 weights along. A parallel group is fused by the
+int4 wide block (:mod:`painters.compiler.forms.wide_int4`) into 2-D weights that quantize column by column and
+K-block by K-block to the members' own packed bytes.
 """
 
 from __future__ import annotations
