@@ -162,6 +162,9 @@ def test_int4_option_errors(tiny_dir, tmp_path):
         (dict(weights="int4", quantizer="hqq", calib=tiny_dir / "calib.txt"), "uses no calibration data"),
         (dict(weights="int4", accuracy_level=2), "--accuracy-level 2"),
         (dict(weights="int4", quantizer="awq"), "--quantizer awq"),
+        # the exact GGUF path converts a file's own blocks (int4_source checks only that the file exists)
+        (dict(weights="int4", gguf=tiny_dir / "calib.txt", quantizer="hqq"), "own 4-bit blocks exactly"),
+        (dict(weights="int4", gguf=tiny_dir / "calib.txt", calib=tiny_dir / "calib.txt"), "add --gguf none"),
     ]
     for kwargs, message in cases:
         with pytest.raises(CompileError, match=message.replace("-", r"\-")):
