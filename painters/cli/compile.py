@@ -24,21 +24,30 @@ from painters.cli.root import handle_errors, main
 @click.option("--gguf", default=None,
               help="int4 from this GGUF's own blocks (the file the graph was exported from; found automatically "
                    "for smollm2-135m); 'none' re-quantizes the float weights.")
+@click.option("--quantizer", type=click.Choice(["rtn", "k_quant", "hqq", "gptq"]), default=None,
+              help="How float weights are re-quantized (onnxruntime's quantizers; not with a GGUF's own blocks) "
+                   "[rtn]. gptq needs --calib.")
+@click.option("--accuracy-level", type=click.Choice(["0", "1", "4"]), default=None,
+              help="MatMulNBits accuracy_level: 4 int8 activations (faster on the CPU), 0/1 fp32 [4].")
+@click.option("--calib", type=click.Path(dir_okay=False), default=None,
+              help="Calibration text (.txt/.jsonl) for --quantizer gptq, tokenized with the graph's tokenizer.")
 @click.option("--engine", type=click.Path(dir_okay=False), default=None, help="Also build a TensorRT engine here.")
 @click.option("--backend", type=click.Choice(["tensorrt-rtx", "tensorrt"]), default="tensorrt-rtx", show_default=True)
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default=None,
               help="Checked against the graph.")
 @click.option("--profile", default=None, help="Shape ranges, e.g. batch=1:8:32,seq=1:128:2048,past=0:512:4096.")
 @handle_errors
-def compile_cmd(model, plan, out, scores, fuse_parallel, weights, block_size, gguf, engine, backend, precision,
-                profile) -> None:
+def compile_cmd(model, plan, out, scores, fuse_parallel, weights, block_size, gguf, quantizer, accuracy_level, calib,
+                engine, backend, precision, profile) -> None:
     """Rewrite MODEL (an exported .onnx) to PLAN: drop, duplicate, reorder or parallelize decoder blocks."""
     from painters.compiler.compile import compile_model
     from painters.fileio import check_outputs, command_reads
 
     check_outputs([out, engine], command_reads(scores, models=[model], plans=plan))  # -o and --engine too
     result = compile_model(model, plan, out, scores=scores, fuse_parallel=fuse_parallel, weights=weights,
-                           block_size=None if block_size is None else int(block_size), gguf=gguf)
+                           block_size=None if block_size is None else int(block_size), gguf=gguf,
+                           quantizer=quantizer, accuracy_level=None if accuracy_level is None else int(accuracy_level),
+                           calib=calib)
     p = result.plan
     fused = f" (parallel groups fused: {p.kv_slots} plan slots)" if result.layout.fused_stages else ""
     click.echo(f"{result.output}: plan {p} — {p.block_evals} block evals, {result.kv_slots} KV slots{fused}, "

@@ -7,6 +7,7 @@ import logging
 import time
 from pathlib import Path
 
+import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes.common import RemoveUnusedNodesPass, ShapeInferencePass, TopologicalSortPass
 
@@ -21,8 +22,15 @@ from painters.compiler.passes.anchor_shapes import AnchorKVShapesPass
 from painters.compiler.passes.check import CheckStructurePass
 from painters.compiler.passes.gguf_weights import GgufWeightsPass
 from painters.compiler.passes.instantiate import InstantiateStagesPass
+from painters.compiler.passes.int4_quantizers import CALIBRATED
 from painters.compiler.passes.noops import RemoveNoOpsPass
-from painters.compiler.passes.quantize import WEIGHT_FORMATS, QuantizeWeightsPass
+from painters.compiler.passes.quantize import (
+    ACCURACY_LEVELS,
+    DEFAULT_ACCURACY_LEVEL,
+    DEFAULT_QUANTIZER,
+    WEIGHT_FORMATS,
+    QuantizeWeightsPass,
+)
 from painters.compiler.passes.skip_norms import FuseSkipNormsPass, SplitSkipNormsPass
 from painters.compiler.pipeline import (
     CompileResult,
@@ -39,9 +47,12 @@ from painters.ort_ops import MS_DOMAIN
 from painters.plans import Plan, parse_plan
 
 __all__ = ["compile_model", "compiled_plan", "CompileResult", "default_output", "safe_plan_name", "prepare",
-           "compile_passes", "run_passes", "int4_source", "resolve_plan", "stamp_compiled", "describe"]
+           "compile_passes", "run_passes", "calibration_tokens", "int4_source", "resolve_plan", "stamp_compiled",
+           "describe"]
 
 log = logging.getLogger(__name__)
+
+CALIB_SAMPLES, CALIB_SEQ_LEN = 32, 256  # GPTQ calibration: 8192 tokens in 32 prefills
 
 
 def prepare(model: ir.Model) -> BlockStructure:
@@ -66,8 +77,9 @@ def prepare(model: ir.Model) -> BlockStructure:
 
 
 def compile_passes(structure: BlockStructure, layout: SlotLayout, *, ort_form: bool = False,
-                   weights: str = "float", block_size: int = 32,
-                   gguf: Path | None = None) -> list[ir.passes.PassBase]:
+                   weights: str = "float", block_size: int = 32, gguf: Path | None = None,
+                   quantizer: str = DEFAULT_QUANTIZER, accuracy_level: int = DEFAULT_ACCURACY_LEVEL,
+                   calibration: np.ndarray | None = None) -> list[ir.passes.PassBase]:
     """The compile pipeline after discovery: instantiate the layout's stages, then clean up and check.
 
     ``ort_form``: the graph uses ONNX Runtime's contrib operators (``com.microsoft``, ONNX Runtime GenAI's
@@ -76,11 +88,13 @@ def compile_passes(structure: BlockStructure, layout: SlotLayout, *, ort_form: b
     ``SimplifiedLayerNormalization`` and refuses the builder's own graphs. ``weights="int4"`` quantizes every
     2-D MatMul weight once (:class:`~painters.compiler.passes.quantize.QuantizeWeightsPass`), or, given the
     ``gguf`` the graph was exported from, converts that file's own blocks exactly
-    (:class:`~painters.compiler.passes.gguf_weights.GgufWeightsPass`).
+    (:class:`~painters.compiler.passes.gguf_weights.GgufWeightsPass`); ``quantizer``, ``accuracy_level`` and
+    ``calibration`` (token ids, GPTQ) are the int4 pass's.
     """
     quantize: list[ir.passes.PassBase] = []
     if weights == "int4":
-        quantize = [GgufWeightsPass(gguf) if gguf is not None else QuantizeWeightsPass(block_size)]
+        quantize = [GgufWeightsPass(gguf, accuracy_level) if gguf is not None
+                    else QuantizeWeightsPass(block_size, accuracy_level, quantizer, calibration)]
     instantiate = InstantiateStagesPass(structure, layout, int4=weights == "int4")
     if ort_form:
         return [instantiate, *quantize, FuseSkipNormsPass(), RemoveUnusedNodesPass(), TopologicalSortPass()]
@@ -89,7 +103,8 @@ def compile_passes(structure: BlockStructure, layout: SlotLayout, *, ort_form: b
 
 def compile_model(model_path: str | Path, plan: str | Plan, out: str | Path | None = None, *,
                   scores: str | Path | None = None, fuse_parallel: bool = True, weights: str = "float",
-                  block_size: int | None = None, gguf: str | Path | None = None) -> CompileResult:
+                  block_size: int | None = None, gguf: str | Path | None = None, quantizer: str | None = None,
+                  accuracy_level: int | None = None, calib: str | Path | None = None) -> CompileResult:
     """Rewrite ``model_path`` to ``plan`` and write the result atomically (default ``MODEL.PLAN.onnx``).
 
     ``fuse_parallel`` (the default) turns each parallel group into one wide block
@@ -100,6 +115,9 @@ def compile_model(model_path: str | Path, plan: str | Plan, out: str | Path | No
     own blocks, concatenated (:mod:`painters.compiler.forms.wide_int4`), where its form has one.
     A graph exported from a GGUF keeps that file's own blocks instead, converted exactly (``gguf``: the file;
     None finds it for the built-in ``smollm2-135m``; ``"none"`` re-quantizes): see :func:`int4_source`.
+    Re-quantizing uses ``quantizer`` (one of onnxruntime's, default ``DEFAULT_QUANTIZER``; ``"gptq"`` needs
+    ``calib``, a local text/JSONL file tokenized with the tokenizer beside the graph); ``accuracy_level`` is
+    MatMulNBits' (4: int8 activations on the CPU, the default; 0/1: fp32) on either path.
 
     An ONNX Runtime GenAI ``model.onnx`` (``genai_config.json`` beside it) compiles to a GenAI folder
     (default ``DIR.PLAN/model.onnx``) with its config rewritten (:mod:`painters.compiler.genai`).
@@ -107,8 +125,9 @@ def compile_model(model_path: str | Path, plan: str | Plan, out: str | Path | No
     start = time.perf_counter()
     if weights not in WEIGHT_FORMATS:
         raise CompileError(f"--weights {weights!r}: choose one of {', '.join(WEIGHT_FORMATS)}")
-    if weights != "int4" and (block_size is not None or gguf is not None):
-        raise CompileError("--block-size and --gguf choose how int4 weights are made; add --weights int4")
+    if weights != "int4" and any(o is not None for o in (block_size, gguf, quantizer, accuracy_level, calib)):
+        raise CompileError("--block-size, --gguf, --quantizer, --accuracy-level and --calib choose how int4 weights "
+                           "are made; add --weights int4")
     if block_size is not None and block_size not in (32, 128):
         raise CompileError(f"--block-size {block_size}: int4 blocks of 32 or 128 weights")
     src = Path(model_path)
@@ -145,6 +164,16 @@ def compile_model(model_path: str | Path, plan: str | Plan, out: str | Path | No
                                "kept as they are), or compile the float graph it came from")
     gguf_path = int4_source(model, gguf, block_size) if weights == "int4" else None
     block_size = 32 if gguf_path is not None or block_size is None else block_size
+    if gguf_path is not None and (quantizer is not None or calib is not None):
+        raise CompileError(f"--quantizer/--calib choose how float weights are re-quantized; this compile converts "
+                           f"{gguf_path.name}'s own 4-bit blocks exactly (nothing is quantized): drop them, or add "
+                           "--gguf none to re-quantize the float weights")
+    quantizer = quantizer or DEFAULT_QUANTIZER
+    level = DEFAULT_ACCURACY_LEVEL if accuracy_level is None else accuracy_level
+    if level not in ACCURACY_LEVELS:
+        raise CompileError(f"--accuracy-level {level}: choose one of {', '.join(map(str, ACCURACY_LEVELS))} "
+                           "(0/1: fp32 activations, 4: int8 activations)")
+    calibration = calibration_tokens(src, calib, quantizer) if weights == "int4" and gguf_path is None else None
     plan_arg = plan if isinstance(plan, str) else None  # a plan file is an input too
     plan = resolve_plan(plan, structure.num_layers, src, source_hash, scores)
     if out:
@@ -157,7 +186,8 @@ def compile_model(model_path: str | Path, plan: str | Plan, out: str | Path | No
     if config is not None:
         written.append(out.with_name(genai.CONFIG_NAME))
         reads.append(src.with_name(genai.CONFIG_NAME))
-    check_outputs(written, [*reads, *([gguf_path] if gguf_path else []), *command_reads(scores, plans=plan_arg)])
+    check_outputs(written, [*reads, *([gguf_path] if gguf_path else []), *([Path(calib)] if calib else []),
+                            *command_reads(scores, plans=plan_arg)])
     beside = {str(p.relative_to(src.parent)) for p in reads[1:] if p.is_relative_to(src.parent)}
     for name in (out.name, out.name + ".fused.data"):  # files linked next to the output under these names
         if name in beside:
@@ -166,10 +196,12 @@ def compile_model(model_path: str | Path, plan: str | Plan, out: str | Path | No
     layout = slot_layout(plan, structure, fuse_parallel=fuse_parallel, opset=model.opset_imports.get("", 0),
                          int4_block=block_size if weights == "int4" else None)
     run_passes(compile_passes(structure, layout, ort_form=ort_form, weights=weights, block_size=block_size,
-                              gguf=gguf_path), model)
+                              gguf=gguf_path, quantizer=quantizer, accuracy_level=level, calibration=calibration),
+               model)
     extra = None
     if weights == "int4":
-        extra = {"weights": f"int4/block{block_size}" + (f"/gguf:{gguf_path.name}" if gguf_path else "")}
+        how = f"gguf:{gguf_path.name}" if gguf_path else quantizer
+        extra = {"weights": f"int4/block{block_size}/{how}/level{level}"}
     output_bytes = stamp_compiled(model, src, plan, layout, source_bytes, source_hash, extra)
     with atomic_dir_outputs(out) as tmp:
         save_graph(model, src, out, tmp)
@@ -203,6 +235,27 @@ def int4_source(model: ir.Model, gguf: str | Path | None, block_size: int | None
         raise CompileError(f"--block-size {block_size}: a GGUF's own blocks are 32 wide; drop --block-size, or "
                            f"add --gguf none to re-quantize at block size {block_size}")
     return path
+
+
+def calibration_tokens(src: Path, calib: str | Path | None, quantizer: str) -> np.ndarray | None:
+    """GPTQ's calibration token ids ``[CALIB_SAMPLES, CALIB_SEQ_LEN]`` from ``calib``; None for the others."""
+    if quantizer not in CALIBRATED:
+        if calib is not None:
+            raise CompileError(f"--calib: --quantizer {quantizer} uses no calibration data; drop --calib, or choose "
+                               f"--quantizer {' or '.join(sorted(CALIBRATED))}")
+        return None
+    if calib is None:
+        raise CompileError(f"--quantizer {quantizer} needs calibration text: add --calib FILE (a local .txt or "
+                           ".jsonl, e.g. held-out passages of ../shared/data/lambada/lambada_test.jsonl)")
+    from painters.analysis.calibration import calibration_ids
+    from painters.runtime.ort import load_tokenizer
+
+    tokenizer = load_tokenizer(src.parent)
+    if tokenizer is None:
+        raise CompileError(f"--quantizer {quantizer}: no tokenizer beside {src} to read --calib {calib}; export "
+                           "the graph with its tokenizer (painters export saves it) or choose --quantizer hqq")
+    return calibration_ids(calib, tokenizer, samples=CALIB_SAMPLES, seq_len=CALIB_SEQ_LEN, model_name=str(src),
+                           fewer="give a longer --calib file").numpy()
 
 
 def compiled_plan(model: ir.Model) -> str | None:

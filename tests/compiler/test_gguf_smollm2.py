@@ -39,7 +39,7 @@ def test_smollm2_int4_is_the_ggufs_own_blocks(smollm2_onnx, tmp_path):
     exact = compile_model(smollm2_onnx, "baseline", tmp_path / "exact" / "model.onnx", weights="int4")
     requant = compile_model(smollm2_onnx, "baseline", tmp_path / "rtn" / "model.onnx", weights="int4", gguf="none")
     meta = load_graph(exact.output).metadata_props
-    assert meta["painters.weights"] == "int4/block32/gguf:SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert meta["painters.weights"] == "int4/block32/gguf:SmolLM2-135M-Instruct.Q4_1.gguf/level4"
     graph = load_graph(exact.output).graph
     bits = sorted({n.attributes["bits"].as_int() for n in graph if n.op_type == "MatMulNBits"})
     assert bits == [4, 8]  # Q4_1 layers, the Q8_0 tied head

@@ -29,11 +29,12 @@ def test_int4_recompile_of_an_int4_graph_is_refused(int4_graph, tmp_path, plan, 
 
 def test_compiling_an_int4_graph_keeps_and_records_its_block(int4_graph, tmp_path):
     from painters.compiler.compile import describe
+    from painters.compiler.passes.quantize import DEFAULT_QUANTIZER
 
     out = tmp_path / "o.onnx"
     code, text = run_cli(["compile", "--plan", "skip_1_3", int4_graph, "-o", out])
     assert code == 0, text
-    assert describe(out)["weights"] == "int4/block32"
+    assert describe(out)["weights"] == f"int4/block32/{DEFAULT_QUANTIZER}/level4"
 
 
 # NaN weights ----------------------------------------------------------------------------------------------------

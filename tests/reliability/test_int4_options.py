@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from painters.compiler.graph_io import load_graph
+from painters.compiler.passes.quantize import DEFAULT_QUANTIZER
 from tests.reliability.checks import assert_refused, run_cli
 
 
@@ -60,10 +61,11 @@ def test_int4_of_an_int4_graph_is_refused_and_its_block_size_kept(model_dir, tmp
                             "--block-size", "128"])
     assert code == 0, output
     assert_refused(["compile", "--plan", "skip_1_3", first, "-o", tmp_path / "o" / "x.onnx", "--weights", "int4"],
-                   [model_dir.parent, tmp_path], "already has quantized weights (int4/block128)", "drop --weights int4")
+                   [model_dir.parent, tmp_path],
+                   f"already has quantized weights (int4/block128/{DEFAULT_QUANTIZER}/level4)", "drop --weights int4")
     again = model_dir.with_name("again.onnx")
     code, output = run_cli(["compile", "--plan", "skip_1_3", first, "-o", again])
     assert code == 0, output
     graph = load_graph(again)
-    assert graph.metadata_props["painters.weights"] == "int4/block128"
+    assert graph.metadata_props["painters.weights"] == f"int4/block128/{DEFAULT_QUANTIZER}/level4"
     assert {n.attributes["block_size"].as_int() for n in graph.graph if n.op_type == "MatMulNBits"} == {128}

@@ -4,11 +4,13 @@ A weight is an initializer or the ``Transpose`` of one: a tied LM head reads the
 export stores it once), and its quantized form is that of the transpose.
 
 Quantization is per *initializer*, not per node: blocks a plan duplicates read the same weight value, so each
-weight is quantized once (block-wise, symmetric, by onnxruntime's ``MatMulNBitsQuantizer`` kernel
-``DefaultWeightOnlyQuantizer.qbits_block_quant``) and every clone's MatMul reads the same packed weight and
-scales — duplicated blocks keep sharing their weights. (``MatMulNBitsQuantizer`` itself quantizes node by node
-and would write a copy per clone.) ``accuracy_level`` 4 computes with int8 activations on the CPU, as the
-ONNX Runtime GenAI builder does for its int4 CPU graphs.
+weight is quantized once and every clone's MatMul reads the same packed weight, scales and zero points —
+duplicated blocks keep sharing their weights. (``MatMulNBitsQuantizer`` itself quantizes node by node and would
+write a copy per clone.) The quantizer is one of onnxruntime's, called per weight
+(:mod:`painters.compiler.passes.int4_quantizers`: ``rtn``, ``k_quant``, ``hqq``, ``gptq``); GPTQ's Hessian
+sums the inputs of every MatMul that reads the weight (:mod:`painters.compiler.passes.calibrate`).
+``accuracy_level`` 4 computes with int8-quantized activations on the CPU (as the ONNX Runtime GenAI builder's
+int4 CPU graphs and llama.cpp's Q4×Q8 dot products do); 0 and 1 keep fp32 activations.
 
 Everything the graph still reads from the source's data file (embedding, norm gains) is copied into the
 output's own data, so the int4 folder does not carry the fp32 weights along. A parallel group is fused by the
@@ -26,52 +28,73 @@ import onnx_ir as ir
 
 from painters.compiler.forms.base import const
 from painters.compiler.graph_io import ChunkedTensor
+from painters.compiler.passes.calibrate import calibration_feeds, input_hessians
+from painters.compiler.passes.int4_quantizers import CALIBRATED, QUANTIZERS, quantize_weight
 from painters.errors import CompileError
 from painters.ort_ops import MATMUL_NBITS, MS_DOMAIN
 
-__all__ = ["QuantizeWeightsPass", "BLOCK_SIZES", "WEIGHT_FORMATS", "replace_node", "weight_matmuls", "quantizable",
-           "own_remaining_weights"]
+__all__ = ["QuantizeWeightsPass", "BLOCK_SIZES", "WEIGHT_FORMATS", "ACCURACY_LEVELS", "DEFAULT_QUANTIZER",
+           "DEFAULT_ACCURACY_LEVEL", "replace_node", "weight_matmuls", "quantizable", "own_remaining_weights"]
 
 log = logging.getLogger(__name__)
 
 BLOCK_SIZES = (32, 128)
 WEIGHT_FORMATS = ("float", "int4")
-class QuantizeWeightsPass(ir.passes.InPlacePass):
-    """Replace ``MatMul(A, W)`` (W a 2-D float initializer) by ``MatMulNBits``, one quantization per W."""
+ACCURACY_LEVELS = (0, 1, 4)  # MatMulNBits on the CPU: 0 (unset) and 1 fp32 activations, 4 int8 activations
+# The defaults, measured on SmolLM2-135M (its GGUF de-quantized to fp32, then re-quantized at block 32; first 200
+# items; 2-core machine, heavily loaded, ratios from one interleaved run): hqq keeps fp32's accuracy (lambada 0.335
+# vs fp32 0.340, rtn 0.235) but onnxruntime 1.32's CPU MatMulNBits runs its float zero points on a slow path (decode
+# 12.7x rtn's, slower than fp32), and k_quant and gptq (uint8 zero points, rtn's speed) score below rtn on held-out
+# lambada perplexity. So rtn stays the default, at accuracy level 4 (level 0 decodes 1.26x slower).
+DEFAULT_QUANTIZER = "rtn"
+DEFAULT_ACCURACY_LEVEL = 4
 
-    def __init__(self, block_size: int = 32, accuracy_level: int = 4):
+
+class QuantizeWeightsPass(ir.passes.InPlacePass):
+    """Replace ``MatMul(A, W)`` (W a 2-D float initializer) by ``MatMulNBits``, one quantization per W.
+
+    Args:
+        block_size: Weights per quantization block along K (32 or 128).
+        accuracy_level: MatMulNBits' ``accuracy_level`` (see ``ACCURACY_LEVELS``).
+        quantizer: One of ``int4_quantizers.QUANTIZERS``.
+        calibration: Token ids ``[samples, seq]`` for a calibrated quantizer (GPTQ), None for the others.
+    """
+
+    def __init__(self, block_size: int = 32, accuracy_level: int = DEFAULT_ACCURACY_LEVEL,
+                 quantizer: str = DEFAULT_QUANTIZER, calibration: np.ndarray | None = None):
         super().__init__()
         if block_size not in BLOCK_SIZES:
             raise CompileError(f"--block-size {block_size}: choose one of {', '.join(map(str, BLOCK_SIZES))}")
+        if quantizer not in QUANTIZERS:
+            raise CompileError(f"--quantizer {quantizer}: choose one of {', '.join(QUANTIZERS)}")
+        if accuracy_level not in ACCURACY_LEVELS:
+            raise CompileError(f"--accuracy-level {accuracy_level}: choose one of "
+                               f"{', '.join(map(str, ACCURACY_LEVELS))} (0/1 fp32 activations, 4 int8)")
+        if (quantizer in CALIBRATED) != (calibration is not None):
+            raise CompileError(f"--quantizer {quantizer}: " + ("needs calibration text (--calib FILE)"
+                               if quantizer in CALIBRATED else "takes no calibration data; drop --calib"))
         self.block_size = block_size
         self.accuracy_level = accuracy_level
+        self.quantizer = quantizer
+        self.calibration = calibration
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        from onnxruntime.quantization.matmul_nbits_quantizer import (
-            DefaultWeightOnlyQuantConfig,
-            DefaultWeightOnlyQuantizer,
-        )
-
-        quantizer = DefaultWeightOnlyQuantizer(DefaultWeightOnlyQuantConfig(
-            block_size=self.block_size, is_symmetric=True, accuracy_level=self.accuracy_level))
         graph = model.graph
-        done: dict[ir.Value, tuple[ir.Value, ir.Value]] = {}
+        matmuls = list(weight_matmuls(graph))
+        hessians: dict[ir.Value, np.ndarray] = {}
+        if self.quantizer in CALIBRATED and matmuls:
+            readers: dict[ir.Value, list[ir.Value]] = {}
+            for node, weight, _, _ in matmuls:
+                readers.setdefault(weight, []).append(node.inputs[0])
+            hessians = input_hessians(model, calibration_feeds(graph, self.calibration), readers)
+        done: dict[ir.Value, list[ir.Value]] = {}
         count = 0
-        for node, weight, stored, transposed in weight_matmuls(graph):
+        for node, weight, stored, transposed in matmuls:
             if weight not in done:
-                array = np.asarray(const(stored), dtype=np.float32)
-                packed, scales, _ = quantizer.qbits_block_quant(np.ascontiguousarray(array.T) if transposed else array)
-                scales = scales.astype(stored.const_value.dtype.numpy())
-                name = f"{stored.name}_T" if transposed else stored.name
-                q = ir.Value(name=f"{name}_Q4", const_value=ir.tensor(packed, name=f"{name}_Q4"))
-                s = ir.Value(name=f"{name}_scales", const_value=ir.tensor(scales, name=f"{name}_scales"))
-                for v in (q, s):
-                    v.shape, v.dtype = v.const_value.shape, v.const_value.dtype
-                    graph.register_initializer(v)
-                done[weight] = (q, s)
-            q, s = done[weight]
+                done[weight] = self._quantized(graph, stored, transposed, hessians.get(weight))
             k, n = reversed(stored.shape) if transposed else stored.shape
-            new = ir.Node(MS_DOMAIN, MATMUL_NBITS, [node.inputs[0], q, s], num_outputs=1, name=f"{node.name}/int4",
+            new = ir.Node(MS_DOMAIN, MATMUL_NBITS, [node.inputs[0], *done[weight]], num_outputs=1,
+                          name=f"{node.name}/int4",
                           attributes=[ir.AttrInt64("K", k), ir.AttrInt64("N", n), ir.AttrInt64("bits", 4),
                                       ir.AttrInt64("block_size", self.block_size),
                                       ir.AttrInt64("accuracy_level", self.accuracy_level)])
@@ -83,8 +106,28 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
         own_remaining_weights(graph)
         if count:
             model.opset_imports.setdefault(MS_DOMAIN, 1)
-        log.info("int4: %d MatMuls read %d quantized weights (block size %d)", count, len(done), self.block_size)
+        log.info("int4: %d MatMuls read %d weights quantized by %s (block size %d, accuracy level %d)", count,
+                 len(done), self.quantizer, self.block_size, self.accuracy_level)
         return ir.passes.PassResult(model, modified=bool(count))
+
+    def _quantized(self, graph: ir.Graph, stored: ir.Value, transposed: bool,
+                   hessian: np.ndarray | None) -> list[ir.Value]:
+        """The packed weight, scales and (asymmetric quantizers) zero points, registered as initializers."""
+        array = np.asarray(const(stored), dtype=np.float32)
+        packed, scales, zeros = quantize_weight(array.T if transposed else array, self.quantizer, self.block_size,
+                                                hessian)
+        dtype = stored.const_value.dtype.numpy()
+        name = f"{stored.name}_T" if transposed else stored.name
+        arrays = {"Q4": packed, "scales": scales.astype(dtype)}
+        if zeros is not None:  # uint8 packed nibbles, or float zero points in the scales' type (HQQ)
+            arrays["zero_points"] = zeros if zeros.dtype == np.uint8 else zeros.astype(dtype)
+        values = []
+        for suffix, data in arrays.items():
+            v = ir.Value(name=f"{name}_{suffix}", const_value=ir.tensor(data, name=f"{name}_{suffix}"))
+            v.shape, v.dtype = v.const_value.shape, v.const_value.dtype
+            graph.register_initializer(v)
+            values.append(v)
+        return values
 
 
 def own_remaining_weights(graph: ir.Graph) -> None:
