@@ -21,6 +21,7 @@ from painters.compiler.passes.anchor_shapes import AnchorKVShapesPass
 from painters.compiler.passes.check import CheckStructurePass
 from painters.compiler.passes.gguf_weights import GgufWeightsPass
 from painters.compiler.passes.instantiate import InstantiateStagesPass
+from painters.compiler.passes.logits_to_keep import LogitsToKeepPass
 from painters.compiler.passes.noops import RemoveNoOpsPass
 from painters.compiler.passes.quantize import WEIGHT_FORMATS, QuantizeWeightsPass
 from painters.compiler.passes.skip_norms import FuseSkipNormsPass, SplitSkipNormsPass
@@ -70,6 +71,9 @@ def compile_passes(structure: BlockStructure, layout: SlotLayout, *, ort_form: b
                    gguf: Path | None = None) -> list[ir.passes.PassBase]:
     """The compile pipeline after discovery: instantiate the layout's stages, then clean up and check.
 
+    Every compiled graph takes ``logits_to_keep`` (:mod:`painters.compiler.passes.logits_to_keep`): a prefill that
+    goes on decoding computes the head for its last position only, which no plan's ratio could otherwise reach.
+
     ``ort_form``: the graph uses ONNX Runtime's contrib operators (``com.microsoft``, ONNX Runtime GenAI's
     builder): residual Adds are folded back into the norms that read them, so the output keeps that form, and
     onnx's checker is skipped — it has no schema for ONNX Runtime's default-domain
@@ -82,10 +86,10 @@ def compile_passes(structure: BlockStructure, layout: SlotLayout, *, ort_form: b
     if weights == "int4":
         quantize = [GgufWeightsPass(gguf) if gguf is not None else QuantizeWeightsPass(block_size)]
     if ort_form:
-        return [InstantiateStagesPass(structure, layout), *quantize, FuseSkipNormsPass(), RemoveUnusedNodesPass(),
-                TopologicalSortPass()]
-    return [InstantiateStagesPass(structure, layout), *quantize, RemoveUnusedNodesPass(), TopologicalSortPass(),
-            CheckStructurePass()]
+        return [LogitsToKeepPass(structure), InstantiateStagesPass(structure, layout), *quantize, FuseSkipNormsPass(),
+                RemoveUnusedNodesPass(), TopologicalSortPass()]
+    return [LogitsToKeepPass(structure), InstantiateStagesPass(structure, layout), *quantize, RemoveUnusedNodesPass(),
+            TopologicalSortPass(), CheckStructurePass()]
 
 
 def compile_model(model_path: str | Path, plan: str | Plan, out: str | Path | None = None, *,
