@@ -14,6 +14,7 @@ import onnx_ir as ir
 import pytest
 
 from painters.compiler.compile import compile_model, compile_passes, prepare, run_passes
+from painters.compiler.engine import graph_info
 from painters.compiler.layout import slot_layout
 from painters.decoder_io import INPUT_IDS, LOGITS, LOGITS_TO_KEEP, is_past
 from painters.plans import parse_plan
@@ -114,7 +115,10 @@ def test_kept_logits_equal_the_last_rows(plan):
 
 @pytest.mark.parametrize("plan", ["drop_attn_1,3-4", "skip_2_6"])
 def test_runner_prefill_keeps_the_last_position(tiny_onnx, tmp_path, plan):
-    runner = OrtRunner(compile_model(tiny_onnx, plan, tmp_path / "m.onnx").output)
+    path = compile_model(tiny_onnx, plan, tmp_path / "m.onnx").output
+    runner = OrtRunner(path)
+    # what an engine profile or a Triton config lists: the inputs a caller must feed, not one with a default
+    assert LOGITS_TO_KEEP not in [name for name, _, _ in graph_info(path).inputs]
     plain = OrtRunner(tiny_onnx)  # the export: no logits_to_keep input, every position comes back
     assert runner.keeps_logits and not plain.keeps_logits
     ids, mask = left_pad(PROMPTS)
