@@ -32,6 +32,13 @@ __all__ = ["OrtRunner", "load_tokenizer"]
 
 log = logging.getLogger(__name__)
 
+# CPU sessions do not busy-wait: after a run, ONNX Runtime's intra-op workers spin on the cores for a while, and
+# the next session of the same process (a bench round times plans one after another, a server holds several)
+# then shares them with spinning threads. Measured on SmolLM2-135M's int4 graphs, 2 cores, plans interleaved:
+# with spinning skip_4_26's 128-token prefill was 0.33-0.41 of baseline's (alone, back to back: 0.28), with
+# it off 0.27, and every runner's prefill and decode got faster (baseline prefill 508 → 336 ms).
+SPINNING = "session.intra_op.allow_spinning"
+
 
 
 def load_tokenizer(model_dir: Path):
@@ -76,6 +83,8 @@ class OrtRunner(DeviceRunner):
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
+        if not self._cuda:  # see SPINNING
+            options.add_session_config_entry(SPINNING, "0")
         self.session = self._open(ort, path, options)
         self._bindings: dict[int, Any] = {}  # id(StaticBuffers) → its IOBinding, bound once
         self._step_options: dict[int, Any] = {}  # id(StaticBuffers) → RunOptions naming its gpu_graph_id

@@ -4,7 +4,8 @@ Issue 29: a plan's prefill ratio stayed far above its ideal ratio because the he
 128-token prefill, half of ``skip_4_26``'s) ran over every prompt position whatever the plan removed. These tests
 hold the structure that fixes it: every path from the tokens to ``logits`` crosses the ``logits_to_keep`` slice,
 a dropped attention removes exactly its block's attention nodes (nothing per token is left behind), the default
-keeps every position, and the runner's prefill asks for the last position only.
+keeps every position, and the runner's prefill asks for the last position only. The runner's CPU sessions do
+not spin (a spinning session slowed the next plan's prefill in interleaved rounds: painters.runtime.ort).
 """
 
 from __future__ import annotations
@@ -128,3 +129,10 @@ def test_runner_prefill_keeps_the_last_position(tiny_onnx, tmp_path, plan):
     assert plain.prefill(ids, mask, logits_to_keep=1)[0].shape[1] == ids.shape[1]
     np.testing.assert_allclose(last[:, 0], full[:, -1], rtol=0, atol=1e-5)
     assert runner.generate(PROMPTS, 6, static=False) == runner.generate(PROMPTS, 6, static=True)
+
+
+def test_cpu_sessions_do_not_spin(tiny_onnx):
+    from painters.runtime.ort import SPINNING
+
+    options = OrtRunner(tiny_onnx).session.get_session_options()
+    assert options.get_session_config_entry(SPINNING) == "0"
