@@ -3,10 +3,12 @@
 painters graphs follow the Hugging Face Optimum / ONNX Runtime GenAI convention: inputs ``input_ids``
 [batch, seq], ``attention_mask`` [batch, past+seq], ``position_ids`` [batch, seq] and per KV slot i
 ``past_key_values.{i}.key`` / ``.value`` [batch, kv_heads, past, head_dim]; outputs ``logits`` [batch, seq,
-vocab] and ``present.{i}.key`` / ``.value`` [batch, kv_heads, past+seq, head_dim]. Export writes these names,
-the compiler reads and renumbers them, engines size profiles by their dims and runners bind them; all of
-them go through this module, so a change of convention is a change here only. It imports nothing heavy
-(no torch, onnx or tensorrt), so every layer of painters may import it without a cycle.
+vocab] and ``present.{i}.key`` / ``.value`` [batch, kv_heads, past+seq, head_dim]. A compiled graph also takes
+the optional scalar ``logits_to_keep`` (default 0: every position; k: ``logits`` of the last k positions only,
+all a prefill that goes on decoding reads). Export writes these names, the compiler reads and renumbers them,
+engines size profiles by their dims and runners bind them; all of them go through this module, so a change of
+convention is a change here only. It imports nothing heavy (no torch, onnx or tensorrt), so every layer of
+painters may import it without a cycle.
 """
 
 from __future__ import annotations
@@ -14,15 +16,16 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-__all__ = ["INPUT_IDS", "ATTENTION_MASK", "POSITION_IDS", "LOGITS", "TOKEN_INPUTS", "KINDS", "HF_CACHE_ARG",
-           "past_name", "present_name", "parse_past", "parse_present", "is_past", "is_present", "is_io_input",
-           "present_to_past", "past_slots", "dim_roles", "KV_DIMS", "PRECISIONS", "precision_of", "ONNX_DTYPES",
-           "ORT_DTYPES", "TRT_DTYPES", "dtype_name"]
+__all__ = ["INPUT_IDS", "ATTENTION_MASK", "POSITION_IDS", "LOGITS", "LOGITS_TO_KEEP", "TOKEN_INPUTS", "KINDS",
+           "HF_CACHE_ARG", "past_name", "present_name", "parse_past", "parse_present", "is_past", "is_present",
+           "is_io_input", "present_to_past", "past_slots", "dim_roles", "KV_DIMS", "PRECISIONS", "precision_of",
+           "ONNX_DTYPES", "ORT_DTYPES", "TRT_DTYPES", "dtype_name"]
 
 INPUT_IDS = "input_ids"
 ATTENTION_MASK = "attention_mask"
 POSITION_IDS = "position_ids"
 LOGITS = "logits"
+LOGITS_TO_KEEP = "logits_to_keep"  # optional (an initializer is its default): how many last positions get logits
 TOKEN_INPUTS = (INPUT_IDS, ATTENTION_MASK, POSITION_IDS)
 KINDS = ("key", "value")
 # Hugging Face's keyword for the cache argument of a decoder's forward (the convention's names come from it)

@@ -12,6 +12,11 @@ int4 graph (ratios to the int4 baseline beside the ideal and weight-read ratios)
 default the built-in file; rows ``llama.cpp/PLAN``). Accuracy: the first ``--limit`` items of each task on the
 int4, re-quantized and fp32 graphs and llama.cpp. Last, issue 29's targets, each with its figures and whether this
 run met it. Everything goes through painters' bench API, as ``painters bench latency|accuracy`` does.
+
+``--builder`` adds the issue's prefill case on ONNX Runtime GenAI's int4 graph: ``painters export SRC --form genai
+--precision int4`` to ``DIR/genai-int4/model.onnx``, every plan compiled on it and timed in rounds of their own
+(rows ``genai-int4/PLAN``, ratios to that graph's baseline). Every table ends with a line per plan saying whether
+its prefill ratio is within its ideal ratio + 0.05 (``PREFILL_MARGIN``), the bound issue 29 sets.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SCORES = ROOT / "docs/results/smollm2-135m/analysis/importance.json"
+PREFILL_MARGIN = 0.05  # issue 29: a plan's prefill ratio may exceed its ideal ratio by this much, no more
+BUILDER = "genai-int4"  # rows of the builder's int4 graph: BUILDER/PLAN
 
 
 def _graphs(src: str, work: Path, gguf: str | None) -> dict[str, Path]:
@@ -71,6 +78,46 @@ def _latency(paths: dict[str, Path], plans: list[str], args) -> list:
     finally:
         for runner in runners.values():
             runner.close()
+
+
+def _builder_latency(src: str, plans: list[str], args) -> list:
+    """The plans compiled on the builder's int4 GQA graph (in-place cache), timed in rounds of their own."""
+    from painters.bench.latency import benchmark
+    from painters.compiler.compile import compile_model
+    from painters.export.genai_export import export_genai
+    from painters.export.sources import load_source
+    from painters.routing import decode_weight_bytes, ideal_ratio, open_runners
+
+    source = args.work / BUILDER / "model.onnx"
+    if not source.exists():
+        export_genai(load_source(src), source, precision="int4")
+    runners: dict = {}
+    try:
+        for plan in plans:  # baseline compiled too: every row runs the same compiled form and cache path
+            path = args.work / f"{BUILDER}.{plan}" / "model.onnx"
+            if not path.exists():
+                compile_model(source, plan, path, scores=args.scores)
+            (runner,) = open_runners(str(path), threads=args.threads).values()
+            runners[f"{BUILDER}/{plan}"] = runner
+        return benchmark(runners, prompts=[args.prompt], gen=args.gen, iters=args.iters,
+                         ideal={n: ideal_ratio(r) for n, r in runners.items()},
+                         weights={n: decode_weight_bytes(r) for n, r in runners.items()},
+                         baseline=f"{BUILDER}/baseline", progress=lambda m: print(m, file=sys.stderr))
+    finally:
+        for runner in runners.values():
+            runner.close()
+
+
+def _prefill_check(rows) -> str:
+    """One line per row with an ideal ratio: its prefill ratio against ideal + PREFILL_MARGIN."""
+    lines = []
+    for r in rows:
+        if r.prefill_ratio is not None and r.ideal_ratio is not None and r.ideal_ratio < 1:
+            bound = r.ideal_ratio + PREFILL_MARGIN
+            verdict = "ok" if r.prefill_ratio <= bound else "ABOVE"
+            lines.append(f"prefill {r.plan}: {r.prefill_ratio:.3f} vs ideal {r.ideal_ratio:.3f} + {PREFILL_MARGIN} "
+                         f"= {bound:.3f}: {verdict}")
+    return "\n".join(lines)
 
 
 def _accuracy(paths: dict[str, Path], args) -> dict[str, dict]:
@@ -151,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--no-accuracy", action="store_true")
+    parser.add_argument("--builder", action="store_true", help="also the plans on the builder's int4 graph")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
 
@@ -166,6 +214,13 @@ def main(argv: list[str] | None = None) -> int:
     paths = _graphs(args.src, args.work, args.gguf)
     rows = _latency(paths, [p for p in args.plans.split(",") if p], args)
     print(format_table(rows))
+    print(_prefill_check(rows))
+    if args.builder:
+        builder = _builder_latency(args.src, [p for p in args.plans.split(",") if p], args)
+        print()
+        print(format_table(builder))
+        print(_prefill_check(builder))
+        rows = [*rows, *builder]
     results = {} if args.no_accuracy else _accuracy(paths, args)
     if results:
         print()

@@ -23,6 +23,7 @@ from painters.compiler.passes.check import CheckStructurePass
 from painters.compiler.passes.gguf_weights import GgufWeightsPass
 from painters.compiler.passes.instantiate import InstantiateStagesPass
 from painters.compiler.passes.int4_quantizers import CALIBRATED
+from painters.compiler.passes.logits_to_keep import LogitsToKeepPass
 from painters.compiler.passes.noops import RemoveNoOpsPass
 from painters.compiler.passes.quantize import (
     ACCURACY_LEVELS,
@@ -82,6 +83,9 @@ def compile_passes(structure: BlockStructure, layout: SlotLayout, *, ort_form: b
                    calibration: np.ndarray | None = None) -> list[ir.passes.PassBase]:
     """The compile pipeline after discovery: instantiate the layout's stages, then clean up and check.
 
+    Every compiled graph takes ``logits_to_keep`` (:mod:`painters.compiler.passes.logits_to_keep`): a prefill that
+    goes on decoding computes the head for its last position only, which no plan's ratio could otherwise reach.
+
     ``ort_form``: the graph uses ONNX Runtime's contrib operators (``com.microsoft``, ONNX Runtime GenAI's
     builder): residual Adds are folded back into the norms that read them, so the output keeps that form, and
     onnx's checker is skipped — it has no schema for ONNX Runtime's default-domain
@@ -97,8 +101,10 @@ def compile_passes(structure: BlockStructure, layout: SlotLayout, *, ort_form: b
                     else QuantizeWeightsPass(block_size, accuracy_level, quantizer, calibration)]
     instantiate = InstantiateStagesPass(structure, layout, int4=weights == "int4")
     if ort_form:
-        return [instantiate, *quantize, FuseSkipNormsPass(), RemoveUnusedNodesPass(), TopologicalSortPass()]
-    return [instantiate, *quantize, RemoveUnusedNodesPass(), TopologicalSortPass(), CheckStructurePass()]
+        return [LogitsToKeepPass(structure), instantiate, *quantize, FuseSkipNormsPass(), RemoveUnusedNodesPass(),
+                TopologicalSortPass()]
+    return [LogitsToKeepPass(structure), instantiate, *quantize, RemoveUnusedNodesPass(), TopologicalSortPass(),
+            CheckStructurePass()]
 
 
 def compile_model(model_path: str | Path, plan: str | Plan, out: str | Path | None = None, *,

@@ -200,8 +200,13 @@ def inline_small_external(model: ir.Model, limit: int = 1000) -> int:
 
 
 def initializer_bytes(model: ir.Model) -> int:
-    """Bytes of weights the graph references (each initializer once, however many nodes share it)."""
-    return sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
+    """Bytes of weights the graph references (each initializer once, however many nodes share it).
+
+    An initializer that is also a graph input is that input's default (``logits_to_keep``), not a weight.
+    """
+    inputs = set(model.graph.inputs)
+    return sum(v.const_value.nbytes for v in model.graph.initializers.values()
+               if v.const_value is not None and v not in inputs)
 
 
 def _link(src: Path, dst: Path) -> None:

@@ -86,8 +86,14 @@ class Runner(ABC):
         """
         raise NotImplementedError(f"{self.name} scores through forward()")
 
-    def prefill(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, KV]:
-        """Run a left-padded prompt from an empty cache."""
+    def prefill(self, input_ids: np.ndarray, attention_mask: np.ndarray,
+                logits_to_keep: int = 0) -> tuple[np.ndarray, KV]:
+        """Run a left-padded prompt from an empty cache.
+
+        ``logits_to_keep`` k > 0: only the last k positions' logits are needed (greedy decoding reads the last);
+        a runner whose graph can skip the head elsewhere does (:class:`painters.runtime.device.DeviceRunner`),
+        the others return every position's.
+        """
         input_ids = np.asarray(input_ids, dtype=np.int64)
         attention_mask = np.asarray(attention_mask, dtype=np.int64)
         positions = positions_from_mask(attention_mask, input_ids.shape[1])

@@ -51,7 +51,8 @@ class Stepper(Protocol):
     """What :class:`ForwardLoop` drives: :class:`painters.runtime.base.Runner`'s prefill, decode and sync
     (a protocol, so this module does not import the runner classes that import it)."""
 
-    def prefill(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, Any]: ...
+    def prefill(self, input_ids: np.ndarray, attention_mask: np.ndarray,
+                logits_to_keep: int = 0) -> tuple[np.ndarray, Any]: ...
 
     def decode(self, token_ids: np.ndarray, attention_mask: np.ndarray, past: Any) -> tuple[np.ndarray, Any]: ...
 
@@ -66,7 +67,7 @@ class StaticStepper(Stepper, Protocol):
     def empty_kv(self, batch: int) -> Any: ...
 
     def bound_io(self, input_ids: np.ndarray, attention_mask: np.ndarray, positions: np.ndarray,
-                 past: Any) -> tuple[dict, dict]: ...
+                 past: Any, logits_to_keep: int = 0) -> tuple[dict, dict]: ...
 
     def run_bound(self, inputs: dict, outputs: dict) -> None: ...
 
@@ -133,7 +134,7 @@ class ForwardLoop(GreedyLoop):
         self.next: np.ndarray | None = None
 
     def prefill(self) -> None:
-        logits, self.kv = self.runner.prefill(self.ids, self.mask)
+        logits, self.kv = self.runner.prefill(self.ids, self.mask, logits_to_keep=1)  # the head on the last only
         self.next = self.pick(logits[:, -1])
 
     def step(self) -> None:
@@ -227,7 +228,7 @@ class StaticLoop(GreedyLoop):
         runner = self.runner
         batch, seq = self.ids.shape
         positions = positions_from_mask(self.mask, seq)
-        inputs, outputs = runner.bound_io(self.ids, self.mask, positions, runner.empty_kv(batch))
+        inputs, outputs = runner.bound_io(self.ids, self.mask, positions, runner.empty_kv(batch), logits_to_keep=1)
         runner.run_bound(inputs, outputs)
         buf = runner.static_buffers(batch, bucket_for(seq + self.max_new_tokens))
         kv = {present_to_past(name): value for name, value in outputs.items() if is_present(name)}

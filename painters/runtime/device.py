@@ -14,9 +14,20 @@ from typing import Any
 
 import numpy as np
 
-from painters.decoder_io import ATTENTION_MASK, INPUT_IDS, KINDS, LOGITS, POSITION_IDS, is_past, past_name, present_name
+from painters.decoder_io import (
+    ATTENTION_MASK,
+    INPUT_IDS,
+    KINDS,
+    LOGITS,
+    LOGITS_TO_KEEP,
+    POSITION_IDS,
+    is_past,
+    past_name,
+    present_name,
+)
 from painters.runtime.base import KV, Runner
 from painters.runtime.decode import ForwardLoop, GreedyLoop, StaticBuffers, StaticLoop, allocate_static
+from painters.runtime.tokens import positions_from_mask
 
 __all__ = ["DeviceRunner"]
 
@@ -38,6 +49,7 @@ class DeviceRunner(Runner):
     kv_dtype: Any
     logits_dtype: Any
     kv_in_place: bool = False  # static decoding binds each slot's buffer as its past and present (decode.py)
+    keeps_logits: bool = False  # the graph takes logits_to_keep (compiled graphs): a prefill may skip the head
 
     def stream_context(self) -> contextlib.AbstractContextManager:
         """Where torch ops on the runner's tensors run: its CUDA stream, so they are ordered with its kernels."""
@@ -56,15 +68,24 @@ class DeviceRunner(Runner):
         self.run_bound(buffers.inputs, buffers.outputs)
         advance()
 
-    def bound_io(self, input_ids, attention_mask, position_ids, past: KV) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Device tensors for one run: the inputs (ids, mask, positions, cache) and empty outputs to fill."""
+    def bound_io(self, input_ids, attention_mask, position_ids, past: KV,
+                 logits_to_keep: int = 0) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Device tensors for one run: the inputs (ids, mask, positions, cache) and empty outputs to fill.
+
+        ``logits_to_keep`` k > 0: logits of the last k positions only, where the graph can skip the others'
+        head (:attr:`keeps_logits`); otherwise every position's.
+        """
         import torch
 
         batch, seq = np.shape(input_ids)
         inputs = {name: torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64)).to(self.device)
                   for name, a in ((INPUT_IDS, input_ids), (ATTENTION_MASK, attention_mask),
                                   (POSITION_IDS, position_ids))}
-        outputs = {LOGITS: torch.empty((batch, seq, self.info.vocab_size), dtype=self.logits_dtype,
+        kept = seq
+        if logits_to_keep > 0 and self.keeps_logits:
+            kept = min(int(logits_to_keep), seq)
+            inputs[LOGITS_TO_KEEP] = torch.tensor(kept, dtype=torch.int64)  # host: a shape input of the slice
+        outputs = {LOGITS: torch.empty((batch, kept, self.info.vocab_size), dtype=self.logits_dtype,
                                          device=self.device)}
         for slot, pair in enumerate(past):
             for kind, t in zip(KINDS, pair):
@@ -74,17 +95,25 @@ class DeviceRunner(Runner):
                                                                 dtype=self.kv_dtype, device=self.device)
         return inputs, outputs
 
-    def forward(self, input_ids, attention_mask, position_ids, past: KV | None = None):
+    def forward(self, input_ids, attention_mask, position_ids, past: KV | None = None, logits_to_keep: int = 0):
+        """:meth:`Runner.forward`; ``logits_to_keep`` k > 0 may return the last k positions' logits only."""
         if self.stream is not None:  # caches may come from torch ops on the default stream (bench pads them)
             import torch
 
             self.stream.wait_stream(torch.cuda.current_stream(self.device))
         with self.stream_context():
             past = past if past is not None else self.empty_kv(np.shape(input_ids)[0])
-            inputs, outputs = self.bound_io(input_ids, attention_mask, position_ids, past)
+            inputs, outputs = self.bound_io(input_ids, attention_mask, position_ids, past, logits_to_keep)
             self.run_bound(inputs, outputs)
             logits = outputs[LOGITS].float().cpu().numpy()  # waits for the stream, so `present` is ready too
         return logits, [tuple(outputs[present_name(s, kind)] for kind in KINDS) for s in range(len(past))]
+
+    def prefill(self, input_ids, attention_mask, logits_to_keep: int = 0):
+        """:meth:`Runner.prefill`, passing ``logits_to_keep`` to the graph (the head then runs on those only)."""
+        input_ids = np.asarray(input_ids, dtype=np.int64)
+        attention_mask = np.asarray(attention_mask, dtype=np.int64)
+        positions = positions_from_mask(attention_mask, input_ids.shape[1])
+        return self.forward(input_ids, attention_mask, positions, self.empty_kv(input_ids.shape[0]), logits_to_keep)
 
     def empty_kv(self, batch: int) -> KV:
         import torch

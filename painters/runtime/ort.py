@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from painters.artifact import Graph, Record
-from painters.decoder_io import LOGITS, ORT_DTYPES, past_name, past_slots
+from painters.decoder_io import LOGITS, LOGITS_TO_KEEP, ORT_DTYPES, past_name, past_slots
 from painters.errors import PaintersError
 from painters.graph_metadata import kv_in_place, pads_rows, slot_heads
 from painters.runtime.base import ModelInfo
@@ -31,6 +31,13 @@ from painters.runtime.device import DeviceRunner
 __all__ = ["OrtRunner", "load_tokenizer"]
 
 log = logging.getLogger(__name__)
+
+# CPU sessions do not busy-wait: after a run, ONNX Runtime's intra-op workers spin on the cores for a while, and
+# the next session of the same process (a bench round times plans one after another, a server holds several)
+# then shares them with spinning threads. Measured on SmolLM2-135M's int4 graphs, 2 cores, plans interleaved:
+# with spinning skip_4_26's 128-token prefill was 0.33-0.41 of baseline's (alone, back to back: 0.28), with
+# it off 0.27, and every runner's prefill and decode got faster (baseline prefill 508 → 336 ms).
+SPINNING = "session.intra_op.allow_spinning"
 
 
 
@@ -76,6 +83,8 @@ class OrtRunner(DeviceRunner):
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
+        if not self._cuda:  # see SPINNING
+            options.add_session_config_entry(SPINNING, "0")
         self.session = self._open(ort, path, options)
         self._bindings: dict[int, Any] = {}  # id(StaticBuffers) → its IOBinding, bound once
         self._step_options: dict[int, Any] = {}  # id(StaticBuffers) → RunOptions naming its gpu_graph_id
@@ -89,6 +98,8 @@ class OrtRunner(DeviceRunner):
         inputs = {i.name: i for i in self.session.get_inputs()}
         outputs = self.session.get_outputs()
         self._input_names = [i.name for i in self.session.get_inputs()]
+        # an input with a default (compiled graphs): bound only when a run sets it (a prefill: the last position)
+        self.keeps_logits = LOGITS_TO_KEEP in {i.name for i in self.session.get_overridable_initializers()}
         self._output_names = [o.name for o in outputs]
         slots = past_slots(inputs)
         first = inputs.get(past_name(0, "key"))
@@ -133,15 +144,15 @@ class OrtRunner(DeviceRunner):
 
     def _binding(self, inputs: dict[str, Any], outputs: dict[str, Any]):
         binding = self.session.io_binding()
-        kind, index = self.device.type, self.device.index or 0
-        for names, bind, values in ((self._input_names, binding.bind_input, inputs),
+        optional = [LOGITS_TO_KEEP] if LOGITS_TO_KEEP in inputs else []
+        for names, bind, values in ((self._input_names + optional, binding.bind_input, inputs),
                                     (self._output_names, binding.bind_output, outputs)):
             for name in names:
                 t = values[name]
                 if not t.is_contiguous():  # a binding is a raw address: it must be dense
                     raise ValueError(f"{name}: IO binding needs a contiguous tensor")
                 address = t.data_ptr() if t.numel() else self._scratch.data_ptr()  # past length 0
-                bind(name, kind, index, _numpy_dtype(t.dtype), tuple(t.shape), address)
+                bind(name, t.device.type, t.device.index or 0, _numpy_dtype(t.dtype), tuple(t.shape), address)
         return binding
 
     def run_bound(self, inputs: dict[str, Any], outputs: dict[str, Any]) -> None:

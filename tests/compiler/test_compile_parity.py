@@ -70,8 +70,8 @@ def test_attention_drop_has_no_kv_io(tiny_onnx, tmp_path):
 
     out = compile_model(tiny_onnx, "drop_attn_0-2,5", tmp_path / "out.onnx").output
     model = load_graph(out)
-    assert [v.name for v in model.graph.inputs][3:] == [f"past_key_values.{i}.{k}"
-                                                        for i in range(4) for k in ("key", "value")]
+    pasts = [f"past_key_values.{i}.{k}" for i in range(4) for k in ("key", "value")]
+    assert [v.name for v in model.graph.inputs][3:] == [*pasts, "logits_to_keep"]  # the optional input last
     assert [v.name for v in model.graph.outputs][1:] == [f"present.{i}.{k}" for i in range(4) for k in ("key", "value")]
     meta = model.metadata_props
     assert meta["painters.plan"] == "drop_attn_0-2,5" and meta["painters.kv_slots"] == "4"

@@ -75,7 +75,9 @@ def graph_info(onnx_path: str | Path) -> GraphInfo:
             if name in floats:
                 counts[name] = counts.get(name, 0) + v.const_value.size
         dtype = max(counts, key=counts.get) if counts else None
-    return GraphInfo(path, io(model.graph.inputs), io(model.graph.outputs), dtype,
+    # an input with a default (an initializer, e.g. logits_to_keep) is not one a caller must feed or a profile sizes
+    fed = [v for v in model.graph.inputs if v.const_value is None]
+    return GraphInfo(path, io(fed), io(model.graph.outputs), dtype,
                      painters_props(model.metadata_props),
                      [(name, (path.parent / name).stat().st_size) for name in external])
 

@@ -115,7 +115,10 @@ class InstantiateStagesPass(ir.passes.InPlacePass):
         old_pasts = {v for b in st.blocks for v in b.past}
         for value in [v for v in graph.inputs if v in old_pasts]:
             graph.inputs.remove(value)
-        graph.inputs.extend(v for kv in self.slot_inputs for v in kv)
+        defaults = [v for v in graph.inputs if v.const_value is not None]  # optional inputs (logits_to_keep) last
+        for value in defaults:
+            graph.inputs.remove(value)
+        graph.inputs.extend([*(v for kv in self.slot_inputs for v in kv), *defaults])
         outputs = [st.logits]
         for slot in range(self.layout.kv_slots):
             for kind, members in zip(KINDS, zip(*self.presents[slot])):
