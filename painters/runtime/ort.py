@@ -81,6 +81,8 @@ class OrtRunner(DeviceRunner):
         self.stream = torch.cuda.Stream(self.device) if self._cuda else None  # ORT and the loop share it
         self.cuda_graph = bool(self._cuda and (True if cuda_graph is None else cuda_graph))
         options = ort.SessionOptions()
+        # errors only: every compiled graph's optional logits_to_keep input (an initializer default) draws a warning
+        options.log_severity_level = 3
         if threads:
             options.intra_op_num_threads = threads
         if not self._cuda:  # see SPINNING
