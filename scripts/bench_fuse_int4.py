@@ -42,30 +42,17 @@ def _graphs(src: str, work: Path, plan: str, gguf: str | None) -> dict[str, Path
     return paths
 
 
-def _at_level(path: Path, level: int) -> Path:
-    import onnx_ir as ir
-
-    if level == 4:
-        return path
-    model = ir.load(path)
-    for node in model.graph:
-        if node.op_type == "MatMulNBits":
-            node.attributes["accuracy_level"] = ir.AttrInt64("accuracy_level", level)
-    out = path.with_name(f"level{level}.onnx")
-    ir.save(model, out, external_data=out.name + ".data")
-    return out
-
-
 def _bound(fused: Path, unfused: Path, level: int) -> dict[str, float]:
     import numpy as np
 
+    from painters.compiler.passes.quantize import with_accuracy_level
     from painters.runtime.base import left_pad
     from painters.runtime.ort import OrtRunner
 
     rng = np.random.default_rng(0)
     ids, mask = left_pad([list(rng.integers(1, 49000, 64)), list(rng.integers(1, 49000, 17))])
     real = mask.astype(bool)
-    runners = [OrtRunner(_at_level(p, level)) for p in (fused, unfused)]
+    runners = [OrtRunner(with_accuracy_level(p, level)) for p in (fused, unfused)]
     (got, got_kv), (want, want_kv) = (r.prefill(ids, mask) for r in runners)
     step, step_mask = np.array([[7], [9]]), np.concatenate([mask, np.ones((2, 1), dtype=mask.dtype)], axis=1)
     got_step, want_step = runners[0].decode(step, step_mask, got_kv)[0], runners[1].decode(step, step_mask,
@@ -111,8 +98,11 @@ def main(argv: list[str] | None = None) -> None:
     for level, b in bounds.items():
         print(f"logits, fused vs unfused, accuracy_level {level}: relative max diff prefill {b['prefill']:.2e}, "
               f"decode step {b['decode']:.2e}")
+    from painters.compiler.passes.quantize import with_accuracy_level
+
     unfused_path = paths[f"int4/{args.plan}/unfused"]
-    bounds["int8_noise"] = _bound(unfused_path, _at_level(unfused_path, 0), 4)  # for scale: what int8 activations do
+    # for scale: what int8 activations alone do
+    bounds["int8_noise"] = _bound(unfused_path, with_accuracy_level(unfused_path, 0), 4)
     print(f"for scale, unfused at level 4 vs unfused at level 0: prefill {bounds['int8_noise']['prefill']:.2e}, "
           f"decode step {bounds['int8_noise']['decode']:.2e}")
     if args.json:

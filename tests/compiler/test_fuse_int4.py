@@ -20,11 +20,11 @@ import dataclasses
 import logging
 
 import numpy as np
-import onnx_ir as ir
 import pytest
 
 from painters.compiler.compile import compile_model
 from painters.compiler.graph_io import load_graph
+from painters.compiler.passes.quantize import with_accuracy_level
 from painters.runtime.base import left_pad
 from painters.runtime.ort import OrtRunner
 
@@ -73,24 +73,11 @@ def _rel(got: np.ndarray, want: np.ndarray) -> float:
     return float(np.abs(got - want).max() / np.abs(want).max())
 
 
-def _at_level(path, level: int):
-    """The compiled graph with every MatMulNBits at ``accuracy_level`` ``level``, saved beside it."""
-    if level == 4:
-        return path
-    model = ir.load(path)
-    for node in model.graph:
-        if node.op_type == "MatMulNBits":
-            node.attributes["accuracy_level"] = ir.AttrInt64("accuracy_level", level)
-    out = path.with_name(f"level{level}.onnx")
-    ir.save(model, out, external_data=out.name + ".data")
-    return out
-
-
 def _differences(fused, unfused, level: int) -> dict[str, float]:
     """Relative max differences of fused vs unfused: prefill logits, every KV slot, one decode step's logits."""
     ids, mask = left_pad(PROMPTS)
     real = mask.astype(bool)
-    runners = OrtRunner(_at_level(fused.output, level)), OrtRunner(_at_level(unfused.output, level))
+    runners = OrtRunner(with_accuracy_level(fused.output, level)), OrtRunner(with_accuracy_level(unfused.output, level))
     (got, got_kv), (want, want_kv) = (r.prefill(ids, mask) for r in runners)
     diffs = {"prefill": _rel(got[real], want[real]), "kv": 0.0}
     by_plan_slot = {s.plan_slots[0]: i for i, s in enumerate(unfused.layout.slots)}

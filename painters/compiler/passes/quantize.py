@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import onnx_ir as ir
@@ -34,7 +35,8 @@ from painters.errors import CompileError
 from painters.ort_ops import MATMUL_NBITS, MS_DOMAIN
 
 __all__ = ["QuantizeWeightsPass", "BLOCK_SIZES", "WEIGHT_FORMATS", "ACCURACY_LEVELS", "DEFAULT_QUANTIZER",
-           "DEFAULT_ACCURACY_LEVEL", "replace_node", "weight_matmuls", "quantizable", "own_remaining_weights"]
+           "DEFAULT_ACCURACY_LEVEL", "replace_node", "weight_matmuls", "quantizable", "own_remaining_weights",
+           "with_accuracy_level"]
 
 log = logging.getLogger(__name__)
 
@@ -197,3 +199,19 @@ def _read(tensor: ir.ExternalTensor) -> np.ndarray:
         return np.zeros(tensor.shape.numpy(), dtype=tensor.dtype.numpy())
     return np.memmap(tensor.path, dtype=tensor.dtype.numpy(), mode="r", offset=tensor.offset or 0,
                      shape=tuple(tensor.shape.numpy()))
+
+
+def with_accuracy_level(path: str | Path, level: int) -> Path:
+    """``path``'s int4 graph with every ``MatMulNBits`` at ``accuracy_level`` ``level``, saved beside it as
+    ``levelL.onnx`` (``path`` itself when ``level`` is 4, the compile default): comparing levels on one compiled
+    graph shows what int8 activations alone change, with no second compile."""
+    path = Path(path)
+    if level == 4:
+        return path
+    model = ir.load(path)
+    for node in model.graph:
+        if node.op_type == "MatMulNBits":
+            node.attributes["accuracy_level"] = ir.AttrInt64("accuracy_level", level)
+    out = path.with_name(f"level{level}.onnx")
+    ir.save(model, out, external_data=out.name + ".data")
+    return out
