@@ -28,6 +28,7 @@ import onnx_ir as ir
 
 from painters.compiler.forms.base import const
 from painters.compiler.graph_io import ChunkedTensor
+from painters.compiler.passes.block_offsets import BlockOffsets
 from painters.compiler.passes.calibrate import calibration_feeds, input_hessians
 from painters.compiler.passes.int4_quantizers import CALIBRATED, QUANTIZERS, quantize_weight
 from painters.errors import CompileError
@@ -58,10 +59,14 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
         accuracy_level: MatMulNBits' ``accuracy_level`` (see ``ACCURACY_LEVELS``).
         quantizer: One of ``int4_quantizers.QUANTIZERS``.
         calibration: Token ids ``[samples, seq]`` for a calibrated quantizer (GPTQ), None for the others.
+        float_zero_points: Write HQQ's float zero points into MatMulNBits as they are (onnxruntime's slow path,
+            kept as the reference the default form is tested against) instead of zero point 0 plus the
+            ``BlockSum(A) · M`` term.
     """
 
     def __init__(self, block_size: int = 32, accuracy_level: int = DEFAULT_ACCURACY_LEVEL,
-                 quantizer: str = DEFAULT_QUANTIZER, calibration: np.ndarray | None = None):
+                 quantizer: str = DEFAULT_QUANTIZER, calibration: np.ndarray | None = None,
+                 float_zero_points: bool = False):
         super().__init__()
         if block_size not in BLOCK_SIZES:
             raise CompileError(f"--block-size {block_size}: choose one of {', '.join(map(str, BLOCK_SIZES))}")
@@ -77,6 +82,7 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
         self.accuracy_level = accuracy_level
         self.quantizer = quantizer
         self.calibration = calibration
+        self.float_zero_points = float_zero_points
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
@@ -88,17 +94,25 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
                 readers.setdefault(weight, []).append(node.inputs[0])
             hessians = input_hessians(model, calibration_feeds(graph, self.calibration), readers)
         done: dict[ir.Value, list[ir.Value]] = {}
+        offsets = BlockOffsets("int4")
         count = 0
         for node, weight, stored, transposed in matmuls:
             if weight not in done:
                 done[weight] = self._quantized(graph, stored, transposed, hessians.get(weight))
             k, n = reversed(stored.shape) if transposed else stored.shape
-            new = ir.Node(MS_DOMAIN, MATMUL_NBITS, [node.inputs[0], *done[weight]], num_outputs=1,
+            operands, minima = done[weight][:3], done[weight][3:]
+            new = ir.Node(MS_DOMAIN, MATMUL_NBITS, [node.inputs[0], *operands], num_outputs=1,
                           name=f"{node.name}/int4",
                           attributes=[ir.AttrInt64("K", k), ir.AttrInt64("N", n), ir.AttrInt64("bits", 4),
                                       ir.AttrInt64("block_size", self.block_size),
                                       ir.AttrInt64("accuracy_level", self.accuracy_level)])
-            replace_node(graph, node, new)
+            result = None
+            if minima:  # HQQ: w = s·q + m, the m term beside a zero-point-0 MatMulNBits (see block_offsets)
+                graph.insert_before(node, new)  # the offset term reads its output before the swap
+                out, old = new.outputs[0], node.outputs[0]
+                out.shape, out.type, out.name = old.shape, old.type, f"{old.name}/blocks"
+                result = offsets.add(graph, node, node.inputs[0], out, minima[0], k, self.block_size)
+            replace_node(graph, node, new, result)
             count += 1
         for weight in done:
             if not weight.uses() and weight.is_initializer():  # a tied head's Transpose goes with unused nodes
@@ -112,15 +126,20 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
 
     def _quantized(self, graph: ir.Graph, stored: ir.Value, transposed: bool,
                    hessian: np.ndarray | None) -> list[ir.Value]:
-        """The packed weight, scales and (asymmetric quantizers) zero points, registered as initializers."""
+        """The packed weight, scales, zero points (asymmetric quantizers) and HQQ's offsets M, as initializers."""
         array = np.asarray(const(stored), dtype=np.float32)
         packed, scales, zeros = quantize_weight(array.T if transposed else array, self.quantizer, self.block_size,
                                                 hessian)
         dtype = stored.const_value.dtype.numpy()
         name = f"{stored.name}_T" if transposed else stored.name
         arrays = {"Q4": packed, "scales": scales.astype(dtype)}
-        if zeros is not None:  # uint8 packed nibbles, or float zero points in the scales' type (HQQ)
-            arrays["zero_points"] = zeros if zeros.dtype == np.uint8 else zeros.astype(dtype)
+        if zeros is not None and zeros.dtype != np.uint8 and self.float_zero_points:
+            arrays["zero_points"] = zeros.astype(dtype)
+        elif zeros is not None and zeros.dtype != np.uint8:  # float zero points (HQQ): s·(q − zp) = s·q + m
+            arrays["zero_points"] = np.zeros((zeros.shape[0], -(-zeros.shape[1] // 2)), dtype=np.uint8)
+            arrays["min"] = np.ascontiguousarray((-scales * zeros).T).astype(dtype)  # M [k_blocks, N]
+        elif zeros is not None:  # uint8 packed nibbles
+            arrays["zero_points"] = zeros
         values = []
         for suffix, data in arrays.items():
             v = ir.Value(name=f"{name}_{suffix}", const_value=ir.tensor(data, name=f"{name}_{suffix}"))
