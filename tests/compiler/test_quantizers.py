@@ -34,7 +34,8 @@ REL_LEVELS = 5e-2
 # hqq as zero point 0 + BlockSum(A)·M vs its float zero points, both fp32 activations: the sum regrouped, and M =
 # −s·zp rounded once (measured 1.2e-6 on dup_3_x3; at accuracy level 4, int8 activations, 3.7e-2)
 REL_OFFSETS = 1e-5
-# a MatMulNBits vs the product with its dequantized weight: float summation order only (measured ≤ 5.8e-7)
+# a MatMulNBits vs the product with its dequantized weight: float summation order only (measured ≤ 5.8e-7; hqq's
+# offset form vs its float zero points on one MatMul ≤ 1.5e-6)
 REL_LAYOUT = 1e-5
 
 
@@ -203,3 +204,32 @@ def test_hqq_offset_form_equals_float_zero_points(tiny_dir, monkeypatch):
         rel = np.abs(_logits(result.output) - want).max() / np.abs(want).max()
         print(f"hqq offsets level {level} vs float zero points (level 0): relative max logit diff {rel:.2e}")
         assert rel <= (REL_OFFSETS if level == 0 else REL_LEVELS)
+
+
+@pytest.mark.parametrize("k,block", [(160, 32), (576, 128)])  # 576 = 4.5 blocks of 128: the block sum's 0/1 matrix
+def test_hqq_offset_form_single_matmul(tmp_path, k, block):
+    """One MatMul, both HQQ forms run by onnxruntime with fp32 activations: the same product."""
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(3)
+    n = 24
+    xs = rng.standard_normal((2, 5, k)).astype(np.float32)
+    weight = rng.standard_normal((k, n)).astype(np.float32)
+    outs = []
+    for float_zp in (False, True):
+        w = ir.Value(name="w", const_value=ir.tensor(weight, name="w"))
+        w.shape, w.dtype = w.const_value.shape, w.const_value.dtype
+        x = ir.Value(name="x", shape=ir.Shape([2, 5, k]), type=ir.TensorType(ir.DataType.FLOAT))
+        node = ir.Node("", "MatMul", [x, w], name="mm")
+        y = node.outputs[0]
+        y.name, y.shape, y.type = "y", ir.Shape([2, 5, n]), ir.TensorType(ir.DataType.FLOAT)
+        model = ir.Model(ir.Graph([x], [y], nodes=[node], initializers=[w], opset_imports={"": 17}), ir_version=9)
+        QuantizeWeightsPass(block, accuracy_level=0, quantizer="hqq", float_zero_points=float_zp).call(model)
+        ops = Counter(n.op_type for n in model.graph)
+        assert ops["MatMulNBits"] == 1 and ops["Add"] == (0 if float_zp else 1)
+        ir.save(model, tmp_path / f"m{float_zp}.onnx")
+        session = ort.InferenceSession(str(tmp_path / f"m{float_zp}.onnx"), providers=["CPUExecutionProvider"])
+        outs.append(session.run(None, {"x": xs})[0])
+    rel = np.abs(outs[0] - outs[1]).max() / np.abs(outs[1]).max()
+    print(f"hqq K={k} block {block}: offset form vs float zero points {rel:.1e}")
+    assert rel <= REL_LAYOUT

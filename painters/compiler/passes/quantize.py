@@ -43,9 +43,11 @@ BLOCK_SIZES = (32, 128)
 WEIGHT_FORMATS = ("float", "int4")
 ACCURACY_LEVELS = (0, 1, 4)  # MatMulNBits on the CPU: 0 (unset) and 1 fp32 activations, 4 int8 activations
 # The defaults, measured on SmolLM2-135M (its GGUF de-quantized to fp32, then re-quantized at block 32; first 200
-# items; 2-core machine, heavily loaded, ratios from one interleaved run): hqq keeps fp32's accuracy (lambada 0.335
-# vs fp32 0.340, rtn 0.235) but onnxruntime 1.32's CPU MatMulNBits runs its float zero points on a slow path (decode
-# 12.7x rtn's, slower than fp32), and k_quant and gptq (uint8 zero points, rtn's speed) score below rtn on held-out
+# items; 2-core machine, heavily loaded, ratios from interleaved runs): hqq keeps fp32's accuracy (arc_easy acc_norm
+# 0.475, lambada 0.340 vs fp32 0.465 / 0.340, rtn 0.415 / 0.235). Written as zero point 0 + BlockSum(A)·M it runs on
+# the prepacked int8 kernel, yet with its offset terms (a product and an Add per MatMul, a block sum per input)
+# it still decodes 1.14-1.24x slower than rtn (four of five runs; 1.55x in a disturbed one) and prefills 1.08-1.12x
+# (float zero points: 12.7x); k_quant and gptq (uint8 zero points, rtn's speed) score below rtn on held-out
 # lambada perplexity. So rtn stays the default, at accuracy level 4 (level 0 decodes 1.26x slower).
 DEFAULT_QUANTIZER = "rtn"
 DEFAULT_ACCURACY_LEVEL = 4
