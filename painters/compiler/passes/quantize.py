@@ -46,9 +46,10 @@ ACCURACY_LEVELS = (0, 1, 4)  # MatMulNBits on the CPU: 0 (unset) and 1 fp32 acti
 # items; 2-core machine, heavily loaded, ratios from interleaved runs): hqq keeps fp32's accuracy (arc_easy acc_norm
 # 0.475, lambada 0.340 vs fp32 0.465 / 0.340, rtn 0.415 / 0.235). Written as zero point 0 + BlockSum(A)·M it runs on
 # the prepacked int8 kernel, yet with its offset terms (a product and an Add per MatMul, a block sum per input)
-# it still decodes 1.14-1.24x slower than rtn (four of five runs; 1.55x in a disturbed one) and prefills 1.08-1.12x
-# (float zero points: 12.7x); k_quant and gptq (uint8 zero points, rtn's speed) score below rtn on held-out
-# lambada perplexity. So rtn stays the default, at accuracy level 4 (level 0 decodes 1.26x slower).
+# it still decodes slower than rtn (median 1.16x over seven runs, 1.08-1.55x) and prefills 1.08-1.12x slower
+# (float zero points, in one of those runs: decode 13.4x, prefill 1.94x); k_quant and gptq (uint8 zero points,
+# rtn's speed) score below rtn on held-out lambada perplexity. So rtn stays the default, at accuracy level 4
+# (level 0 decodes 1.26x slower).
 DEFAULT_QUANTIZER = "rtn"
 DEFAULT_ACCURACY_LEVEL = 4
 
