@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import shutil
 from collections import Counter
+from functools import partial
 
 import numpy as np
 import onnx_ir as ir
 import pytest
 
+import painters.compiler.compile as compile_module
 from painters.compiler.compile import compile_model
 from painters.compiler.graph_io import load_graph
 from painters.compiler.passes.int4_quantizers import QUANTIZERS, dequantize, quantize_weight
+from painters.compiler.passes.quantize import QuantizeWeightsPass
 from painters.errors import CompileError
 
 PROMPTS = [[1, 17, 99, 3, 45, 8, 200, 31, 64], [1, 5, 6]]
@@ -25,10 +28,14 @@ PROMPTS = [[1, 17, 99, 3, 45, 8, 200, 31, 64], [1, 5, 6]]
 # quantizer loses about as much; measured on this commit, accuracy level 4 / 0):
 # rtn 0.160 / 0.164, k_quant 0.156 / 0.159, hqq 0.204 / 0.204, gptq 0.214 / 0.212
 REL_FP32 = 0.3
-# the same quantizer at accuracy level 4 vs 0: only the int8 rounding of activations (measured ≤ 1.5e-2; 0 for
-# hqq: onnxruntime runs float zero points with fp32 activations at either level)
+# the same quantizer at accuracy level 4 vs 0: only the int8 rounding of activations (measured ≤ 1.5e-2 for rtn,
+# k_quant, gptq; 3.2e-2 for hqq, whose offset form runs on the int8 kernel too)
 REL_LEVELS = 5e-2
-# a MatMulNBits vs the product with its dequantized weight: float summation order only (measured ≤ 5.8e-7)
+# hqq as zero point 0 + BlockSum(A)·M vs its float zero points, both fp32 activations: the sum regrouped, and M =
+# −s·zp rounded once (measured 1.2e-6 on dup_3_x3; at accuracy level 4, int8 activations, 3.7e-2)
+REL_OFFSETS = 1e-5
+# a MatMulNBits vs the product with its dequantized weight: float summation order only (measured ≤ 5.8e-7; hqq's
+# offset form vs its float zero points on one MatMul ≤ 1.5e-6)
 REL_LAYOUT = 1e-5
 
 
@@ -170,3 +177,59 @@ def test_int4_option_errors(tiny_dir, tmp_path):
         with pytest.raises(CompileError, match=message.replace("-", r"\-")):
             compile_model(src, "baseline", tmp_path / "x.onnx", **kwargs)
     assert not list(tmp_path.iterdir()), "a refused compile writes nothing"
+
+
+def test_hqq_offset_form_equals_float_zero_points(tiny_dir, monkeypatch):
+    """HQQ as zero point 0 + BlockSum(A)·M computes today's float-zero-point MatMulNBits, on the fast kernels.
+
+    Reference: the same weights written with float zero points (``float_zero_points=True``, the form
+    onnxruntime de-quantizes on every call). A repeated block's weights and offsets stay one copy each.
+    """
+    new = {level: _compile(tiny_dir, "dup_3_x3", f"hqq_offsets{level}", quantizer="hqq", accuracy_level=level)
+           for level in (0, 4)}
+    monkeypatch.setattr(compile_module, "QuantizeWeightsPass", partial(QuantizeWeightsPass, float_zero_points=True))
+    ref = _compile(tiny_dir, "dup_3_x3", "hqq_float_zp", quantizer="hqq", accuracy_level=0)
+    float_zp = [n for n in load_graph(ref.output).graph if n.op_type == "MatMulNBits"]
+    assert float_zp and all(n.inputs[3].dtype == ir.DataType.FLOAT for n in float_zp)  # the reference is the old form
+    graph = load_graph(new[0].output).graph
+    nbits = [n for n in graph if n.op_type == "MatMulNBits"]
+    assert len(nbits) == len(float_zp)
+    assert all(n.inputs[3].dtype == ir.DataType.UINT8 for n in nbits), "a float zero point is left"
+    assert all(not n.inputs[3].const_value.numpy().any() for n in nbits)  # zero point 0: the offset is in M
+    offsets = Counter(n.inputs[1].name for n in graph if n.op_type == "MatMul" and n.inputs[1].name.endswith("_min"))
+    assert len(offsets) == len({n.inputs[1].name for n in nbits})  # one M per quantized weight
+    assert sum(1 for c in offsets.values() if c == 3) == 7  # block 3's seven weights: one M read by three clones
+    want = _logits(ref.output)
+    for level, result in new.items():
+        rel = np.abs(_logits(result.output) - want).max() / np.abs(want).max()
+        print(f"hqq offsets level {level} vs float zero points (level 0): relative max logit diff {rel:.2e}")
+        assert rel <= (REL_OFFSETS if level == 0 else REL_LEVELS)
+
+
+@pytest.mark.parametrize("k,block", [(160, 32), (576, 128)])  # 576 = 4.5 blocks of 128: the block sum's 0/1 matrix
+def test_hqq_offset_form_single_matmul(tmp_path, k, block):
+    """One MatMul, both HQQ forms run by onnxruntime with fp32 activations: the same product."""
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(3)
+    n = 24
+    xs = rng.standard_normal((2, 5, k)).astype(np.float32)
+    weight = rng.standard_normal((k, n)).astype(np.float32)
+    outs = []
+    for float_zp in (False, True):
+        w = ir.Value(name="w", const_value=ir.tensor(weight, name="w"))
+        w.shape, w.dtype = w.const_value.shape, w.const_value.dtype
+        x = ir.Value(name="x", shape=ir.Shape([2, 5, k]), type=ir.TensorType(ir.DataType.FLOAT))
+        node = ir.Node("", "MatMul", [x, w], name="mm")
+        y = node.outputs[0]
+        y.name, y.shape, y.type = "y", ir.Shape([2, 5, n]), ir.TensorType(ir.DataType.FLOAT)
+        model = ir.Model(ir.Graph([x], [y], nodes=[node], initializers=[w], opset_imports={"": 17}), ir_version=9)
+        QuantizeWeightsPass(block, accuracy_level=0, quantizer="hqq", float_zero_points=float_zp).call(model)
+        ops = Counter(n.op_type for n in model.graph)
+        assert ops["MatMulNBits"] == 1 and ops["Add"] == (0 if float_zp else 1)
+        ir.save(model, tmp_path / f"m{float_zp}.onnx")
+        session = ort.InferenceSession(str(tmp_path / f"m{float_zp}.onnx"), providers=["CPUExecutionProvider"])
+        outs.append(session.run(None, {"x": xs})[0])
+    rel = np.abs(outs[0] - outs[1]).max() / np.abs(outs[1]).max()
+    print(f"hqq K={k} block {block}: offset form vs float zero points {rel:.1e}")
+    assert rel <= REL_LAYOUT

@@ -10,8 +10,9 @@ refused with the weight's name. The matched rows' raw blocks are converted exact
 
 Block types with a minimum (Q4_1, Q5_1: ``w = d·q + m``) get a second, small term for ``m``:
 ``Y = MatMulNBits(A; q, d, zero_point 0) + BlockSum(A) · M`` where ``BlockSum`` adds A over each 32-wide block
-of K (Reshape + ReduceSum) and ``M [K/32, N]`` holds the minima. That is the same sum, regrouped, and both
-terms run on prepacked fast kernels; a float ``zero_point = −m/d`` would not (see gguf_blocks).
+of K and ``M [K/32, N]`` holds the minima (:class:`~painters.compiler.passes.block_offsets.BlockOffsets`, shared
+with the HQQ quantizer). That is the same sum, regrouped, and both terms run on prepacked fast kernels; a float
+``zero_point = −m/d`` would not (see gguf_blocks).
 
 A weight stacked along K from member weights (an int4 wide block's down projection, tagged
 :data:`~painters.compiler.forms.wide_int4.K_SEGMENTS`) is matched part by part and its blocks concatenated
@@ -35,6 +36,7 @@ import onnx_ir as ir
 
 from painters.compiler.forms.base import const
 from painters.compiler.forms.wide_int4 import K_SEGMENTS
+from painters.compiler.passes.block_offsets import BlockOffsets
 from painters.compiler.passes.gguf_blocks import BLOCK, EXACT, NBitsWeight, concat_k, to_nbits
 from painters.compiler.passes.quantize import own_remaining_weights, quantizable, replace_node, weight_matmuls
 from painters.errors import CompileError
@@ -105,11 +107,11 @@ class GgufWeightsPass(ir.passes.InPlacePass):
         self.gguf_path = Path(gguf_path)
         self.accuracy_level = accuracy_level
         self.types: dict[str, int] = {}
-        self._block_sums: dict[tuple[ir.Value, int], ir.Value] = {}
+        self._offsets = BlockOffsets("gguf")
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         """Rewrite the model's MatMuls and embedding Gathers to read the GGUF's own blocks where it holds them."""
-        self._block_sums.clear()
+        self._offsets = BlockOffsets("gguf")
         rows = GgufRows.read(self.gguf_path)
         graph = model.graph
         done: dict[ir.Value, tuple[NBitsWeight, list[ir.Value]] | None] = {}
@@ -221,49 +223,8 @@ class GgufWeightsPass(ir.passes.InPlacePass):
             out = node.outputs[0]
             result.shape, result.type = out.shape, out.type
             result.name = f"{out.name}/blocks"
-            result = self._add_offset(graph, node, a, result, values[-1], nbits.k // BLOCK)
+            result = self._offsets.add(graph, node, a, result, values[-1], nbits.k, BLOCK)
         replace_node(graph, node, new, result)
-
-    def _shared(self, graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
-        """One initializer per distinct constant (block shapes, axes), shared by every offset term."""
-        if name not in graph.initializers:
-            _initializer(graph, name, array)
-        return graph.initializers[name]
-
-    def _add_offset(self, graph: ir.Graph, node: ir.Node, a: ir.Value, y: ir.Value, minima: ir.Value,
-                    blocks: int) -> ir.Value:
-        """``y + BlockSum(a) · minima``: the ``m`` of ``w = d·q + m`` summed per block before the product."""
-        base = f"{node.name or minima.name}/gguf_min"
-        summed = self._block_sums.get((a, blocks))
-        if summed is None:
-            summed = self._block_sum(graph, node, a, blocks, base)
-            self._block_sums[(a, blocks)] = summed
-        offset = ir.Node("", "MatMul", [summed, minima], num_outputs=1, name=f"{base}/product")
-        add = ir.Node("", "Add", [y, offset.outputs[0]], num_outputs=1, name=f"{base}/add")
-        for n in (offset, add):
-            n.metadata_props.update(node.metadata_props)
-            graph.insert_before(node, n)
-        return add.outputs[0]
-
-    def _block_sum(self, graph: ir.Graph, node: ir.Node, a: ir.Value, blocks: int, base: str) -> ir.Value:
-        """A summed over each 32-wide block of K, once per activation (q, k and v share theirs; so do gate, up)."""
-        rank = len(a.shape) if a.shape is not None else None
-        if rank is not None:
-            shape = self._shared(graph, f"gguf_block_shape_r{rank}_b{blocks}",
-                                 np.array([0] * (rank - 1) + [blocks, BLOCK], dtype=np.int64))
-            axes = self._shared(graph, "gguf_block_axis", np.array([-1], dtype=np.int64))
-            grouped = ir.Node("", "Reshape", [a, shape], num_outputs=1, name=f"{base}/blocks")
-            summed = ir.Node("", "ReduceSum", [grouped.outputs[0], axes], attributes=[ir.AttrInt64("keepdims", 0)],
-                             num_outputs=1, name=f"{base}/block_sum")
-            nodes = [grouped, summed]
-        else:  # rank unknown: the block sum as a product with a 0/1 matrix [K, K/32]
-            ones = self._shared(graph, f"gguf_block_ones_b{blocks}",
-                                np.kron(np.eye(blocks, dtype=np.float32), np.ones((BLOCK, 1), np.float32)))
-            nodes = [ir.Node("", "MatMul", [a, ones], num_outputs=1, name=f"{base}/block_sum")]
-        for n in nodes:
-            n.metadata_props.update(node.metadata_props)
-            graph.insert_before(node, n)
-        return nodes[-1].outputs[0]
 
 
 def _initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:

@@ -11,11 +11,11 @@ symmetric: the operator's default zero point 8; ``uint8 [N, ceil(k_blocks/2)]`` 
 * ``k_quant``: asymmetric, scale and minimum searched per block to minimise a weighted squared error
   (``quant_tensor_k_quant_cpu``: llama.cpp's Q4_K block search, as ``MatMulNBitsQuantizer``'s ``k_quant``).
 * ``hqq``: Half-Quadratic Quantization (``HQQWeightOnlyQuantizer.quantize_internal``): asymmetric, float zero
-  points fitted by a proximal solver; needs torch, no data. The most accurate, but onnxruntime's CPU kernel
-  prepacks only uint8 zero points (``MatMulNBits::PrePack``, see ``gguf_blocks``): with float ones it
-  de-quantizes B on every call, ignoring ``accuracy_level`` 4, and decodes many times slower (measured in
-  ``quantize.DEFAULT_QUANTIZER``'s comment). The GGUF pass's form (zero point 0 plus ``BlockSum(A)·M``) would
-  keep HQQ's values on the fast path; not done yet.
+  points fitted by a proximal solver; needs torch, no data. The most accurate. onnxruntime's CPU kernel prepacks
+  only uint8 zero points (``MatMulNBits::PrePack``): with float ones it de-quantizes B on every call, ignoring
+  ``accuracy_level`` 4, and decodes over 12x slower. ``QuantizeWeightsPass`` therefore writes ``s·(q − zp)`` as
+  ``s·q + m`` (zero point 0 plus ``BlockSum(A)·M``, :mod:`painters.compiler.passes.block_offsets`), the GGUF pass's
+  form for Q4_1; the speed that leaves is measured in ``quantize.DEFAULT_QUANTIZER``'s comment.
 * ``gptq``: GPTQ (``neural_compressor.weight_only.gptq``): quantizes row by row, compensating each row's error
   in the rows still to come through the inverse Hessian ``H = 2/n·Σ xxᵀ`` of the weight's inputs ``x``, so it
   needs calibration activations (:mod:`painters.compiler.passes.calibrate` collects them); then

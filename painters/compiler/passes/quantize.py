@@ -29,6 +29,7 @@ import onnx_ir as ir
 
 from painters.compiler.forms.base import const
 from painters.compiler.graph_io import ChunkedTensor
+from painters.compiler.passes.block_offsets import BlockOffsets
 from painters.compiler.passes.calibrate import calibration_feeds, input_hessians
 from painters.compiler.passes.int4_quantizers import CALIBRATED, QUANTIZERS, quantize_weight
 from painters.errors import CompileError
@@ -44,10 +45,13 @@ BLOCK_SIZES = (32, 128)
 WEIGHT_FORMATS = ("float", "int4")
 ACCURACY_LEVELS = (0, 1, 4)  # MatMulNBits on the CPU: 0 (unset) and 1 fp32 activations, 4 int8 activations
 # The defaults, measured on SmolLM2-135M (its GGUF de-quantized to fp32, then re-quantized at block 32; first 200
-# items; 2-core machine, heavily loaded, ratios from one interleaved run): hqq keeps fp32's accuracy (lambada 0.335
-# vs fp32 0.340, rtn 0.235) but onnxruntime 1.32's CPU MatMulNBits runs its float zero points on a slow path (decode
-# 12.7x rtn's, slower than fp32), and k_quant and gptq (uint8 zero points, rtn's speed) score below rtn on held-out
-# lambada perplexity. So rtn stays the default, at accuracy level 4 (level 0 decodes 1.26x slower).
+# items; 2-core machine, heavily loaded, ratios from interleaved runs): hqq keeps fp32's accuracy (arc_easy acc_norm
+# 0.475, lambada 0.340 vs fp32 0.465 / 0.340, rtn 0.415 / 0.235). Written as zero point 0 + BlockSum(A)·M it runs on
+# the prepacked int8 kernel, yet with its offset terms (a product and an Add per MatMul, a block sum per input)
+# it still decodes slower than rtn (median 1.16x over seven runs, 1.08-1.55x) and prefills 1.08-1.12x slower
+# (float zero points, in one of those runs: decode 13.4x, prefill 1.94x); k_quant and gptq (uint8 zero points,
+# rtn's speed) score below rtn on held-out lambada perplexity. So rtn stays the default, at accuracy level 4
+# (level 0 decodes 1.26x slower).
 DEFAULT_QUANTIZER = "rtn"
 DEFAULT_ACCURACY_LEVEL = 4
 
@@ -60,10 +64,14 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
         accuracy_level: MatMulNBits' ``accuracy_level`` (see ``ACCURACY_LEVELS``).
         quantizer: One of ``int4_quantizers.QUANTIZERS``.
         calibration: Token ids ``[samples, seq]`` for a calibrated quantizer (GPTQ), None for the others.
+        float_zero_points: Write HQQ's float zero points into MatMulNBits as they are (onnxruntime's slow path,
+            kept as the reference the default form is tested against) instead of zero point 0 plus the
+            ``BlockSum(A) · M`` term.
     """
 
     def __init__(self, block_size: int = 32, accuracy_level: int = DEFAULT_ACCURACY_LEVEL,
-                 quantizer: str = DEFAULT_QUANTIZER, calibration: np.ndarray | None = None):
+                 quantizer: str = DEFAULT_QUANTIZER, calibration: np.ndarray | None = None,
+                 float_zero_points: bool = False):
         super().__init__()
         if block_size not in BLOCK_SIZES:
             raise CompileError(f"--block-size {block_size}: choose one of {', '.join(map(str, BLOCK_SIZES))}")
@@ -79,6 +87,7 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
         self.accuracy_level = accuracy_level
         self.quantizer = quantizer
         self.calibration = calibration
+        self.float_zero_points = float_zero_points
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
@@ -90,17 +99,25 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
                 readers.setdefault(weight, []).append(node.inputs[0])
             hessians = input_hessians(model, calibration_feeds(graph, self.calibration), readers)
         done: dict[ir.Value, list[ir.Value]] = {}
+        offsets = BlockOffsets("int4")
         count = 0
         for node, weight, stored, transposed in matmuls:
             if weight not in done:
                 done[weight] = self._quantized(graph, stored, transposed, hessians.get(weight))
             k, n = reversed(stored.shape) if transposed else stored.shape
-            new = ir.Node(MS_DOMAIN, MATMUL_NBITS, [node.inputs[0], *done[weight]], num_outputs=1,
+            operands, minima = done[weight][:3], done[weight][3:]
+            new = ir.Node(MS_DOMAIN, MATMUL_NBITS, [node.inputs[0], *operands], num_outputs=1,
                           name=f"{node.name}/int4",
                           attributes=[ir.AttrInt64("K", k), ir.AttrInt64("N", n), ir.AttrInt64("bits", 4),
                                       ir.AttrInt64("block_size", self.block_size),
                                       ir.AttrInt64("accuracy_level", self.accuracy_level)])
-            replace_node(graph, node, new)
+            result = None
+            if minima:  # HQQ: w = s·q + m, the m term beside a zero-point-0 MatMulNBits (see block_offsets)
+                graph.insert_before(node, new)  # the offset term reads its output before the swap
+                out, old = new.outputs[0], node.outputs[0]
+                out.shape, out.type, out.name = old.shape, old.type, f"{old.name}/blocks"
+                result = offsets.add(graph, node, node.inputs[0], out, minima[0], k, self.block_size)
+            replace_node(graph, node, new, result)
             count += 1
         for weight in done:
             if not weight.uses() and weight.is_initializer():  # a tied head's Transpose goes with unused nodes
@@ -114,15 +131,20 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
 
     def _quantized(self, graph: ir.Graph, stored: ir.Value, transposed: bool,
                    hessian: np.ndarray | None) -> list[ir.Value]:
-        """The packed weight, scales and (asymmetric quantizers) zero points, registered as initializers."""
+        """The packed weight, scales, zero points (asymmetric quantizers) and HQQ's offsets M, as initializers."""
         array = np.asarray(const(stored), dtype=np.float32)
         packed, scales, zeros = quantize_weight(array.T if transposed else array, self.quantizer, self.block_size,
                                                 hessian)
         dtype = stored.const_value.dtype.numpy()
         name = f"{stored.name}_T" if transposed else stored.name
         arrays = {"Q4": packed, "scales": scales.astype(dtype)}
-        if zeros is not None:  # uint8 packed nibbles, or float zero points in the scales' type (HQQ)
-            arrays["zero_points"] = zeros if zeros.dtype == np.uint8 else zeros.astype(dtype)
+        if zeros is not None and zeros.dtype != np.uint8 and self.float_zero_points:
+            arrays["zero_points"] = zeros.astype(dtype)
+        elif zeros is not None and zeros.dtype != np.uint8:  # float zero points (HQQ): s·(q − zp) = s·q + m
+            arrays["zero_points"] = np.zeros((zeros.shape[0], -(-zeros.shape[1] // 2)), dtype=np.uint8)
+            arrays["min"] = np.ascontiguousarray((-scales * zeros).T).astype(dtype)  # M [k_blocks, N]
+        elif zeros is not None:  # uint8 packed nibbles
+            arrays["zero_points"] = zeros
         values = []
         for suffix, data in arrays.items():
             v = ir.Value(name=f"{name}_{suffix}", const_value=ir.tensor(data, name=f"{name}_{suffix}"))
