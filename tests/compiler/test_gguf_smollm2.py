@@ -9,27 +9,20 @@ by 0.70 at level 4 and 0.74 at level 0 — the re-quantization itself.
 from __future__ import annotations
 
 import numpy as np
-import onnx_ir as ir
 import pytest
 
 from painters.compiler.compile import compile_model
 from painters.compiler.graph_io import load_graph
+from painters.compiler.passes.quantize import with_accuracy_level
 
 REL_EXACT_LEVEL0 = 1e-4  # measured 1.1e-5
 REL_REQUANTIZED_MIN = 0.3  # measured 0.74: the re-quantized graph is not the GGUF's weights
 
 
-def _logits(path, ids, mask, level=None, tmp=None):
+def _logits(path, ids, mask, level=4):
     from painters.runtime.ort import OrtRunner
 
-    if level is not None:
-        model = ir.load(path)
-        for node in model.graph:
-            if node.op_type == "MatMulNBits":
-                node.attributes["accuracy_level"] = ir.AttrInt64("accuracy_level", level)
-        path = tmp / f"level{level}.onnx"
-        ir.save(model, path, external_data=path.name + ".data")
-    return OrtRunner(path).prefill(ids, mask)[0]
+    return OrtRunner(with_accuracy_level(path, level)).prefill(ids, mask)[0]
 
 
 @pytest.mark.slow
@@ -37,7 +30,8 @@ def test_smollm2_int4_is_the_ggufs_own_blocks(smollm2_onnx, tmp_path):
     from painters.runtime.base import left_pad
 
     exact = compile_model(smollm2_onnx, "baseline", tmp_path / "exact" / "model.onnx", weights="int4")
-    requant = compile_model(smollm2_onnx, "baseline", tmp_path / "rtn" / "model.onnx", weights="int4", gguf="none")
+    requant = compile_model(smollm2_onnx, "baseline", tmp_path / "rtn" / "model.onnx", weights="int4", gguf="none",
+                             quantizer="rtn")
     meta = load_graph(exact.output).metadata_props
     assert meta["painters.weights"] == "int4/block32/gguf:SmolLM2-135M-Instruct.Q4_1.gguf/level4"
     graph = load_graph(exact.output).graph
@@ -50,7 +44,7 @@ def test_smollm2_int4_is_the_ggufs_own_blocks(smollm2_onnx, tmp_path):
     scale = np.abs(want).max()
     diffs = {}
     for name, path in (("exact", exact.output), ("requantized", requant.output)):
-        got = _logits(path, ids, mask, level=0, tmp=path.parent)[real]
+        got = _logits(path, ids, mask, level=0)[real]
         diffs[name] = np.abs(got - want).max() / scale
     assert diffs["exact"] <= REL_EXACT_LEVEL0, diffs
     assert diffs["requantized"] >= REL_REQUANTIZED_MIN, diffs
