@@ -10,10 +10,31 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, pinned to the CPU wheel this machine carries; a later torch range it satisfies installs nothing more
 	$(PY) -m pip install -q "torch==2.13.0" || $(PY) -m pip install -q "torch>=2.6"
+	$(MAKE) -s llamacpp-wheel
+	$(PY) -m pip install -q --no-deps --no-index --find-links $(LLAMACPP_WHEELS) "llama-cpp-python==$(LLAMACPP_VERSION)"
 	$(PY) -m pip install -q -e ".[test]"
 	touch $@
 
 install: $(VENV)/.installed
+
+# llama-cpp-python ships only its source; its build targets the CPU it is built on (-march=native). pip's wheel
+# cache is keyed by the source, not the CPU, so a wheel built on one machine and reused from a shared cache on
+# another can die with SIGILL: build it without pip's cache into a folder named after this CPU's instruction-set
+# flags and the build flags, and install from there. AMX is compiled out: these machines advertise amx_int8/amx_tile
+# but their VM faults on the first tile instruction (`tilezero` in ggml_backend_amx_mul_mat, seen in CI as a
+# SIGILL in every Q4_1 matmul); AMX only serves llama.cpp's batched prefill on Sapphire Rapids and later.
+LLAMACPP_VERSION := 0.3.36
+LLAMACPP_NO_AMX := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+LLAMACPP_CMAKE_ARGS := -DCMAKE_C_FLAGS='$(LLAMACPP_NO_AMX)' -DCMAKE_CXX_FLAGS='$(LLAMACPP_NO_AMX)'
+CPU_KEY := $(shell (grep -m1 '^flags' /proc/cpuinfo 2>/dev/null; echo "$(LLAMACPP_CMAKE_ARGS)") | md5sum | cut -c1-12)
+LLAMACPP_WHEELS := $(PAINTERS_CACHE)/wheels/llama-cpp-python-$(LLAMACPP_VERSION)-$(CPU_KEY)
+
+$(LLAMACPP_WHEELS)/.built:
+	mkdir -p $(LLAMACPP_WHEELS)
+	CMAKE_ARGS="$(LLAMACPP_CMAKE_ARGS)" $(PY) -m pip wheel -q --no-cache-dir --no-deps -w $(LLAMACPP_WHEELS) "llama-cpp-python==$(LLAMACPP_VERSION)"
+	touch $@
+
+llamacpp-wheel: $(LLAMACPP_WHEELS)/.built
 
 # Two workers, one test file each at a time (module fixtures stay whole): export tracing is single-threaded
 # Python, so two files side by side use both cores. SmolLM2 is fetched once before the workers start.
@@ -49,4 +70,4 @@ $(VLLM_STAMP):
 
 vllm-env: $(VLLM_STAMP)
 
-.PHONY: install test lint demo glue vllm-env
+.PHONY: install test lint demo glue vllm-env llamacpp-wheel

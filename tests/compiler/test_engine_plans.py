@@ -17,8 +17,12 @@ trt = pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX (pip install pain
 
 
 def _graph_io(path) -> list[tuple[str, str]]:
+    """The graph's inputs a caller feeds (one with an initializer default, logits_to_keep, is a constant to
+    TensorRT) and its outputs."""
     model = onnx.load(path, load_external_data=False)
-    return [(v.name, "input") for v in model.graph.input] + [(v.name, "output") for v in model.graph.output]
+    defaults = {init.name for init in model.graph.initializer}
+    return ([(v.name, "input") for v in model.graph.input if v.name not in defaults]
+            + [(v.name, "output") for v in model.graph.output])
 
 
 def build_and_check(onnx_path, engine_path, profile):

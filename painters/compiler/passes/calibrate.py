@@ -29,6 +29,8 @@ def calibration_feeds(graph: ir.Graph, ids: np.ndarray) -> list[dict[str, np.nda
         seq = row[None, :]
         feed: dict[str, np.ndarray] = {}
         for value in graph.inputs:
+            if value.const_value is not None:
+                continue  # an input with a default (logits_to_keep): the default (every position) is what we want
             if value.name == INPUT_IDS:
                 feed[value.name] = seq
             elif value.name == ATTENTION_MASK:
