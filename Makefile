@@ -22,12 +22,13 @@ install: $(VENV)/.installed
 # another can die with SIGILL: build it without pip's cache into a folder named after this CPU's instruction-set
 # flags and the build flags, and install from there. AMX is compiled out: these machines advertise amx_int8/amx_tile
 # but their VM faults on the first tile instruction (`tilezero` in ggml_backend_amx_mul_mat, seen in CI as a
-# SIGILL in every Q4_1 matmul); AMX only serves llama.cpp's batched prefill on Sapphire Rapids and later.
+# SIGILL in every Q4_1 matmul, then a hung xdist run).
 LLAMACPP_VERSION := 0.3.36
 LLAMACPP_NO_AMX := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
 LLAMACPP_CMAKE_ARGS := -DCMAKE_C_FLAGS='$(LLAMACPP_NO_AMX)' -DCMAKE_CXX_FLAGS='$(LLAMACPP_NO_AMX)'
 CPU_KEY := $(shell (grep -m1 '^flags' /proc/cpuinfo 2>/dev/null; echo "$(LLAMACPP_CMAKE_ARGS)") | md5sum | cut -c1-12)
-LLAMACPP_WHEELS := $(PAINTERS_CACHE)/wheels/llama-cpp-python-$(LLAMACPP_VERSION)-$(CPU_KEY)
+LLAMACPP_WHEELS_ROOT ?= $(PAINTERS_CACHE)/wheels
+LLAMACPP_WHEELS := $(LLAMACPP_WHEELS_ROOT)/llama-cpp-python-$(LLAMACPP_VERSION)-$(CPU_KEY)
 
 $(LLAMACPP_WHEELS)/.built:
 	mkdir -p $(LLAMACPP_WHEELS)
