@@ -26,9 +26,9 @@ install: $(VENV)/.installed
 LLAMACPP_VERSION := 0.3.36
 LLAMACPP_NO_AMX := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
 LLAMACPP_CMAKE_ARGS := -DCMAKE_C_FLAGS='$(LLAMACPP_NO_AMX)' -DCMAKE_CXX_FLAGS='$(LLAMACPP_NO_AMX)'
-CPU_KEY := $(shell (grep -m1 '^flags' /proc/cpuinfo 2>/dev/null; echo "$(LLAMACPP_CMAKE_ARGS)") | md5sum | cut -c1-12)
+LLAMACPP_BUILD_KEY := $(shell (grep -m1 '^flags' /proc/cpuinfo 2>/dev/null; echo "$(LLAMACPP_CMAKE_ARGS)") | md5sum | cut -c1-12)
 LLAMACPP_WHEELS_ROOT ?= $(PAINTERS_CACHE)/wheels
-LLAMACPP_WHEELS := $(LLAMACPP_WHEELS_ROOT)/llama-cpp-python-$(LLAMACPP_VERSION)-$(CPU_KEY)
+LLAMACPP_WHEELS := $(LLAMACPP_WHEELS_ROOT)/llama-cpp-python-$(LLAMACPP_VERSION)-$(LLAMACPP_BUILD_KEY)
 
 $(LLAMACPP_WHEELS)/.built:
 	mkdir -p $(LLAMACPP_WHEELS)

@@ -199,6 +199,15 @@ def inline_small_external(model: ir.Model, limit: int = 1000) -> int:
     return count
 
 
+def fed_inputs(graph: ir.Graph) -> list[ir.Value]:
+    """The graph's inputs a caller must feed, in order.
+
+    An input that is also an initializer has a default (``logits_to_keep``): it is optional, so it is neither fed
+    by calibration nor sized by an engine profile (TensorRT takes it as a constant).
+    """
+    return [v for v in graph.inputs if v.const_value is None]
+
+
 def initializer_bytes(model: ir.Model) -> int:
     """Bytes of weights the graph references (each initializer once, however many nodes share it).
 

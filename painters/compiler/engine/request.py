@@ -48,7 +48,7 @@ class GraphInfo:
 
 def graph_info(onnx_path: str | Path) -> GraphInfo:
     """Read IO, float dtype, painters metadata and external data files of a graph; weights stay on disk."""
-    from painters.compiler.graph_io import allowed_dir, external_files, load_graph
+    from painters.compiler.graph_io import allowed_dir, external_files, fed_inputs, load_graph
 
     path = Path(onnx_path)
     try:
@@ -75,9 +75,7 @@ def graph_info(onnx_path: str | Path) -> GraphInfo:
             if name in floats:
                 counts[name] = counts.get(name, 0) + v.const_value.size
         dtype = max(counts, key=counts.get) if counts else None
-    # an input with a default (an initializer, e.g. logits_to_keep) is not one a caller must feed or a profile sizes
-    fed = [v for v in model.graph.inputs if v.const_value is None]
-    return GraphInfo(path, io(fed), io(model.graph.outputs), dtype,
+    return GraphInfo(path, io(fed_inputs(model.graph)), io(model.graph.outputs), dtype,
                      painters_props(model.metadata_props),
                      [(name, (path.parent / name).stat().st_size) for name in external])
 

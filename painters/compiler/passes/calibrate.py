@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import onnx_ir as ir
 
+from painters.compiler.graph_io import fed_inputs
 from painters.decoder_io import ATTENTION_MASK, INPUT_IDS, POSITION_IDS, is_past
 from painters.errors import CompileError
 
@@ -28,9 +29,7 @@ def calibration_feeds(graph: ir.Graph, ids: np.ndarray) -> list[dict[str, np.nda
     for row in np.asarray(ids, dtype=np.int64):
         seq = row[None, :]
         feed: dict[str, np.ndarray] = {}
-        for value in graph.inputs:
-            if value.const_value is not None:
-                continue  # an input with a default (logits_to_keep): the default (every position) is what we want
+        for value in fed_inputs(graph):  # logits_to_keep keeps its default: every position
             if value.name == INPUT_IDS:
                 feed[value.name] = seq
             elif value.name == ATTENTION_MASK:
