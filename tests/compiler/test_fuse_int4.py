@@ -11,6 +11,10 @@ one decode step), at ``accuracy_level`` 0 (fp32 activations): ≤ 1.3e-6 for all
 default level 4 (activations rounded to int8 per block) a last-bit difference can flip a rounding in the blocks
 after the group: re-quantized weights ≤ 4.3e-7, GGUF Q4_1 blocks ≤ 1.5e-2 (the unfused Q4_1 graph itself is
 3.6e-2 from its level-0 form there: the fusion moves less than int8 activations do).
+
+The builder's form (:mod:`painters.compiler.forms.wide_gqa_int4`, tiny-llama with random norm gains through
+ONNX Runtime GenAI's builder): level 0 ≤ 9.0e-7 for both sources; level 4 ≤ 4.3e-7 re-quantized, ≤ 2.1e-2 GGUF
+Q4_1 blocks.
 """
 
 from __future__ import annotations
@@ -35,17 +39,13 @@ FUSE_LOG = "painters.compiler.layout"
 GROUP = "painters.fused_int4.blocks_2_3_4_5"
 
 
-@pytest.fixture(scope="module")
-def tiny_gguf(tiny, tmp_path_factory):
-    """tiny-llama whose weights are a Q4_1 GGUF's de-quantized blocks (as a GGUF export's are), with that GGUF."""
+def _to_gguf(model, path) -> None:
+    """Write ``model``'s Linear and Embedding weights to a Q4_1 GGUF at ``path`` and put the de-quantized blocks back
+    into the model (as a GGUF export's weights are)."""
     import gguf
     import torch
 
-    from painters.export.onnx_export import export_model
-
-    model = copy.deepcopy(tiny.model)
-    folder = tmp_path_factory.mktemp("tiny_gguf")
-    writer = gguf.GGUFWriter(str(folder / "tiny.gguf"), "llama")
+    writer = gguf.GGUFWriter(str(path), "llama")
     qtype = gguf.GGMLQuantizationType.Q4_1
     done = set()  # a tied head shares the embedding's parameter: one tensor
     with torch.no_grad():
@@ -58,8 +58,46 @@ def tiny_gguf(tiny, tmp_path_factory):
     for step in (writer.write_header_to_file, writer.write_kv_data_to_file, writer.write_tensors_to_file,
                  writer.close):
         step()
+
+
+@pytest.fixture(scope="module")
+def tiny_gguf(tiny, tmp_path_factory):
+    """tiny-llama whose weights are a Q4_1 GGUF's de-quantized blocks (as a GGUF export's are), with that GGUF."""
+    from painters.export.onnx_export import export_model
+
+    model = copy.deepcopy(tiny.model)
+    folder = tmp_path_factory.mktemp("tiny_gguf")
+    _to_gguf(model, folder / "tiny.gguf")
     loaded = dataclasses.replace(tiny, model=model)
     return export_model(loaded, folder / "model.onnx"), folder / "tiny.gguf"
+
+
+@pytest.fixture(scope="module")
+def genai_sources(tiny, tmp_path_factory) -> dict[str, tuple]:
+    """The builder's fp32 graph (``--form genai``) of tiny-llama with random norm gains (its own are ones, which
+    would hide a member's gain applied to another member), per int4 source: ``rtn`` (float weights, re-quantized)
+    and ``gguf`` (the weights a Q4_1 GGUF's blocks, with that GGUF)."""
+    pytest.importorskip("onnxruntime_genai", reason="onnxruntime-genai is not installed (extra 'genai')")
+    import torch
+
+    from painters.export.genai_export import export_genai
+    from tests.byte_tokenizer import byte_tokenizer
+
+    folder = tmp_path_factory.mktemp("genai_int4")
+    model = copy.deepcopy(tiny.model)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.copy_(torch.rand(p.shape, generator=generator) * 1.5 + 0.25)
+    sources = {}
+    for source in ("rtn", "gguf"):
+        if source == "gguf":
+            _to_gguf(model, folder / "tiny.gguf")
+        out = export_genai(dataclasses.replace(tiny, model=model), folder / source / "model.onnx",
+                           tokenizer=byte_tokenizer())
+        sources[source] = (out, folder / "tiny.gguf" if source == "gguf" else "none")
+    return sources
 
 
 def _pair(source, gguf, plan, tmp_path, block_size=None):
@@ -73,9 +111,9 @@ def _rel(got: np.ndarray, want: np.ndarray) -> float:
     return float(np.abs(got - want).max() / np.abs(want).max())
 
 
-def _differences(fused, unfused, level: int) -> dict[str, float]:
+def _differences(fused, unfused, level: int, prompts=PROMPTS) -> dict[str, float]:
     """Relative max differences of fused vs unfused: prefill logits, every KV slot, one decode step's logits."""
-    ids, mask = left_pad(PROMPTS)
+    ids, mask = left_pad(prompts)
     real = mask.astype(bool)
     runners = OrtRunner(with_accuracy_level(fused.output, level)), OrtRunner(with_accuracy_level(unfused.output, level))
     (got, got_kv), (want, want_kv) = (r.prefill(ids, mask) for r in runners)
@@ -99,13 +137,38 @@ def test_fused_int4_equals_unfused_int4(tiny_onnx, tiny_gguf, tmp_path, source, 
     onnx_path, gguf = (tiny_onnx, "none") if source == "rtn" else tiny_gguf
     with caplog.at_level(logging.WARNING, logger=FUSE_LOG):
         fused, unfused = _pair(onnx_path, gguf, plan, tmp_path)
+    _check_fused(fused, unfused, caplog)
+    assert fused.nodes < unfused.nodes
+
+
+def _check_fused(fused, unfused, caplog, prompts=PROMPTS) -> None:
     assert not caplog.records, [r.message for r in caplog.records]
     assert fused.layout.fused_stages and not unfused.layout.fused_stages
-    assert fused.nodes < unfused.nodes
-    exact = _differences(fused, unfused, 0)
-    int8 = _differences(fused, unfused, 4)
+    exact = _differences(fused, unfused, 0, prompts)
+    int8 = _differences(fused, unfused, 4, prompts)
     assert max(exact.values()) <= REL_LOGITS, exact
     assert max(int8.values()) <= REL_INT8, int8
+
+
+@pytest.mark.parametrize("source", ["rtn", "gguf"])
+@pytest.mark.parametrize("plan", ["parallel_2_6", "parallel_1_7_x2"])
+def test_fused_int4_genai_equals_unfused(genai_sources, tmp_path, source, plan, caplog):
+    """The builder's form: one GroupQueryAttention over k × the heads, each member's own int4 blocks around it,
+    decoded in place; equal prompt lengths (GroupQueryAttention takes right-padded batches)."""
+    from painters.compiler.graph_io import load_graph
+
+    onnx_path, gguf = genai_sources[source]
+    with caplog.at_level(logging.WARNING, logger=FUSE_LOG):
+        fused, unfused = _pair(onnx_path, gguf, plan, tmp_path)
+    _check_fused(fused, unfused, caplog, prompts=[[1, 17, 99, 3, 45, 8, 200], [1, 5, 6, 77, 120, 9, 31]])
+    stages = {str(s.index): len(s.stage.blocks) for s in fused.layout.stages if s.fused}
+    heads = [(n.attributes["num_heads"].value, stages[n.metadata_props["painters.stage"]])
+             for n in load_graph(fused.output).graph
+             if n.op_type == "GroupQueryAttention" and n.metadata_props.get("painters.stage") in stages]
+    assert heads and all(h == 4 * k for h, k in heads)  # tiny-llama: 4 query heads per block
+    assert all(fused.layout.slots[s.member_slots[0]].in_place for s in fused.layout.stages if s.fused)
+    ones = 4 * 64 * len(stages)  # per group, the shared norm's gain of ones ([H] floats): nothing else grows
+    assert fused.output_bytes <= unfused.output_bytes + ones
 
 
 def _inits(path) -> dict[str, np.ndarray]:

@@ -127,28 +127,39 @@ def test_gguf_blocks_need_an_fp32_graph(tmp_path):
         GgufWeightsPass(path).call(model)
 
 
-def _gather_model(table: np.ndarray) -> ir.Model:
-    t = ir.Value(name="emb", const_value=ir.tensor(table, name="emb"))
+def _gather_model(table: np.ndarray, tied: bool = False) -> ir.Model:
+    """``Gather(emb, ids)``; ``tied``: the table stored ``[K, N]`` and read through ``Transpose`` (the builder's
+    embedding tied to its head's weight)."""
+    stored = np.ascontiguousarray(table.T) if tied else table
+    t = ir.Value(name="emb", const_value=ir.tensor(stored, name="emb"))
     t.shape, t.dtype = t.const_value.shape, t.const_value.dtype
     ids = ir.Value(name="ids", shape=ir.Shape([2, 3]), type=ir.TensorType(ir.DataType.INT64))
-    node = ir.Node("", "Gather", [t, ids], attributes=[ir.AttrInt64("axis", 0)], name="g")
+    nodes = [ir.Node("", "Transpose", [t], attributes=[ir.AttrInt64s("perm", [1, 0])], name="t")] if tied else []
+    node = ir.Node("", "Gather", [nodes[0].outputs[0] if tied else t, ids], attributes=[ir.AttrInt64("axis", 0)],
+                   name="g")
     y = node.outputs[0]
     y.name, y.shape, y.type = "y", ir.Shape([2, 3, K]), ir.TensorType(ir.DataType.FLOAT)
-    return ir.Model(ir.Graph([ids], [y], nodes=[node], initializers=[t], opset_imports={"": 17}), ir_version=9)
+    return ir.Model(ir.Graph([ids], [y], nodes=[*nodes, node], initializers=[t], opset_imports={"": 17}),
+                    ir_version=9)
 
 
+@pytest.mark.parametrize("tied", [False, True])
 @pytest.mark.parametrize("kind", sorted(EXACT))
-def test_gguf_embedding_lookup(tmp_path, kind):
-    """Tables of block types without a minimum become GatherBlockQuantized (bit-exact); Q4_1/Q5_1 stay Gather."""
+def test_gguf_embedding_lookup(tmp_path, kind, tied):
+    """Tables of block types without a minimum become GatherBlockQuantized (bit-exact), a tied table's Transpose
+    and fp32 weight gone; Q4_1/Q5_1 stay Gather."""
     import onnxruntime as ort
 
     original = np.random.default_rng(3).standard_normal((N, K)).astype(np.float32)
     path = _gguf(tmp_path / "e.gguf", {"token_embd.weight": (original, kind)})
     table = _dequantized(original, kind)
-    model = _gather_model(table)
+    model = _gather_model(table, tied)
     assert GgufWeightsPass(path).call(model).modified != EXACT[kind].has_min
     ops = [n.op_type for n in model.graph]
-    assert ops == (["Gather"] if EXACT[kind].has_min else ["GatherBlockQuantized"])
+    if EXACT[kind].has_min:
+        assert ops == ["Transpose", "Gather"] if tied else ["Gather"]
+    else:
+        assert ops == ["GatherBlockQuantized"] and "emb" not in model.graph.initializers
     ir.save(model, tmp_path / "g.onnx")
     ids = np.array([[0, 5, 23], [7, 7, 1]], dtype=np.int64)
     got = ort.InferenceSession(str(tmp_path / "g.onnx"), providers=["CPUExecutionProvider"]).run(None, {"ids": ids})[0]

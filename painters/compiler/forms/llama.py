@@ -13,7 +13,7 @@ import onnx_ir as ir
 from painters.compiler.forms.base import GroupDims, Region
 from painters.compiler.forms.llama_match import LlamaBlock, match_llama
 from painters.compiler.forms.wide_block import WideBlock, fused_weights, group_dims
-from painters.compiler.forms.wide_int4 import WideInt4Block, int4_fused_weights, int4_why_not
+from painters.compiler.forms.wide_int4 import WideInt4Block, int4_fused_weights, int4_why_not, llama_parts
 from painters.plans import Stage
 
 __all__ = ["LlamaForm", "LLAMA"]
@@ -57,7 +57,7 @@ class LlamaForm:
     def int4_fused_weights(self, graph: ir.Graph, blocks: tuple[int, ...], members: Sequence[LlamaBlock],
                            dims: GroupDims) -> dict[str, ir.Value]:
         """See :func:`~painters.compiler.forms.wide_int4.int4_fused_weights`."""
-        return int4_fused_weights(graph, blocks, list(members), dims)
+        return int4_fused_weights(graph, blocks, [llama_parts(m) for m in members], dims)
 
     def int4_wide_block(self, graph: ir.Graph, before: ir.Node, index: int, blocks: tuple[int, ...],
                         members: Sequence[LlamaBlock], dims: GroupDims, weights: dict[str, ir.Value],

@@ -31,6 +31,8 @@ which matters at ``accuracy_level`` 4, where a last-bit difference can flip an i
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import onnx_ir as ir
 
@@ -38,7 +40,7 @@ from painters.compiler.forms.base import GroupDims, const
 from painters.compiler.forms.llama_match import LlamaBlock
 from painters.compiler.forms.wide_block import CHUNK_BYTES, WideBlock, register_chunked
 
-__all__ = ["K_SEGMENTS", "int4_why_not", "int4_fused_weights", "WideInt4Block"]
+__all__ = ["K_SEGMENTS", "Int4Parts", "llama_parts", "int4_why_not", "int4_fused_weights", "WideInt4Block"]
 
 K_SEGMENTS = "painters.k_segments"  # Value.meta key: a weight stacked along K from this many equal member parts
 
@@ -51,7 +53,29 @@ def int4_why_not(dims: GroupDims, block_size: int) -> str | None:
     return None
 
 
-def int4_fused_weights(graph: ir.Graph, blocks: tuple[int, ...], members: list[LlamaBlock],
+@dataclass(frozen=True)
+class Int4Parts:
+    """One member's weights, whatever its form.
+
+    The q/k/v columns (one packed weight or three), the other projections and the two norm gains.
+    """
+
+    qkv: list[ir.Value]
+    o: ir.Value
+    gate: ir.Value
+    up: ir.Value
+    down: ir.Value
+    gain1: ir.Value
+    gain2: ir.Value
+
+
+def llama_parts(member: LlamaBlock) -> Int4Parts:
+    """A decomposed Llama block's weights as the int4 wide block reads them."""
+    return Int4Parts([member.q, member.k, member.v], member.o, member.gate, member.up, member.down,
+                     member.norm1.gain, member.norm2.gain)
+
+
+def int4_fused_weights(graph: ir.Graph, blocks: tuple[int, ...], members: list[Int4Parts],
                        d: GroupDims) -> dict[str, ir.Value]:
     """The members' raw weights concatenated (no gain or scale folded in), as float initializers to quantize.
 
@@ -59,7 +83,7 @@ def int4_fused_weights(graph: ir.Graph, blocks: tuple[int, ...], members: list[L
     (stacked along K, tagged with :data:`K_SEGMENTS`) and the norm gains ``gain1_M`` ([H]) and ``gain2`` ([k, 1, H]).
     """
     k, H, I = d.k, d.hidden, d.inter
-    dtype = members[0].q.const_value.dtype
+    dtype = members[0].o.const_value.dtype
     prefix = "painters.fused_int4.blocks_" + "_".join(map(str, blocks))
 
     def side_by_side(ws: list[ir.Value]):  # [H, Σn]: the weights' columns one after another
@@ -77,13 +101,13 @@ def int4_fused_weights(graph: ir.Graph, blocks: tuple[int, ...], members: list[L
 
     recipes = {}
     for i, m in enumerate(members):
-        recipes[f"qkv_{i}"] = ((H, sum(w.shape[1] for w in (m.q, m.k, m.v))), side_by_side([m.q, m.k, m.v]))
+        recipes[f"qkv_{i}"] = ((H, sum(w.shape[1] for w in m.qkv)), side_by_side(m.qkv))
         recipes[f"gate_up_{i}"] = ((H, 2 * I), side_by_side([m.gate, m.up]))
     recipes["down"] = ((k * I, H), stacked)
     values = register_chunked(graph, prefix, recipes, dtype)
     values["down"].meta[K_SEGMENTS] = k
-    gains = {f"gain1_{i}": np.asarray(const(m.norm1.gain)) for i, m in enumerate(members)}
-    gains["gain2"] = np.stack([np.asarray(const(m.norm2.gain)) for m in members])[:, None, :]
+    gains = {f"gain1_{i}": np.asarray(const(m.gain1)) for i, m in enumerate(members)}
+    gains["gain2"] = np.stack([np.asarray(const(m.gain2)) for m in members])[:, None, :]
     for name, array in gains.items():
         full = f"{prefix}.{name}"
         values[name] = ir.Value(name=full, shape=ir.Shape(array.shape), type=ir.TensorType(dtype),

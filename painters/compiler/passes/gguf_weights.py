@@ -137,14 +137,15 @@ class GgufWeightsPass(ir.passes.InPlacePass):
     def _gathers(self, graph: ir.Graph, rows: GgufRows) -> int:
         """Rewrite embedding lookups over GGUF blocks; return how many were rewritten.
 
-        Embedding lookups (``Gather`` of a 2-D fp32 initializer on axis 0) of a block type without a minimum
-        become ``GatherBlockQuantized`` over the same bytes; Q4_1/Q5_1 and float tables stay fp32 ``Gather``
-        (exact too: the table already holds the de-quantized values), as does a table that is no GGUF tensor.
+        Embedding lookups (``Gather`` on axis 0 of a 2-D fp32 initializer, or of its ``Transpose``: the builder
+        ties the embedding to the head's ``[H, V]`` weight that way) of a block type without a minimum become
+        ``GatherBlockQuantized`` over the same bytes; Q4_1/Q5_1 and float tables stay fp32 ``Gather`` (exact too:
+        the table already holds the de-quantized values), as does a table that is no GGUF tensor.
         """
         done: dict[ir.Value, list[ir.Value] | None] = {}
         count = 0
         for node in [n for n in graph if n.op_type == "Gather" and n.domain in ("", "ai.onnx")]:
-            table = node.inputs[0]
+            table, transposed = _table(node.inputs[0])
             axis = node.attributes.get_int("axis", 0)
             if axis != 0 or not quantizable(table) \
                     or table.const_value.dtype != ir.DataType.FLOAT:
@@ -152,6 +153,7 @@ class GgufWeightsPass(ir.passes.InPlacePass):
             if table not in done:
                 done[table] = None
                 array = np.asarray(const(table), dtype=np.float32)
+                array = array.T if transposed else array
                 try:
                     kind, raw = rows.rows_of(table.name, array)
                 except CompileError:
@@ -173,7 +175,10 @@ class GgufWeightsPass(ir.passes.InPlacePass):
                      ir.AttrInt64("quantize_axis", 1)]
             new = ir.Node(_MS, "GatherBlockQuantized", [data, node.inputs[1], scales, *zp], attributes=attrs,
                           num_outputs=1, name=f"{node.name}/gguf")
+            transpose = node.inputs[0].producer() if transposed else None
             replace_node(graph, node, new)
+            if transpose is not None and not transpose.outputs[0].uses():
+                graph.remove(transpose, safe=True)
             count += 1
         for table, converted in done.items():
             if converted is not None and not table.uses() and table.is_initializer():
@@ -225,6 +230,16 @@ class GgufWeightsPass(ir.passes.InPlacePass):
             result.name = f"{out.name}/blocks"
             result = self._offsets.add(graph, node, a, result, values[-1], nbits.k, BLOCK)
         replace_node(graph, node, new, result)
+
+
+def _table(value: ir.Value) -> tuple[ir.Value, bool]:
+    """A Gather's table: the value itself, or the 2-D initializer a ``Transpose(perm=[1, 0])`` reads (True)."""
+    node = value.producer()
+    if node is not None and node.op_type == "Transpose" and node.domain in ("", "ai.onnx") \
+            and list(node.attributes.get_ints("perm", [])) == [1, 0] and node.inputs[0] is not None \
+            and node.inputs[0].is_initializer():
+        return node.inputs[0], True
+    return value, False
 
 
 def _initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
