@@ -9,8 +9,8 @@ ONNX Runtime GenAI's builder writes the fp32 graph, one ``GroupQueryAttention`` 
 decodes int4 about 1.8x faster than ``--form decomposed``, painters' own export); ``painters-compile --weights
 int4`` makes ``DIR/FORM/int4/model.onnx`` from it (for a GGUF source: the file's own blocks, exactly; pass
 ``--gguf`` for a GGUF other than the built-in one) and ``DIR/FORM/int4-requant/model.onnx`` with ``--gguf none``
-(the weights re-quantized, for comparison). Latency rows, interleaved round by round on painters' runner: every plan on the
-int4 graph (ratios to the int4 baseline beside the ideal and weight-read ratios), a parallel plan also unfused
+(the weights re-quantized, for comparison). Latency rows, interleaved round by round on painters' runner: every
+plan on the int4 graph (ratios to the int4 baseline beside the ideal and weight-read ratios), a parallel plan also unfused
 (``PLAN/unfused``), ``fp32/baseline``, ``int4-requant/baseline`` and llama.cpp on the GGUF (``--llamacpp``, by
 default the built-in file; rows ``llama.cpp/PLAN``). Accuracy: the first ``--limit`` items of each task on the
 int4, re-quantized and fp32 graphs and llama.cpp. Last, issue 29's targets, each with its figures and whether this
