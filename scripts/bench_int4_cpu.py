@@ -4,20 +4,20 @@
         [--plans baseline,drop_attn_k8,skip_4_26,parallel_4_26] [--llamacpp FILE.gguf] [--limit 500]
         [--tasks arc_easy,lambada] [--no-accuracy] [--json OUT]
 
-SRC (default ``smollm2-135m``) is exported once to ``DIR/FORM/fp32/model.onnx`` (``--form genai``, the default:
-ONNX Runtime GenAI's builder writes the fp32 graph, one ``GroupQueryAttention`` per block — on a 2-core Xeon it
-decodes int4 about 1.8x faster than ``--form decomposed``, painters' own export); ``painters-compile --weights
-int4`` makes ``DIR/FORM/int4/model.onnx`` from it (for a GGUF source: the file's own blocks, exactly; pass
-``--gguf`` for a GGUF other than the built-in one) and ``DIR/FORM/int4-requant/model.onnx`` with ``--gguf none``
-(the weights re-quantized, for comparison). Latency rows, interleaved round by round on painters' runner: every
-plan on the int4 graph (ratios to the int4 baseline beside the ideal and weight-read ratios), a parallel plan also unfused
+SRC (default ``smollm2-135m``) is exported once to ``DIR/FORM/fp32/model.onnx`` (``--form genai``, the default: ONNX
+Runtime GenAI's builder writes the fp32 graph, one ``GroupQueryAttention`` per block — on a 2-core Xeon it decodes
+int4 about 1.8x faster than ``--form decomposed``, painters' own export); ``painters-compile --weights int4`` makes
+``DIR/FORM/int4/model.onnx`` from it (for a GGUF source: the file's own blocks, exactly; pass ``--gguf`` for a GGUF
+other than the built-in one) and ``DIR/FORM/int4-requant/model.onnx`` with ``--gguf none`` (the weights
+re-quantized, for comparison). Latency rows, interleaved round by round on painters' runner: every plan on the int4
+graph (ratios to the int4 baseline beside the ideal and weight-read ratios), a parallel plan also unfused
 (``PLAN/unfused``), ``fp32/baseline``, ``int4-requant/baseline`` and llama.cpp on the GGUF (``--llamacpp``, by
-default the built-in file; rows ``llama.cpp/PLAN``). Accuracy: the first ``--limit`` items of each task on the
-int4, re-quantized and fp32 graphs and llama.cpp. Last, issue 29's targets, each with its figures and whether this
-run met it. Everything goes through painters' bench API, as ``painters bench latency|accuracy`` does.
+default the built-in file; rows ``llama.cpp/PLAN``). Accuracy: the first ``--limit`` items of each task on the int4,
+re-quantized and fp32 graphs and llama.cpp. Last, issue 29's targets, each with its figures and whether this run met
+it. Everything goes through painters' bench API, as ``painters bench latency|accuracy`` does.
 
 ``--builder`` adds the issue's prefill case on ONNX Runtime GenAI's int4 graph: ``painters export SRC --form genai
---precision int4`` to ``DIR/genai-int4/model.onnx``, every plan compiled on it and timed in rounds of their own
+--precision int4`` to ``DIR/FORM/genai-int4/model.onnx``, every plan compiled on it and timed in rounds of their own
 (rows ``genai-int4/PLAN``, ratios to that graph's baseline). Every table ends with a line per plan saying whether
 its prefill ratio is within its ideal ratio + 0.05 (``PREFILL_MARGIN``), the bound issue 29 sets.
 """
