@@ -216,7 +216,7 @@ class WideBlock:
         ``past`` are the slot's graph inputs, [batch, kv_heads (kv=mean) or k·kv_heads, past, head_dim].
         """
         d, m0 = self.dims, self.members[0]
-        k, nh, nkv, D, H = d.k, d.heads, d.kv_heads, d.head_dim, d.hidden
+        k, nh, nkv, D = d.k, d.heads, d.kv_heads, d.head_dim
         rep, shared = nh // nkv, self.shared
 
         self.meta["painters.sublayer"] = "attn"
@@ -257,10 +257,14 @@ class WideBlock:
         ctx = self.op("Reshape", [ctx, self.ints([0, k, nh, -1, D], "context/shape")], "context/members")
         ctx = self.op("Transpose", [ctx], "context/member_major", perm=[1, 0, 3, 2, 4])  # [k, B, S, nh, D]
         ctx = self.op("Reshape", [ctx, self.ints([k, -1, nh * D], "context/rows_shape")], "context/rows")
-        x_rows = self.op("Reshape", [x, self.ints([1, -1, H], "x/rows_shape")], "x/rows")
-        h = self.o_proj(ctx, x_rows)  # [k, B·S, H]
+        return self.from_context(ctx, x), (present[0], present[1])
 
-        mean = self.mlp_mean(h, m0.norm2)
+    def from_context(self, ctx: ir.Value, x: ir.Value) -> ir.Value:
+        """The stage's output, shaped as ``x``, from the members' attention context rows ``[k, B·S, heads·D]``
+        (member-major): each member's o_proj and MLP on its own ``h_m``, then the mean."""
+        x_rows = self.op("Reshape", [x, self.ints([1, -1, self.dims.hidden], "x/rows_shape")], "x/rows")
+        h = self.o_proj(ctx, x_rows)  # [k, B·S, H]
+        mean = self.mlp_mean(h, self.members[0].norm2)
         out = self.op("Reshape", [mean, self.op("Shape", [x], "x/shape")], "out")
         out.type, out.shape = x.type, x.shape
-        return out, (present[0], present[1])
+        return out

@@ -63,7 +63,7 @@ class WideGqaInt4Block(WideInt4Block):
     def build(self, x: ir.Value, past: tuple[ir.Value, ir.Value]) -> tuple[ir.Value, tuple[ir.Value, ir.Value]]:
         """The stage's output (the next residual stream) and its present (key, value), from ``x`` and ``past``."""
         d, m0 = self.dims, self.members[0]
-        k, nh, nkv, D, H = d.k, d.heads, d.kv_heads, d.head_dim, d.hidden
+        k, nh, nkv, D = d.k, d.heads, d.kv_heads, d.head_dim
         need(not self.shared, "kv=mean groups have no wide GroupQueryAttention form")
         self._stream = x
 
@@ -86,10 +86,4 @@ class WideGqaInt4Block(WideInt4Block):
         ctx = self.op("Reshape", [attn, self.ints([0, 0, k, nh * D], "attn/shape")], "attn/members")
         ctx = self.op("Transpose", [ctx], "attn/member_major", perm=[2, 0, 1, 3])  # [k, B, S, nh·D]
         ctx = self.op("Reshape", [ctx, self.ints([k, -1, nh * D], "context/rows_shape")], "context/rows")
-        x_rows = self.op("Reshape", [x, self.ints([1, -1, H], "x/rows_shape")], "x/rows")
-        h = self.o_proj(ctx, x_rows)  # [k, B·S, H]
-
-        mean = self.mlp_mean(h, m0.norm2)
-        out = self.op("Reshape", [mean, self.op("Shape", [x], "x/shape")], "out")
-        out.type, out.shape = x.type, x.shape
-        return out, (present_k, present_v)
+        return self.from_context(ctx, x), (present_k, present_v)
