@@ -16,7 +16,7 @@ from pathlib import Path
 from painters import __version__
 from painters.decoder_io import KINDS, LOGITS, TOKEN_INPUTS, past_name, present_name
 from painters.errors import ExportError
-from painters.export.sources import LoadedModel, load_source, read_config
+from painters.export.sources import LoadedModel, gguf_file, load_source, read_config
 from painters.export.trace import check_opset, linears_as_matmul, trace_module
 from painters.fileio import atomic_dir_outputs, check_outputs
 from painters.runtime.families import family_for
@@ -210,6 +210,10 @@ def _export_genai(src: str | Path, out: str | Path, *, dtype: str, opset: int | 
     if (path / "config.json").is_file():  # a checkpoint directory: refuse its family before minutes of loading
         config = read_config(path)
         genai_export.check_genai_family(config.model_type, path, config)
+    if precision == "int4" and gguf_file(src) is not None:
+        log.warning("%s is a GGUF: --precision int4 re-quantizes its 4-bit weights with the builder's quantizer; "
+                    "for the file's own blocks (llama.cpp's accuracy) export --precision fp32 and compile it with "
+                    "painters-compile --weights int4", src)
     loaded = load_source(src, dtype="fp32")
     return genai_export.export_genai(loaded, out, precision=precision, target=target, check=check,
                                      reads=[p for p in reads if p.exists()])

@@ -24,8 +24,8 @@ from painters.errors import ExportError
 from painters.fileio import file_hash
 from painters.runtime.families import SUPPORTED_MODEL_TYPES, family_for
 
-__all__ = ["LoadedModel", "load_source", "SUPPORTED_MODEL_TYPES", "BUILTIN_SOURCES", "to_torch_dtype", "read_config",
-           "quiet_transformers"]
+__all__ = ["LoadedModel", "gguf_file", "load_source", "SUPPORTED_MODEL_TYPES", "BUILTIN_SOURCES", "to_torch_dtype",
+           "read_config", "quiet_transformers"]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,14 @@ class LoadedModel:
         return int(self.model.config.num_hidden_layers)
 
 
+def gguf_file(src: str | Path) -> Path | None:
+    """The GGUF file SRC is (the built-in ``smollm2-135m``'s, or SRC itself by its magic bytes), or None."""
+    if str(src) == "smollm2-135m":
+        return smollm2_path()
+    path = Path(src)
+    return path if path.is_file() and DeployedGguf.detect(path) is not None else None
+
+
 def load_source(src: str | Path, *, dtype: str = "fp32") -> LoadedModel:
     """Load SRC: ``smollm2-135m``, ``tiny-llama``, a ``.gguf`` file or a Hugging Face checkpoint directory."""
     torch_dtype = to_torch_dtype(dtype)
@@ -80,7 +88,7 @@ def load_source(src: str | Path, *, dtype: str = "fp32") -> LoadedModel:
                 f"model source {text!r} not found: give a checkpoint directory, a .gguf file, "
                 f"or a built-in name ({', '.join(BUILTIN_SOURCES)})"
             )
-        if DeployedGguf.detect(path) is not None:  # a GGUF by its magic bytes
+        if gguf_file(path) is not None:
             loaded = _gguf(path, name=path.stem, dtype=torch_dtype)
         else:
             loaded = _checkpoint(path, torch_dtype)

@@ -75,6 +75,25 @@ def test_cli_int4_from_a_checkpoint_directory(tiny, tmp_path, caplog):
     assert "MatMulNBits" in {n.op_type for n in onnx.load(out, load_external_data=False).graph.node}
     assert not list(tmp_path.glob("out/.*")), "temp directories left behind"
     og.Model(str(out.parent))
+    assert "re-quantizes its 4-bit weights" not in caplog.text  # a float checkpoint: nothing to keep
+
+
+def test_int4_from_a_gguf_says_the_builder_requantizes(tmp_path, monkeypatch, caplog):
+    """A GGUF source at --precision int4: a warning that the builder re-quantizes the file's 4-bit blocks, naming
+    the route that keeps them (fp32 export + ``--weights int4``); said before the source is loaded."""
+    from painters.export import onnx_export
+
+    class Loaded(Exception):
+        pass
+
+    def load(*args, **kwargs):
+        raise Loaded
+
+    monkeypatch.setattr(onnx_export, "load_source", load)
+    with pytest.raises(Loaded):
+        onnx_export.export_onnx("smollm2-135m", tmp_path / "out" / "model.onnx", form="genai", precision="int4")
+    assert "smollm2-135m is a GGUF: --precision int4 re-quantizes its 4-bit weights" in caplog.text
+    assert "painters-compile --weights int4" in caplog.text
 
 
 @pytest.mark.parametrize("precision, target, scale", [("fp32", "cpu", 1.01), ("fp16", "cuda", 1.05)])
