@@ -5,9 +5,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PAINTERS_CACHE ?= $(HOME)/.cache/painters
 
-$(VENV)/.installed: pyproject.toml
+$(PY):
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(PY)
 	# torch first, pinned to the CPU wheel this machine carries; a later torch range it satisfies installs nothing more
 	$(PY) -m pip install -q "torch==2.13.0" || $(PY) -m pip install -q "torch>=2.6"
 	$(MAKE) -s llamacpp-wheel
@@ -30,7 +32,7 @@ LLAMACPP_BUILD_KEY := $(shell (grep -m1 '^flags' /proc/cpuinfo 2>/dev/null; echo
 LLAMACPP_WHEELS_ROOT ?= $(PAINTERS_CACHE)/wheels
 LLAMACPP_WHEELS := $(LLAMACPP_WHEELS_ROOT)/llama-cpp-python-$(LLAMACPP_VERSION)-$(LLAMACPP_BUILD_KEY)
 
-$(LLAMACPP_WHEELS)/.built:
+$(LLAMACPP_WHEELS)/.built: | $(PY)
 	mkdir -p $(LLAMACPP_WHEELS)
 	CMAKE_ARGS="$(LLAMACPP_CMAKE_ARGS)" $(PY) -m pip wheel -q --no-cache-dir --no-deps -w $(LLAMACPP_WHEELS) "llama-cpp-python==$(LLAMACPP_VERSION)"
 	touch $@
