@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import json
 
-import onnx
 import pytest
 
 from painters.compiler.compile import compile_model
+from painters.compiler.graph_io import fed_inputs, load_graph
 from tests.compiler.parity import TINY_PLANS
 
 trt = pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX (pip install painters[test]) is not installed")
@@ -19,10 +19,8 @@ trt = pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX (pip install pain
 def _graph_io(path) -> list[tuple[str, str]]:
     """The graph's inputs a caller feeds (one with an initializer default, logits_to_keep, is a constant to
     TensorRT) and its outputs."""
-    model = onnx.load(path, load_external_data=False)
-    defaults = {init.name for init in model.graph.initializer}
-    return ([(v.name, "input") for v in model.graph.input if v.name not in defaults]
-            + [(v.name, "output") for v in model.graph.output])
+    graph = load_graph(path).graph
+    return [(v.name, "input") for v in fed_inputs(graph)] + [(v.name, "output") for v in graph.outputs]
 
 
 def build_and_check(onnx_path, engine_path, profile):

@@ -27,7 +27,7 @@ from painters.compiler.forms.gqa_match import GqaBlock
 from painters.compiler.forms.wide_block import CHUNK_BYTES, WideBlock, check_weights, register_chunked
 from painters.ort_ops import GQA, MS_DOMAIN, NORM
 
-__all__ = ["gqa_group_dims", "gqa_fused_weights", "WideGqaBlock"]
+__all__ = ["gqa_group_dims", "gqa_fused_weights", "norm_ones", "WideGqaBlock"]
 
 
 def gqa_group_dims(members: list[GqaBlock]) -> GroupDims:
@@ -51,6 +51,15 @@ def gqa_group_dims(members: list[GqaBlock]) -> GroupDims:
         for gain in (member.gain1, member.gain2):
             need(const(gain).shape == (hidden,), f"member {m}: a norm gain is not of size {hidden}")
     return GroupDims(k=len(members), heads=heads, kv_heads=kv, head_dim=D, hidden=hidden, inter=inter)
+
+
+def norm_ones(graph: ir.Graph, prefix: str, hidden: int, dtype: ir.DataType) -> ir.Value:
+    """``PREFIX.norm_ones``, the ``[hidden]`` gain of ones a wide block's shared norm takes (registered)."""
+    name = f"{prefix}.norm_ones"
+    value = ir.Value(name=name, shape=ir.Shape([hidden]), type=ir.TensorType(dtype),
+                     const_value=ir.tensor(np.ones(hidden, dtype=dtype.numpy()), name=name))
+    graph.register_initializer(value)
+    return value
 
 
 def gqa_fused_weights(graph: ir.Graph, blocks: tuple[int, ...], members: list[GqaBlock],
@@ -89,10 +98,7 @@ def gqa_fused_weights(graph: ir.Graph, blocks: tuple[int, ...], members: list[Gq
         "down_proj": ((k, 1, I, H), stacked("down", None)),
     }
     values = register_chunked(graph, prefix, recipes, dtype)
-    ones = f"{prefix}.norm_ones"  # the gains live in the weights; the norms scale by one
-    values["ones"] = ir.Value(name=ones, shape=ir.Shape([H]), type=ir.TensorType(dtype),
-                              const_value=ir.tensor(np.ones(H, dtype=dtype.numpy()), name=ones))
-    graph.register_initializer(values["ones"])
+    values["ones"] = norm_ones(graph, prefix, H, dtype)  # the gains live in the weights; the norms scale by one
     return values
 
 

@@ -17,12 +17,12 @@ convert every member column and K-block exactly as the unfused graph's (a GGUF's
 
 from __future__ import annotations
 
-import numpy as np
 import onnx_ir as ir
 
 from painters.compiler.forms.base import GroupDims, need
 from painters.compiler.forms.gqa_match import GqaBlock
-from painters.compiler.forms.wide_int4 import Int4Parts, WideInt4Block, int4_fused_weights
+from painters.compiler.forms.wide_gqa import norm_ones
+from painters.compiler.forms.wide_int4 import Int4Parts, WideInt4Block, int4_fused_weights, int4_prefix
 from painters.ort_ops import GQA, MS_DOMAIN, NORM
 
 __all__ = ["gqa_parts", "gqa_int4_fused_weights", "WideGqaInt4Block"]
@@ -37,11 +37,7 @@ def gqa_int4_fused_weights(graph: ir.Graph, blocks: tuple[int, ...], members: li
                            d: GroupDims) -> dict[str, ir.Value]:
     """:func:`~painters.compiler.forms.wide_int4.int4_fused_weights`, plus the gain of ones the shared norm takes."""
     values = int4_fused_weights(graph, blocks, [gqa_parts(m) for m in members], d)
-    dtype = members[0].o.const_value.dtype
-    name = "painters.fused_int4.blocks_" + "_".join(map(str, blocks)) + ".norm_ones"
-    values["ones"] = ir.Value(name=name, shape=ir.Shape([d.hidden]), type=ir.TensorType(dtype),
-                              const_value=ir.tensor(np.ones(d.hidden, dtype=dtype.numpy()), name=name))
-    graph.register_initializer(values["ones"])
+    values["ones"] = norm_ones(graph, int4_prefix(blocks), d.hidden, members[0].o.const_value.dtype)
     return values
 
 

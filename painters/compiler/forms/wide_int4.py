@@ -40,7 +40,8 @@ from painters.compiler.forms.base import GroupDims, const
 from painters.compiler.forms.llama_match import LlamaBlock
 from painters.compiler.forms.wide_block import CHUNK_BYTES, WideBlock, register_chunked
 
-__all__ = ["K_SEGMENTS", "Int4Parts", "llama_parts", "int4_why_not", "int4_fused_weights", "WideInt4Block"]
+__all__ = ["K_SEGMENTS", "Int4Parts", "int4_prefix", "llama_parts", "int4_why_not", "int4_fused_weights",
+           "WideInt4Block"]
 
 K_SEGMENTS = "painters.k_segments"  # Value.meta key: a weight stacked along K from this many equal member parts
 
@@ -69,6 +70,11 @@ class Int4Parts:
     gain2: ir.Value
 
 
+def int4_prefix(blocks: tuple[int, ...]) -> str:
+    """The name prefix of an int4 wide block's initializers."""
+    return "painters.fused_int4.blocks_" + "_".join(map(str, blocks))
+
+
 def llama_parts(member: LlamaBlock) -> Int4Parts:
     """A decomposed Llama block's weights as the int4 wide block reads them."""
     return Int4Parts([member.q, member.k, member.v], member.o, member.gate, member.up, member.down,
@@ -84,7 +90,7 @@ def int4_fused_weights(graph: ir.Graph, blocks: tuple[int, ...], members: list[I
     """
     k, H, I = d.k, d.hidden, d.inter
     dtype = members[0].o.const_value.dtype
-    prefix = "painters.fused_int4.blocks_" + "_".join(map(str, blocks))
+    prefix = int4_prefix(blocks)
 
     def side_by_side(ws: list[ir.Value]):  # [H, Σn]: the weights' columns one after another
         def chunks():
