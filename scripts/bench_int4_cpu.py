@@ -6,7 +6,7 @@
 
 SRC (default ``smollm2-135m``) is exported once to ``DIR/FORM/fp32/model.onnx`` (``--form genai``, the default: ONNX
 Runtime GenAI's builder writes the fp32 graph, one ``GroupQueryAttention`` per block — on a 2-core Xeon it decodes
-int4 about 1.8x faster than ``--form decomposed``, painters' own export); ``painters-compile --weights int4`` makes
+int4 about 1.6x faster than ``--form decomposed``, painters' own export); ``painters-compile --weights int4`` makes
 ``DIR/FORM/int4/model.onnx`` from it (for a GGUF source: the file's own blocks, exactly; pass ``--gguf`` for a GGUF
 other than the built-in one) and ``DIR/FORM/int4-requant/model.onnx`` with ``--gguf none`` (the weights
 re-quantized, for comparison). Latency rows, interleaved round by round on painters' runner: every plan on the int4
