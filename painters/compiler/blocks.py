@@ -135,10 +135,11 @@ def _find_embedding(graph: ir.Graph) -> ir.Value:
         raise _fail(f"expected one embedding Gather reading input_ids, found {len(gathers)}")
     x = gathers[0].outputs[0]
     # A scaled embedding (Gemma's √d, Granite's embedding_multiplier) is one elementwise Mul/Cast whose only
-    # data consumer it is: the residual stream starts after it. (A Llama x_0 also feeds the first norm.)
+    # data consumer it is: the residual stream starts after it. (A Llama x_0 also feeds the first norm.) So is
+    # the Reshape of a lookup over a tied head's [N, K/32, 32] blocks (painters.compiler.passes.gguf_weights).
     while True:
         uses = [u.node for u in x.uses() if u.node.op_type != "Shape"]
-        if len(uses) != 1 or uses[0].op_type not in ("Mul", "Div", "Cast") or len(uses[0].outputs) != 1:
+        if len(uses) != 1 or uses[0].op_type not in ("Mul", "Div", "Cast", "Reshape") or len(uses[0].outputs) != 1:
             return x
         x = uses[0].outputs[0]
 

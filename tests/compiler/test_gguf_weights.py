@@ -197,3 +197,45 @@ def test_block_sums_shared_by_matmuls_of_one_input(tmp_path):
     for g, w in zip(got, weights):
         want = xs @ w
         assert np.abs(g - want).max() / np.abs(want).max() <= REL_EXACT
+
+
+@pytest.mark.parametrize("kind", sorted(EXACT))
+def test_tied_lookup_reads_the_heads_blocks(tmp_path, kind):
+    """A lookup through ``Transpose`` of the head's weight (the builder's tied embedding) reads the head's own
+    ``MatMulNBits`` blocks and scales — one copy of the table — bit-exact; minimum types keep an fp32 Gather."""
+    import onnxruntime as ort
+
+    original = np.random.default_rng(5).standard_normal((N, K)).astype(np.float32)
+    path = _gguf(tmp_path / "t.gguf", {"token_embd.weight": (original, kind)})
+    table = _dequantized(original, kind)  # [N, K]: rows are tokens
+    w = ir.Value(name="w", const_value=ir.tensor(np.ascontiguousarray(table.T), name="w"))  # the head's [K, N]
+    w.shape, w.dtype = w.const_value.shape, w.const_value.dtype
+    ids = ir.Value(name="ids", shape=ir.Shape([2, 3]), type=ir.TensorType(ir.DataType.INT64))
+    x = ir.Value(name="x", shape=ir.Shape([2, 5, K]), type=ir.TensorType(ir.DataType.FLOAT))
+    t = ir.Node("", "Transpose", [w], attributes=[ir.AttrInt64s("perm", [1, 0])], name="t")
+    g = ir.Node("", "Gather", [t.outputs[0], ids], attributes=[ir.AttrInt64("axis", 0)], name="g")
+    mm = ir.Node("", "MatMul", [x, w], name="mm")
+    for out, name, shape in ((g.outputs[0], "emb", [2, 3, K]), (mm.outputs[0], "y", [2, 5, N])):
+        out.name, out.shape, out.type = name, ir.Shape(shape), ir.TensorType(ir.DataType.FLOAT)
+    model = ir.Model(ir.Graph([ids, x], [g.outputs[0], mm.outputs[0]], nodes=[t, g, mm], initializers=[w],
+                              opset_imports={"": 17}), ir_version=9)
+    assert GgufWeightsPass(path).call(model).modified
+    ops = {n.op_type: n for n in model.graph}
+    blocks = ops["MatMulNBits"].inputs[1]
+    if EXACT[kind].has_min:
+        assert ops["Gather"].inputs[0].producer().op_type == "Transpose"
+    else:
+        assert "Gather" not in ops and "Transpose" not in ops and "w" not in model.graph.initializers
+        assert ops["GatherBlockQuantized"].inputs[0] is blocks  # the head's blocks, not a copy
+        assert sum(v.const_value.nbytes for v in model.graph.initializers.values()) < table.nbytes / 2
+    for node in model.graph:
+        if node.op_type == "MatMulNBits":
+            node.attributes["accuracy_level"] = ir.AttrInt64("accuracy_level", 0)
+    ir.save(model, tmp_path / "t.onnx")
+    token_ids = np.array([[0, 5, 23], [7, 7, 1]], dtype=np.int64)
+    xs = np.random.default_rng(6).standard_normal((2, 5, K)).astype(np.float32)
+    emb, y = ort.InferenceSession(str(tmp_path / "t.onnx"), providers=["CPUExecutionProvider"]).run(
+        None, {"ids": token_ids, "x": xs})
+    np.testing.assert_array_equal(emb, table[token_ids])
+    want = xs @ table.T
+    assert np.abs(y - want).max() / np.abs(want).max() <= REL_EXACT

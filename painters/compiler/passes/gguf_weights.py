@@ -19,6 +19,10 @@ A weight stacked along K from member weights (an int4 wide block's down projecti
 (:func:`~painters.compiler.passes.gguf_blocks.concat_k`); weights concatenated along N need nothing: their
 columns are rows of the file.
 
+A lookup over the same blocks as a head (a tied embedding: SmolLM2's Q8_0 ``token_embd``) reads the head's
+``MatMulNBits`` initializers themselves — ``GatherBlockQuantized`` over the ``[N, K/32, 32·bits/8]`` blocks along
+their last axis, its ``[.., K/32, 32]`` rows reshaped to ``[.., K]`` — so the file's one table stays one table.
+
 Weights the GGUF stores unquantized (F32/F16) stay float MatMuls — that is their exact form; k-quant tensors
 are refused by name. Like :class:`~painters.compiler.passes.quantize.QuantizeWeightsPass`, conversion is per
 initializer, so duplicated blocks keep sharing one packed weight.
@@ -28,7 +32,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -108,10 +114,12 @@ class GgufWeightsPass(ir.passes.InPlacePass):
         self.accuracy_level = accuracy_level
         self.types: dict[str, int] = {}
         self._offsets = BlockOffsets("gguf")
+        self._heads: dict[bytes, tuple[NBitsWeight, list[ir.Value]]] = {}
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         """Rewrite the model's MatMuls and embedding Gathers to read the GGUF's own blocks where it holds them."""
         self._offsets = BlockOffsets("gguf")
+        self._heads = {}
         rows = GgufRows.read(self.gguf_path)
         graph = model.graph
         done: dict[ir.Value, tuple[NBitsWeight, list[ir.Value]] | None] = {}
@@ -139,51 +147,92 @@ class GgufWeightsPass(ir.passes.InPlacePass):
 
         Embedding lookups (``Gather`` on axis 0 of a 2-D fp32 initializer, or of its ``Transpose``: the builder
         ties the embedding to the head's ``[H, V]`` weight that way) of a block type without a minimum become
-        ``GatherBlockQuantized`` over the same bytes; Q4_1/Q5_1 and float tables stay fp32 ``Gather`` (exact too:
-        the table already holds the de-quantized values), as does a table that is no GGUF tensor.
+        ``GatherBlockQuantized`` over the same bytes — the head's own initializers when a head was converted from
+        them (:meth:`_shared_lookup`); Q4_1/Q5_1 and float tables stay fp32 ``Gather`` (exact too: the table
+        already holds the de-quantized values), as does a table that is no GGUF tensor.
         """
-        done: dict[ir.Value, list[ir.Value] | None] = {}
+        lookups: dict[ir.Value, Callable[[ir.Node], None] | None] = {}
         count = 0
         for node in [n for n in graph if n.op_type == "Gather" and n.domain in ("", "ai.onnx")]:
             table, transposed = _table(node.inputs[0])
-            axis = node.attributes.get_int("axis", 0)
-            if axis != 0 or not quantizable(table) \
+            if node.attributes.get_int("axis", 0) != 0 or not quantizable(table) \
                     or table.const_value.dtype != ir.DataType.FLOAT:
                 continue
-            if table not in done:
-                done[table] = None
-                array = np.asarray(const(table), dtype=np.float32)
-                array = array.T if transposed else array
-                try:
-                    kind, raw = rows.rows_of(table.name, array)
-                except CompileError:
-                    continue  # not a GGUF tensor (e.g. a position table): its Gather stays as it is
-                form = EXACT.get(kind)
-                if form is None or form.has_min:
-                    continue
-                nbits = to_nbits(raw, kind)
-                data = nbits.packed.reshape(nbits.n, -1)
-                values = [_initializer(graph, f"{table.name}_gather_Q{nbits.bits}", data),
-                          _initializer(graph, f"{table.name}_gather_scales", nbits.scales)]
-                if nbits.zero_points is not None:
-                    values.append(_initializer(graph, f"{table.name}_gather_zp", nbits.zero_points))
-                done[table] = [nbits.bits, *values]
-            if done[table] is None:
+            if table not in lookups:
+                lookups[table] = self._lookup(graph, rows, table, transposed, _lookup_rank(node))
+            if lookups[table] is None:
                 continue
-            bits, data, scales, *zp = done[table]
-            attrs = [ir.AttrInt64("bits", bits), ir.AttrInt64("block_size", BLOCK), ir.AttrInt64("gather_axis", 0),
-                     ir.AttrInt64("quantize_axis", 1)]
-            new = ir.Node(_MS, "GatherBlockQuantized", [data, node.inputs[1], scales, *zp], attributes=attrs,
-                          num_outputs=1, name=f"{node.name}/gguf")
             transpose = node.inputs[0].producer() if transposed else None
-            replace_node(graph, node, new)
+            lookups[table](node)
             if transpose is not None and not transpose.outputs[0].uses():
                 graph.remove(transpose, safe=True)
             count += 1
-        for table, converted in done.items():
-            if converted is not None and not table.uses() and table.is_initializer():
+        for table, lookup in lookups.items():
+            if lookup is not None and not table.uses() and table.is_initializer():
                 graph.initializers.pop(table.name)
         return count
+
+    def _lookup(self, graph: ir.Graph, rows: GgufRows, table: ir.Value, transposed: bool,
+                rank: int | None) -> Callable[[ir.Node], None] | None:
+        """How a Gather over ``table`` is rewritten (called with the node), or None to keep it."""
+        array = np.asarray(const(table), dtype=np.float32)
+        try:
+            kind, raw = rows.rows_of(table.name, array.T if transposed else array)
+        except CompileError:
+            return None  # not a GGUF tensor (e.g. a position table): its Gather stays as it is
+        form = EXACT.get(kind)
+        if form is None or form.has_min:
+            return None
+        head = self._heads.get(_blocks_key(kind, raw))
+        if head is not None and rank is not None:
+            return partial(self._shared_lookup, graph, *head, rank)
+        nbits = to_nbits(raw, kind)
+        values = [_initializer(graph, f"{table.name}_gather_Q{nbits.bits}", nbits.packed.reshape(nbits.n, -1)),
+                  _initializer(graph, f"{table.name}_gather_scales", nbits.scales)]
+        if nbits.zero_points is not None:
+            values.append(_initializer(graph, f"{table.name}_gather_zp", nbits.zero_points))
+        return partial(self._own_lookup, graph, nbits.bits, values)
+
+    @staticmethod
+    def _own_lookup(graph: ir.Graph, bits: int, values: list[ir.Value], node: ir.Node) -> None:
+        """``GatherBlockQuantized`` over the table's own ``[N, K·bits/8]`` blocks (quantized along axis 1)."""
+        attrs = [ir.AttrInt64("bits", bits), ir.AttrInt64("block_size", BLOCK), ir.AttrInt64("gather_axis", 0),
+                 ir.AttrInt64("quantize_axis", 1)]
+        data, scales, *zp = values
+        new = ir.Node(_MS, "GatherBlockQuantized", [data, node.inputs[1], scales, *zp], attributes=attrs,
+                      num_outputs=1, name=f"{node.name}/gguf")
+        replace_node(graph, node, new)
+
+    def _shared_lookup(self, graph: ir.Graph, nbits: NBitsWeight, values: list[ir.Value], rank: int,
+                       node: ir.Node) -> None:
+        """``GatherBlockQuantized`` over a head's own ``MatMulNBits`` initializers: the file's one table stays one.
+
+        It takes the head's 3-D blocks quantized along their last axis, with scales (and zero points) of the same
+        rank: ``[N, K/32, 1]``, a Reshape of the head's ``[N, K/32]`` that ONNX Runtime folds at load. Its rows
+        come out ``[.., K/32, 32]``; a Reshape by the indices' ``rank`` makes them ``[.., K]`` again. (4-bit zero
+        points pack differently for the two operators; such heads are not offered, see :meth:`_convert`.)
+        """
+        per_block = self._shape(graph, f"gguf_lookup_scales_{nbits.n}x{nbits.k // BLOCK}",
+                                [nbits.n, nbits.k // BLOCK, 1])
+        extra = [ir.Node("", "Reshape", [v, per_block], num_outputs=1, name=f"{node.name}/gguf/{v.name}")
+                 for v in values[1:3 if nbits.zero_points is not None else 2]]
+        attrs = [ir.AttrInt64("bits", nbits.bits), ir.AttrInt64("block_size", BLOCK), ir.AttrInt64("gather_axis", 0),
+                 ir.AttrInt64("quantize_axis", 2)]
+        lookup = ir.Node(_MS, "GatherBlockQuantized", [values[0], node.inputs[1], *(n.outputs[0] for n in extra)],
+                         attributes=attrs, num_outputs=1, name=f"{node.name}/gguf")
+        for n in (*extra, lookup):
+            n.metadata_props.update(node.metadata_props)
+            graph.insert_before(node, n)
+        rows = self._shape(graph, f"gguf_lookup_rows_r{rank}_k{nbits.k}", [0] * rank + [nbits.k])
+        replace_node(graph, node, ir.Node("", "Reshape", [lookup.outputs[0], rows], num_outputs=1,
+                                          name=f"{node.name}/gguf/rows"))
+
+    @staticmethod
+    def _shape(graph: ir.Graph, name: str, dims: list[int]) -> ir.Value:
+        """One int64 shape initializer per name, shared by every lookup that needs it."""
+        if name not in graph.initializers:
+            _initializer(graph, name, np.array(dims, dtype=np.int64))
+        return graph.initializers[name]
 
     def _convert(self, graph: ir.Graph, rows: GgufRows, stored: ir.Value,
                  transposed: bool) -> tuple[NBitsWeight, list[ir.Value]] | None:
@@ -213,6 +262,8 @@ class GgufWeightsPass(ir.passes.InPlacePass):
             values.append(_initializer(graph, f"{name}_zp", nbits.zero_points))
         if nbits.offset is not None:
             values.append(_initializer(graph, f"{name}_min", nbits.offset))
+        if len(found) == 1 and nbits.offset is None and not (nbits.bits == 4 and nbits.zero_points is not None):
+            self._heads[_blocks_key(kind, found[0][1])] = (nbits, values)  # a lookup may read these blocks
         return nbits, values
 
     def _replace(self, graph: ir.Graph, node: ir.Node, nbits: NBitsWeight, values: list[ir.Value]) -> None:
@@ -240,6 +291,17 @@ def _table(value: ir.Value) -> tuple[ir.Value, bool]:
             and node.inputs[0].is_initializer():
         return node.inputs[0], True
     return value, False
+
+
+def _blocks_key(kind: str, raw: np.ndarray) -> bytes:
+    """Identifies a GGUF tensor's raw blocks, so a lookup finds the head converted from the same bytes."""
+    return kind.encode() + hashlib.blake2b(np.ascontiguousarray(raw).tobytes(), digest_size=16).digest()
+
+
+def _lookup_rank(node: ir.Node) -> int | None:
+    """The rank of a Gather's indices (input_ids: 2), if known: the shared lookup reshapes its rows by it."""
+    ids = node.inputs[1]
+    return len(ids.shape) if ids is not None and ids.shape is not None else None
 
 
 def _initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
