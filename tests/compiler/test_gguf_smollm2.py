@@ -50,3 +50,23 @@ def test_smollm2_int4_is_the_ggufs_own_blocks(smollm2_onnx, tmp_path):
     assert diffs["requantized"] >= REL_REQUANTIZED_MIN, diffs
     default = _logits(exact.output, ids, mask)[real]  # accuracy_level 4: int8 activations
     assert np.abs(default - want).max() / scale < diffs["requantized"]
+
+
+@pytest.mark.slow
+def test_smollm2_int4_lookup_is_the_heads_blocks_and_plans_compile_on_it(smollm2_onnx, tmp_path):
+    """The Q8_0 lookup tied to the head reads the head's own MatMulNBits blocks (one copy of the 49152 × 576
+    table), and a plan compiled on the exact int4 graph (its lookup now ends in a Reshape) equals the same plan
+    compiled from the fp32 graph with ``--weights int4``, logit for logit."""
+    from painters.runtime.base import left_pad
+    from painters.runtime.ort import OrtRunner
+
+    exact = compile_model(smollm2_onnx, "baseline", tmp_path / "exact" / "model.onnx", weights="int4")
+    graph = load_graph(exact.output).graph
+    (lookup,) = [n for n in graph if n.op_type == "GatherBlockQuantized"]
+    (head,) = [n for n in graph if n.op_type == "MatMulNBits" and n.attributes["bits"].as_int() == 8]
+    assert lookup.inputs[0] is head.inputs[1]
+    on_int4 = compile_model(exact.output, "skip_4_26", tmp_path / "skip_on_int4" / "skip.onnx")
+    from_fp32 = compile_model(smollm2_onnx, "skip_4_26", tmp_path / "skip_from_fp32" / "model.onnx", weights="int4")
+    ids, mask = left_pad([[1, 504, 3000, 17, 9], [1, 77, 2]])
+    got, want = (OrtRunner(p.output).prefill(ids, mask)[0] for p in (on_int4, from_fp32))
+    np.testing.assert_array_equal(got[mask.astype(bool)], want[mask.astype(bool)])
