@@ -25,11 +25,16 @@ def _logits(path, ids, mask, level=4):
     return OrtRunner(with_accuracy_level(path, level)).prefill(ids, mask)[0]
 
 
+@pytest.fixture(scope="module")
+def exact(smollm2_onnx, tmp_path_factory):
+    """SmolLM2 compiled with ``--weights int4`` from the built-in GGUF (its own blocks), shared by the tests."""
+    return compile_model(smollm2_onnx, "baseline", tmp_path_factory.mktemp("exact") / "model.onnx", weights="int4")
+
+
 @pytest.mark.slow
-def test_smollm2_int4_is_the_ggufs_own_blocks(smollm2_onnx, tmp_path):
+def test_smollm2_int4_is_the_ggufs_own_blocks(smollm2_onnx, exact, tmp_path):
     from painters.runtime.base import left_pad
 
-    exact = compile_model(smollm2_onnx, "baseline", tmp_path / "exact" / "model.onnx", weights="int4")
     requant = compile_model(smollm2_onnx, "baseline", tmp_path / "rtn" / "model.onnx", weights="int4", gguf="none",
                              quantizer="rtn")
     meta = load_graph(exact.output).metadata_props
@@ -53,14 +58,13 @@ def test_smollm2_int4_is_the_ggufs_own_blocks(smollm2_onnx, tmp_path):
 
 
 @pytest.mark.slow
-def test_smollm2_int4_lookup_is_the_heads_blocks_and_plans_compile_on_it(smollm2_onnx, tmp_path):
+def test_smollm2_int4_lookup_is_the_heads_blocks_and_plans_compile_on_it(smollm2_onnx, exact, tmp_path):
     """The Q8_0 lookup tied to the head reads the head's own MatMulNBits blocks (one copy of the 49152 × 576
     table), and a plan compiled on the exact int4 graph (its lookup now ends in a Reshape) equals the same plan
     compiled from the fp32 graph with ``--weights int4``, logit for logit."""
     from painters.runtime.base import left_pad
     from painters.runtime.ort import OrtRunner
 
-    exact = compile_model(smollm2_onnx, "baseline", tmp_path / "exact" / "model.onnx", weights="int4")
     graph = load_graph(exact.output).graph
     (lookup,) = [n for n in graph if n.op_type == "GatherBlockQuantized"]
     (head,) = [n for n in graph if n.op_type == "MatMulNBits" and n.attributes["bits"].as_int() == 8]
