@@ -19,9 +19,10 @@ A weight stacked along K from member weights (an int4 wide block's down projecti
 (:func:`~painters.compiler.passes.gguf_blocks.concat_k`); weights concatenated along N need nothing: their
 columns are rows of the file.
 
-A lookup over the same blocks as a head (a tied embedding: SmolLM2's Q8_0 ``token_embd``) reads the head's
-``MatMulNBits`` initializers themselves — ``GatherBlockQuantized`` over the ``[N, K/32, 32·bits/8]`` blocks along
-their last axis, its ``[.., K/32, 32]`` rows reshaped to ``[.., K]`` — so the file's one table stays one table.
+A lookup of the very initializer a head was converted from (a tied embedding: SmolLM2's Q8_0 ``token_embd``)
+reads the head's ``MatMulNBits`` initializers themselves — ``GatherBlockQuantized`` over the
+``[N, K/32, 32·bits/8]`` blocks along their last axis, its ``[.., K/32, 32]`` rows reshaped to ``[.., K]`` — so
+the file's one table stays one table.
 
 Weights the GGUF stores unquantized (F32/F16) stay float MatMuls — that is their exact form; k-quant tensors
 are refused by name. Like :class:`~painters.compiler.passes.quantize.QuantizeWeightsPass`, conversion is per
@@ -44,7 +45,7 @@ from painters.compiler.forms.base import const
 from painters.compiler.forms.wide_int4 import K_SEGMENTS
 from painters.compiler.passes.block_offsets import BlockOffsets
 from painters.compiler.passes.gguf_blocks import BLOCK, EXACT, NBitsWeight, concat_k, to_nbits
-from painters.compiler.passes.quantize import own_remaining_weights, quantizable, replace_node, weight_matmuls
+from painters.compiler.passes.quantize import own_remaining_weights, replace_node, stored_weight, weight_matmuls
 from painters.errors import CompileError
 
 __all__ = ["GgufWeightsPass", "GgufRows", "FLOAT_TYPES"]
@@ -114,7 +115,7 @@ class GgufWeightsPass(ir.passes.InPlacePass):
         self.accuracy_level = accuracy_level
         self.types: dict[str, int] = {}
         self._offsets = BlockOffsets("gguf")
-        self._heads: dict[bytes, tuple[NBitsWeight, list[ir.Value]]] = {}
+        self._heads: dict[ir.Value, tuple[NBitsWeight, list[ir.Value]]] = {}  # stored weight → its blocks
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         """Rewrite the model's MatMuls and embedding Gathers to read the GGUF's own blocks where it holds them."""
@@ -148,14 +149,14 @@ class GgufWeightsPass(ir.passes.InPlacePass):
         Embedding lookups (``Gather`` on axis 0 of a 2-D fp32 initializer, or of its ``Transpose``: the builder
         ties the embedding to the head's ``[H, V]`` weight that way) of a block type without a minimum become
         ``GatherBlockQuantized`` over the same bytes — the head's own initializers when a head was converted from
-        them (:meth:`_shared_lookup`); Q4_1/Q5_1 and float tables stay fp32 ``Gather`` (exact too: the table
-        already holds the de-quantized values), as does a table that is no GGUF tensor.
+        the same initializer (:meth:`_shared_lookup`); Q4_1/Q5_1 and float tables stay fp32 ``Gather`` (exact
+        too: the table already holds the de-quantized values), as does a table that is no GGUF tensor.
         """
         lookups: dict[ir.Value, Callable[[ir.Node], None] | None] = {}
         count = 0
         for node in [n for n in graph if n.op_type == "Gather" and n.domain in ("", "ai.onnx")]:
-            table, transposed = _table(node.inputs[0])
-            if node.attributes.get_int("axis", 0) != 0 or not quantizable(table) \
+            table, transposed = stored_weight(node.inputs[0])
+            if table is None or node.attributes.get_int("axis", 0) != 0 \
                     or table.const_value.dtype != ir.DataType.FLOAT:
                 continue
             if table not in lookups:
@@ -175,6 +176,9 @@ class GgufWeightsPass(ir.passes.InPlacePass):
     def _lookup(self, graph: ir.Graph, rows: GgufRows, table: ir.Value, transposed: bool,
                 rank: int | None) -> Callable[[ir.Node], None] | None:
         """How a Gather over ``table`` is rewritten (called with the node), or None to keep it."""
+        head = self._heads.get(table)
+        if head is not None and rank is not None:
+            return partial(self._shared_lookup, graph, *head, rank)
         array = np.asarray(const(table), dtype=np.float32)
         try:
             kind, raw = rows.rows_of(table.name, array.T if transposed else array)
@@ -183,9 +187,6 @@ class GgufWeightsPass(ir.passes.InPlacePass):
         form = EXACT.get(kind)
         if form is None or form.has_min:
             return None
-        head = self._heads.get(_blocks_key(kind, raw))
-        if head is not None and rank is not None:
-            return partial(self._shared_lookup, graph, *head, rank)
         nbits = to_nbits(raw, kind)
         values = [_initializer(graph, f"{table.name}_gather_Q{nbits.bits}", nbits.packed.reshape(nbits.n, -1)),
                   _initializer(graph, f"{table.name}_gather_scales", nbits.scales)]
@@ -263,7 +264,7 @@ class GgufWeightsPass(ir.passes.InPlacePass):
         if nbits.offset is not None:
             values.append(_initializer(graph, f"{name}_min", nbits.offset))
         if len(found) == 1 and nbits.offset is None and not (nbits.bits == 4 and nbits.zero_points is not None):
-            self._heads[_blocks_key(kind, found[0][1])] = (nbits, values)  # a lookup may read these blocks
+            self._heads[stored] = (nbits, values)  # a lookup of the same (tied) initializer reads these blocks
         return nbits, values
 
     def _replace(self, graph: ir.Graph, node: ir.Node, nbits: NBitsWeight, values: list[ir.Value]) -> None:
@@ -281,21 +282,6 @@ class GgufWeightsPass(ir.passes.InPlacePass):
             result.name = f"{out.name}/blocks"
             result = self._offsets.add(graph, node, a, result, values[-1], nbits.k, BLOCK)
         replace_node(graph, node, new, result)
-
-
-def _table(value: ir.Value) -> tuple[ir.Value, bool]:
-    """A Gather's table: the value itself, or the 2-D initializer a ``Transpose(perm=[1, 0])`` reads (True)."""
-    node = value.producer()
-    if node is not None and node.op_type == "Transpose" and node.domain in ("", "ai.onnx") \
-            and list(node.attributes.get_ints("perm", [])) == [1, 0] and node.inputs[0] is not None \
-            and node.inputs[0].is_initializer():
-        return node.inputs[0], True
-    return value, False
-
-
-def _blocks_key(kind: str, raw: np.ndarray) -> bytes:
-    """Identifies a GGUF tensor's raw blocks, so a lookup finds the head converted from the same bytes."""
-    return kind.encode() + hashlib.blake2b(np.ascontiguousarray(raw).tobytes(), digest_size=16).digest()
 
 
 def _lookup_rank(node: ir.Node) -> int | None:

@@ -36,8 +36,8 @@ from painters.errors import CompileError
 from painters.ort_ops import MATMUL_NBITS, MS_DOMAIN
 
 __all__ = ["QuantizeWeightsPass", "BLOCK_SIZES", "WEIGHT_FORMATS", "ACCURACY_LEVELS", "DEFAULT_QUANTIZER",
-           "DEFAULT_ACCURACY_LEVEL", "replace_node", "weight_matmuls", "quantizable", "own_remaining_weights",
-           "with_accuracy_level"]
+           "DEFAULT_ACCURACY_LEVEL", "replace_node", "weight_matmuls", "stored_weight", "quantizable",
+           "own_remaining_weights", "with_accuracy_level"]
 
 log = logging.getLogger(__name__)
 
@@ -172,12 +172,13 @@ def weight_matmuls(graph: ir.Graph) -> Iterator[tuple[ir.Node, ir.Value, ir.Valu
     """
     for node in [n for n in graph if n.op_type == "MatMul" and n.domain in ("", "ai.onnx")]:
         weight = node.inputs[1]
-        stored, transposed = _stored_weight(weight)
+        stored, transposed = stored_weight(weight)
         if stored is not None:
             yield node, weight, stored, transposed
 
 
-def _stored_weight(weight: ir.Value | None) -> tuple[ir.Value | None, bool]:
+def stored_weight(weight: ir.Value | None) -> tuple[ir.Value | None, bool]:
+    """The quantizable initializer ``weight`` is, or is the 2-D ``Transpose`` of (True); (None, False) if neither."""
     if quantizable(weight):
         return weight, False
     node = weight.producer() if weight is not None else None
