@@ -3,9 +3,10 @@
     python scripts/bench_fuse_int4.py [SRC] [--work DIR] [--plan parallel_4_26] [--gguf FILE|none]
         [--prompt 128] [--gen 32] [--iters 5] [--threads N] [--json OUT]
 
-SRC (default ``smollm2-135m``) is exported once to ``DIR/fp32/model.onnx``; the plan is compiled from it with
-``--weights int4`` twice, fused (``DIR/fused/model.onnx``) and with ``--no-fuse-parallel``
-(``DIR/unfused/model.onnx``), beside the int4 baseline (for a GGUF source: the file's own blocks; ``--gguf none``
+SRC (default ``smollm2-135m``) is exported once to ``DIR/KEY/fp32/model.onnx`` (KEY: painters' export and compiler
+code, SRC and ``--gguf``, so a changed painters never reuses a stale graph); the plan is compiled from it with
+``--weights int4`` twice, fused (``DIR/KEY/fused/model.onnx``) and with ``--no-fuse-parallel``
+(``DIR/KEY/unfused/model.onnx``), beside the int4 baseline (for a GGUF source: the file's own blocks; ``--gguf none``
 re-quantizes). The three run on painters' onnxruntime runner interleaved round by round
 (:func:`painters.bench.latency.benchmark`); the script prints the table and fused ÷ unfused prefill and decode.
 Then it prints the relative max logit difference of fused vs unfused (two random prompts of 64 and 17 ids,
@@ -78,7 +79,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
-    paths = _graphs(args.src, args.work, args.plan, args.gguf)
+    from painters.compiler.variants import code_keyed
+
+    paths = _graphs(args.src, code_keyed(args.work, args.src, str(args.gguf)), args.plan, args.gguf)
     runners = {name: OrtRunner(path, threads=args.threads) for name, path in paths.items()}
     try:
         rows = benchmark(runners, prompts=(args.prompt,), gen=args.gen, warmup=args.warmup, iters=args.iters,

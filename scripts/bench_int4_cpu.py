@@ -4,11 +4,12 @@
         [--plans baseline,drop_attn_k8,skip_4_26,parallel_4_26] [--llamacpp FILE.gguf] [--limit 500]
         [--tasks arc_easy,lambada] [--no-accuracy] [--json OUT]
 
-SRC (default ``smollm2-135m``) is exported once to ``DIR/FORM/fp32/model.onnx`` (``--form genai``, the default: ONNX
+SRC (default ``smollm2-135m``) is exported once to ``DIR/FORM/KEY/fp32/model.onnx`` (KEY: painters' export and
+compiler code, SRC and ``--gguf``, so a changed painters never reuses a stale graph; ``--form genai``, the default: ONNX
 Runtime GenAI's builder writes the fp32 graph, one ``GroupQueryAttention`` per block — on a 2-core Xeon it decodes
 int4 about 1.6x faster than ``--form decomposed``, painters' own export); ``painters-compile --weights int4`` makes
-``DIR/FORM/int4/model.onnx`` from it (for a GGUF source: the file's own blocks, exactly; pass ``--gguf`` for a GGUF
-other than the built-in one) and ``DIR/FORM/int4-requant/model.onnx`` with ``--gguf none`` (the weights
+``DIR/FORM/KEY/int4/model.onnx`` from it (for a GGUF source: the file's own blocks, exactly; pass ``--gguf`` for a GGUF
+other than the built-in one) and ``DIR/FORM/KEY/int4-requant/model.onnx`` with ``--gguf none`` (the weights
 re-quantized, for comparison). Latency rows, interleaved round by round on painters' runner: every plan on the int4
 graph (ratios to the int4 baseline beside the ideal and weight-read ratios), a parallel plan also unfused
 (``PLAN/unfused``), ``fp32/baseline``, ``int4-requant/baseline`` and llama.cpp on the GGUF (``--llamacpp``, by
@@ -17,7 +18,7 @@ re-quantized and fp32 graphs and llama.cpp. Last, issue 29's targets, each with 
 it. Everything goes through painters' bench API, as ``painters bench latency|accuracy`` does.
 
 ``--builder`` adds the issue's prefill case on ONNX Runtime GenAI's int4 graph: ``painters export SRC --form genai
---precision int4`` to ``DIR/FORM/genai-int4/model.onnx``, every plan compiled on it and timed in rounds of their own
+--precision int4`` to ``DIR/FORM/KEY/genai-int4/model.onnx``, every plan compiled on it and timed in rounds of their own
 (rows ``genai-int4/PLAN``, ratios to that graph's baseline). Every table ends with a line per plan saying whether
 its prefill ratio is within its ideal ratio + 0.05 (``PREFILL_MARGIN``), the bound issue 29 sets.
 """
@@ -188,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("src", nargs="?", default="smollm2-135m")
     parser.add_argument("--work", type=Path, default=None,
-                        help="graphs go to WORK/FORM [$PAINTERS_CACHE/scale/int4-bench]")
+                        help="graphs go to WORK/FORM/KEY [$PAINTERS_CACHE/scale/int4-bench]")
     parser.add_argument("--gguf", default=None, help="the GGUF the source is (found for smollm2-135m)")
     parser.add_argument("--form", choices=["genai", "decomposed"], default="genai",
                         help="the fp32 graph every int4 graph is compiled from: the builder's GroupQueryAttention "
@@ -212,8 +213,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from painters.bench.latency import format_table, rows_to_json
     from painters.cache import cache_dir
+    from painters.compiler.variants import code_keyed
 
-    args.work = (args.work or cache_dir("scale", "int4-bench")) / args.form
+    # keyed by painters' code and the choices that decide the graphs: a changed compiler never times a stale one
+    args.work = code_keyed((args.work or cache_dir("scale", "int4-bench")) / args.form, args.src, str(args.gguf))
 
     if args.llamacpp is None and args.src == "smollm2-135m":  # the anchor: llama.cpp on the very file
         from painters.export.sources import smollm2_path

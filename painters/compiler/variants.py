@@ -21,7 +21,7 @@ from painters.compiler.graph_io import SIDE_FILES, allowed_dir, external_files, 
 from painters.fileio import file_hash
 from painters.plans import load_scores, parse_plan
 
-__all__ = ["compiled_variants", "compiler_fingerprint"]
+__all__ = ["code_fingerprint", "code_keyed", "compiled_variants", "compiler_fingerprint"]
 
 
 def compiled_variants(model: Path, plans: Sequence[str], *, scores: str | None = None,
@@ -66,8 +66,23 @@ def compiled_variants(model: Path, plans: Sequence[str], *, scores: str | None =
 
 def compiler_fingerprint() -> str:
     """The painters version and a hash of the compiler and plan sources: a changed rewrite recompiles."""
+    return code_fingerprint("compiler", "plans")
+
+
+def code_fingerprint(*packages: str) -> str:
+    """The painters version and a hash of the named subpackages' sources (``"export"``, ``"compiler"``…)."""
     root = Path(__file__).resolve().parents[1]
     digest = hashlib.sha256(__version__.encode())
-    for path in sorted([*(root / "compiler").rglob("*.py"), *(root / "plans").rglob("*.py")]):
+    for path in sorted(p for name in packages for p in (root / name).rglob("*.py")):
         digest.update(path.read_bytes())
     return digest.hexdigest()
+
+
+def code_keyed(base: Path, *choices: str) -> Path:
+    """``base/KEY``, KEY a hash of the export, compiler and plan sources and of ``choices``.
+
+    For scripts that cache the graphs they export and compile by path: a changed painters, or another choice
+    (a ``--gguf``, a form), lands in another folder instead of timing a stale graph.
+    """
+    key = hashlib.sha256(":".join([code_fingerprint("export", "compiler", "plans"), *choices]).encode())
+    return base / key.hexdigest()[:12]

@@ -120,3 +120,16 @@ def test_latency_times_the_edited_plan(model_dir, tmp_path, cache):
 
     assert ideal([0, 1, 2, 3, 4]) == pytest.approx(5 / 8)
     assert ideal(list(range(8)) * 2) == pytest.approx(2.0)
+
+
+def test_a_scripts_graph_folder_follows_the_compiler_code_and_the_choices(tmp_path, monkeypatch):
+    """The int4 benchmarks cache graphs under ``code_keyed``: an edited pass or another --gguf is a new folder."""
+    from painters.compiler.variants import code_keyed
+
+    before = code_keyed(tmp_path, "smollm2-135m", "None")
+    assert before == code_keyed(tmp_path, "smollm2-135m", "None") and before.parent == tmp_path
+    assert code_keyed(tmp_path, "smollm2-135m", "none") != before
+    read = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes",
+                        lambda self: read(self) + (b"#" if self.name == "gguf_weights.py" else b""))
+    assert code_keyed(tmp_path, "smollm2-135m", "None") != before

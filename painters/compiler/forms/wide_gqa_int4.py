@@ -44,24 +44,19 @@ def gqa_int4_fused_weights(graph: ir.Graph, blocks: tuple[int, ...], members: li
 class WideGqaInt4Block(WideInt4Block):
     """Builds one fused stage of int4 builder blocks (see the module docstring)."""
 
-    _stream: ir.Value
-
     def norm(self, x: ir.Value, norm: dict, name: str) -> ir.Value:  # type: ignore[override]
         """The members' norm with a gain of ones (each member's gain is one Mul after it)."""
         return self.op(NORM, [x, self.w["ones"]], name, **norm)
 
-    def ranked(self, value: ir.Value, rank: int) -> ir.Value:
-        """``value`` with a shape of ``rank`` unknown dims and the stream's type, where it had none."""
-        if value.shape is None:
-            value.shape, value.type = ir.Shape([None] * rank), self._stream.type
-        return value
+    def stream_type(self) -> ir.TypeProtocol:
+        """A matched builder block keeps no input value; its stream has its weights' float type."""
+        return ir.TensorType(self.members[0].o.const_value.dtype)
 
     def build(self, x: ir.Value, past: tuple[ir.Value, ir.Value]) -> tuple[ir.Value, tuple[ir.Value, ir.Value]]:
         """The stage's output (the next residual stream) and its present (key, value), from ``x`` and ``past``."""
         d, m0 = self.dims, self.members[0]
         k, nh, nkv, D = d.k, d.heads, d.kv_heads, d.head_dim
         need(not self.shared, "kv=mean groups have no wide GroupQueryAttention form")
-        self._stream = x
 
         self.meta["painters.sublayer"] = "attn"
         normed = self.norm(x, m0.norm1, "attn_norm")

@@ -127,10 +127,14 @@ def int4_fused_weights(graph: ir.Graph, blocks: tuple[int, ...], members: list[I
 class WideInt4Block(WideBlock):
     """Builds one fused stage whose weights quantize to the members' own blocks (see the module docstring)."""
 
+    def stream_type(self) -> ir.TypeProtocol:
+        """The residual stream's type: the members' input's."""
+        return self.members[0].x.type
+
     def ranked(self, value: ir.Value, rank: int) -> ir.Value:
         """``value`` with a shape of ``rank`` unknown dims and the stream's type, where it had none."""
         if value.shape is None:
-            value.shape, value.type = ir.Shape([None] * rank), self.members[0].x.type
+            value.shape, value.type = ir.Shape([None] * rank), self.stream_type()
         return value
 
     def qkv(self, x: ir.Value) -> tuple[ir.Value, ir.Value, ir.Value]:
