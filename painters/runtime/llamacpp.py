@@ -5,7 +5,8 @@ explicitly, so here the "cache" of a row is the token history it stands for: a s
 context already holds continues it (the usual decode step); any other history rewinds the context to the common
 prefix (``kv_cache_seq_rm`` inside ``Llama.eval``) and evaluates the rest. Rows of a batch run one after another.
 ``logits_all=True`` keeps every position's logits, so loglikelihood scoring (``bench accuracy``) reads them
-exactly as from the other runners.
+exactly as from the other runners; greedy decoding at batch 1 (:class:`LlamaCppLoop`, what ``bench latency`` times)
+asks for the last position's only, as llama.cpp's own tools do.
 
 The plan a GGUF runs is the one painters recorded in its metadata (``painters.plan``, :mod:`painters.targets`);
 a GGUF without it runs as the full model (``baseline``).
@@ -93,6 +94,7 @@ class LlamaCppRunner(Runner):
             self.llama = Llama(model_path=str(self.path), n_ctx=n_ctx, logits_all=True, verbose=False, **kwargs)
         except (ValueError, RuntimeError) as exc:
             raise BenchError(f"llama.cpp could not load {self.path} ({exc})") from None
+        self.scored = 0  # leading context positions whose ``scores`` rows hold their logits (see LlamaCppLoop)
         self.tokenizer = LlamaCppTokenizer(self.llama)
         self._kv_per_token = _kv_bytes_per_token(self.path)
         self.info = ModelInfo(num_slots=0, kv_heads=0, head_dim=0, vocab_size=int(self.llama.n_vocab()),
@@ -120,12 +122,13 @@ class LlamaCppRunner(Runner):
         tokens = list(history) + new
         if len(tokens) > llama.n_ctx():
             raise BenchError(f"{len(tokens)} tokens exceed llama.cpp's context of {llama.n_ctx()}; use shorter inputs")
-        held = llama.input_ids[:llama.n_tokens].tolist()
+        held = llama.input_ids[:min(llama.n_tokens, self.scored)].tolist()  # reusable: positions with logits
         common = 0
         while common < min(len(held), len(tokens) - 1) and held[common] == tokens[common]:
             common += 1  # keep at least one new token to evaluate: its logits are what we return
         llama.n_tokens = common
         llama.eval(tokens[common:])
+        self.scored = len(tokens)
         return np.array(llama.scores[len(history):len(tokens)], dtype=np.float32)
 
     def forward(self, input_ids, attention_mask, position_ids, past: KV | None = None):
@@ -172,7 +175,14 @@ class LlamaCppRunner(Runner):
 
 
 class LlamaCppLoop(GreedyLoop):
-    """Batch-1 greedy decoding straight on the context: one ``eval`` per token, argmax of its logits."""
+    """Batch-1 greedy decoding straight on the context: one ``eval`` per token, argmax of the last logits.
+
+    The context keeps every position's logits (``logits_all``, for scoring), which would make a timed prefill run
+    the head over the whole prompt and copy its ``[prompt, vocab]`` logits; greedy decoding needs the last
+    position's only, so the loop's evals ask llama.cpp for that one, as ``llama-cli`` does. llama-cpp-python
+    (0.3.36, pinned) reads ``_logits_all`` at every ``eval``. The ``scores`` rows of these evals stay unwritten, so
+    the runner's ``scored`` mark drops to the prompt's start and a later ``forward`` re-evaluates these positions.
+    """
 
     def __init__(self, runner: LlamaCppRunner, input_ids: np.ndarray, attention_mask: np.ndarray):
         self.runner = runner
@@ -180,20 +190,28 @@ class LlamaCppLoop(GreedyLoop):
         self.prompt = [int(t) for t in np.asarray(input_ids)[0][mask]]
         self.next = 0
 
-    def _argmax(self) -> None:
+    def _eval(self, tokens: list[int]) -> None:
+        """Evaluate ``tokens`` with the last position's logits only, and pick their argmax."""
+        from llama_cpp import llama_get_logits_ith
+
         llama = self.runner.llama
-        self.next = int(np.argmax(llama.scores[llama.n_tokens - 1]))
+        self.runner.scored = min(self.runner.scored, llama.n_tokens)
+        llama._logits_all = False
+        try:
+            llama.eval(tokens)
+        finally:
+            llama._logits_all = True
+        last = np.ctypeslib.as_array(llama_get_logits_ith(llama.ctx, -1), shape=(self.runner.info.vocab_size,))
+        self.next = int(np.argmax(last))
 
     def prefill(self) -> None:
         """Evaluate the prompt from an empty context and pick the first token."""
         self.runner.llama.reset()
-        self.runner.llama.eval(self.prompt)
-        self._argmax()
+        self._eval(self.prompt)
 
     def step(self) -> None:
         """Evaluate the last picked token and pick the next."""
-        self.runner.llama.eval([self.next])
-        self._argmax()
+        self._eval([self.next])
 
     def tokens(self) -> np.ndarray:
         """The token picked last (one row)."""

@@ -62,3 +62,33 @@ def test_several_anchors_in_one_run(bf_llama, tiny_gguf, tmp_path):
     assert result.exit_code == 0, result.output
     rows = [line.split("|")[1].strip() for line in result.output.splitlines() if line.startswith("| ")][1:]
     assert rows == ["baseline", "parallel_1_3", "hf/baseline", "hf/parallel_1_3", "llama.cpp/baseline"]
+
+
+def test_greedy_decoding_asks_for_the_last_logits_and_scoring_stays_exact(tiny_gguf):
+    """A timed prefill runs the head on the last position only (no ``scores`` row written); a later forward on the
+    same context re-evaluates those positions rather than reading unwritten rows, and the tokens are the argmax of
+    the scoring path's logits."""
+    import numpy as np
+
+    from painters.runtime.llamacpp import LlamaCppRunner
+
+    prompt, steps = [1, 5, 9, 12, 7, 3, 30, 2], 4
+    runner = LlamaCppRunner(tiny_gguf, threads=1)
+    try:
+        ids = list(prompt)
+        want = []
+        for _ in range(steps):  # the scoring path: every position's logits, from an empty context each time
+            runner.llama.reset()
+            logits, _ = runner.forward(np.array([ids]), np.ones((1, len(ids)), np.int64), None, None)
+            want.append(int(np.argmax(logits[0, -1])))
+            ids.append(want[-1])
+        runner.llama.reset()
+        reference, _ = runner.forward(np.array([ids]), np.ones((1, len(ids)), np.int64), None, None)
+
+        runner.llama.scores[:] = np.nan
+        assert runner.generate([prompt], steps) == [want]
+        assert np.isnan(runner.llama.scores[:len(ids)]).all()  # no position's logits were copied out
+        again, _ = runner.forward(np.array([ids]), np.ones((1, len(ids)), np.int64), None, None)
+        np.testing.assert_array_equal(again, reference)  # the greedy loop's positions were evaluated again
+    finally:
+        runner.close()
