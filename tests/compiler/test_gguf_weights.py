@@ -239,3 +239,31 @@ def test_tied_lookup_reads_the_heads_blocks(tmp_path, kind):
     np.testing.assert_array_equal(emb, table[token_ids])
     want = xs @ table.T
     assert np.abs(y - want).max() / np.abs(want).max() <= REL_EXACT
+
+
+def test_a_lookup_reading_the_heads_weight_the_same_way_round_keeps_its_own_rows(tmp_path):
+    """Head blocks are shared only with a lookup that reads the weight the other way round (the tie's transpose):
+    a Gather of the very [K, K] initializer a MatMul reads untransposed wants the weight's rows, not the head's."""
+    import onnxruntime as ort
+
+    original = np.random.default_rng(7).standard_normal((K, K)).astype(np.float32)
+    path = _gguf(tmp_path / "t.gguf", {"output.weight": (original, "Q8_0")})
+    head = _dequantized(original, "Q8_0")  # the GGUF's rows: the head's output columns
+    w = ir.Value(name="w", const_value=ir.tensor(np.ascontiguousarray(head.T), name="w"))  # MatMul weight [K, N]
+    w.shape, w.dtype = w.const_value.shape, w.const_value.dtype
+    ids = ir.Value(name="ids", shape=ir.Shape([2, 3]), type=ir.TensorType(ir.DataType.INT64))
+    x = ir.Value(name="x", shape=ir.Shape([2, 5, K]), type=ir.TensorType(ir.DataType.FLOAT))
+    g = ir.Node("", "Gather", [w, ids], attributes=[ir.AttrInt64("axis", 0)], name="g")
+    mm = ir.Node("", "MatMul", [x, w], name="mm")
+    for out, name, shape in ((g.outputs[0], "emb", [2, 3, K]), (mm.outputs[0], "y", [2, 5, K])):
+        out.name, out.shape, out.type = name, ir.Shape(shape), ir.TensorType(ir.DataType.FLOAT)
+    model = ir.Model(ir.Graph([ids, x], [g.outputs[0], mm.outputs[0]], nodes=[g, mm], initializers=[w],
+                              opset_imports={"": 17}), ir_version=9)
+    assert GgufWeightsPass(path).call(model).modified
+    assert {n.op_type for n in model.graph} == {"Gather", "MatMulNBits"}  # w's rows are no GGUF rows: fp32 lookup
+    ir.save(model, tmp_path / "t.onnx")
+    token_ids = np.array([[0, 5, 23], [7, 7, 1]], dtype=np.int64)
+    xs = np.zeros((2, 5, K), dtype=np.float32)
+    (emb, _) = ort.InferenceSession(str(tmp_path / "t.onnx"), providers=["CPUExecutionProvider"]).run(
+        None, {"ids": token_ids, "x": xs})
+    np.testing.assert_array_equal(emb, head.T[token_ids])

@@ -115,7 +115,8 @@ class GgufWeightsPass(ir.passes.InPlacePass):
         self.accuracy_level = accuracy_level
         self.types: dict[str, int] = {}
         self._offsets = BlockOffsets("gguf")
-        self._heads: dict[ir.Value, tuple[NBitsWeight, list[ir.Value]]] = {}  # stored weight → its blocks
+        # (stored weight, read transposed) → the blocks a head converted from it: rows of the weight's other side
+        self._heads: dict[tuple[ir.Value, bool], tuple[NBitsWeight, list[ir.Value]]] = {}
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         """Rewrite the model's MatMuls and embedding Gathers to read the GGUF's own blocks where it holds them."""
@@ -176,7 +177,7 @@ class GgufWeightsPass(ir.passes.InPlacePass):
     def _lookup(self, graph: ir.Graph, rows: GgufRows, table: ir.Value, transposed: bool,
                 rank: int | None) -> Callable[[ir.Node], None] | None:
         """How a Gather over ``table`` is rewritten (called with the node), or None to keep it."""
-        head = self._heads.get(table)
+        head = self._heads.get((table, not transposed))  # the head's output columns are this lookup's rows
         if head is not None and rank is not None:
             return partial(self._shared_lookup, graph, *head, rank)
         array = np.asarray(const(table), dtype=np.float32)
@@ -264,7 +265,7 @@ class GgufWeightsPass(ir.passes.InPlacePass):
         if nbits.offset is not None:
             values.append(_initializer(graph, f"{name}_min", nbits.offset))
         if len(found) == 1 and nbits.offset is None and not (nbits.bits == 4 and nbits.zero_points is not None):
-            self._heads[stored] = (nbits, values)  # a lookup of the same (tied) initializer reads these blocks
+            self._heads[stored, transposed] = (nbits, values)  # a tied lookup of the same initializer reads them
         return nbits, values
 
     def _replace(self, graph: ir.Graph, node: ir.Node, nbits: NBitsWeight, values: list[ir.Value]) -> None:
